@@ -1,0 +1,405 @@
+"""Settings of a perf run: one description per setting, one precedence.
+
+Every setting has a command-line option (``--iot-devices``), an ini key
+(``iot_devices``) and an environment variable (``IOTPERF_DEVICES``), sharing
+one help text.  Values resolve in this order, first hit wins:
+
+    command line > environment > test code (``iot_perf.run(devices=...)``) > ini > default
+
+The ini file holds project defaults; the command line and the environment
+override them, and the test code, for one invocation.  Each resolved value
+remembers where it came from, so a bad value is reported with its source and
+the result records the provenance of every setting.
+
+This module is pure: it knows nothing of pytest.  ``plugin.py`` feeds it the
+raw strings it read from pytest's config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_iotperf.errors import ConfigError
+
+CLI = "command line"
+ENV = "environment"
+CODE = "test code"
+INI = "ini"
+DEFAULT = "default"
+
+#: Environment variable holding the MQTT password. It has no CLI option or
+#: ini key on purpose: a password on a command line ends up in ps and shell
+#: history, and an ini file ends up in git.
+MQTT_PASSWORD_ENV = "IOTPERF_MQTT_PASSWORD"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``30s``, ``2m``, ``1m30s``, ``500ms``, ``1.5h`` or a bare number of seconds."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError("expected a duration such as 30s, 2m or 1m30s, got an empty value")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pos = 0
+        seconds = 0.0
+        for match in _DURATION_PART.finditer(raw):
+            if match.start() != pos and raw[pos : match.start()].strip():
+                break
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+            pos = match.end()
+        if pos == 0 or raw[pos:].strip():
+            raise ValueError(
+                f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}"
+            ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a non-negative duration, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of :func:`parse_duration` for display (``90`` -> ``1m30s``)."""
+    if seconds < 1 and seconds > 0:
+        return f"{seconds * 1000:g}ms"
+    minutes, rest = divmod(seconds, 60)
+    if minutes and rest:
+        return f"{int(minutes)}m{rest:g}s"
+    if minutes:
+        return f"{int(minutes)}m"
+    return f"{rest:g}s"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number greater than 0, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a whole number greater than 0, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number greater than 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a number greater than 0, got {text!r}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration greater than 0, got {text!r}")
+    return seconds
+
+
+def _ramp_up(text: str) -> float | None:
+    """``auto`` (None) lets the run pick a ramp from the device count."""
+    if text.strip().lower() == "auto":
+        return None
+    return parse_duration(text)
+
+
+def _qos(text: str) -> int:
+    if text.strip() not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {text!r}")
+    return int(text.strip())
+
+
+def _broker(text: str) -> str:
+    value = text.strip()
+    if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt"):
+        return value
+    match = re.fullmatch(r"(mqtts?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?", value)
+    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+        raise ValueError(
+            f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}"
+        )
+    return value
+
+
+def _sink(text: str) -> str:
+    value = text.strip().lower()
+    if value == "eventhub":
+        raise ValueError("the 'eventhub' sink is not built yet; use 'mqtt'")
+    if value != "mqtt":
+        raise ValueError(f"expected 'mqtt' or 'eventhub', got {text!r}")
+    return value
+
+
+def _topic_template(text: str) -> str:
+    value = text.strip()
+    if "{device_id}" not in value:
+        raise ValueError(f"the topic must contain {{device_id}}, got {text!r}")
+    if "#" in value or "+" in value:
+        raise ValueError(f"a publish topic cannot contain the wildcards + or #, got {text!r}")
+    try:
+        value.format(device_id="d", run_id="r")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(
+            f"the topic may only use the placeholders {{device_id}} and {{run_id}}, got {text!r}"
+        ) from None
+    return value
+
+
+def _topic_filter(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("expected an MQTT topic filter such as devices/+/telemetry, got an empty value")
+    levels = value.split("/")
+    for index, level in enumerate(levels):
+        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise ValueError(f"{text!r} is not a valid MQTT topic filter")
+    return value
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("expected a directory path, got an empty value")
+    return Path(text.strip())
+
+
+def default_workers() -> int:
+    """One Locust worker per core but one (the master, sink and broker need a core too)."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its names in every source, its parser and its help text."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str = "VALUE"
+    run_kwarg: str | None = None  # the iot_perf.run() keyword, when test code may set it
+
+    @property
+    def cli(self) -> str:
+        return "--iot-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "iot_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "IOTPERF_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("devices", _positive_int, 10, "number of simulated MQTT devices (overrides the test code)", "N", "devices"),
+    Setting("rate", _positive_float, 1.0, "messages per second per device, e.g. 0.2", "R", "rate_per_device"),
+    Setting("duration", _positive_duration, 10.0, "steady-state publishing time, e.g. 30s or 2m", "D", "duration"),
+    Setting(
+        "ramp_up",
+        _ramp_up,
+        None,
+        "time over which devices connect, spread evenly (default auto: 1s per 500 devices, at least 1s)",
+        "D",
+        "ramp_up",
+    ),
+    Setting("workers", _positive_int, None, "local Locust worker processes (default: cores - 1, at least 1)", "N", "workers"),
+    Setting(
+        "broker",
+        _broker,
+        "embedded",
+        "'embedded' (Mosquitto from PATH, else amqtt) or mqtt://host:port / mqtts://host:port",
+        "URL",
+        "broker",
+    ),
+    Setting("username", _text, None, f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})", "NAME", "username"),
+    Setting("qos", _qos, 1, "MQTT QoS of the telemetry, 0 or 1", "{0,1}", "qos"),
+    Setting("payload_bytes", _non_negative_int, 0, "pad each payload to this many bytes (0: no padding)", "N", "payload_bytes"),
+    Setting(
+        "topic",
+        _topic_template,
+        "devices/{device_id}/telemetry",
+        "publish topic template; {device_id} and {run_id} are filled in",
+        "TEMPLATE",
+        "topic",
+    ),
+    Setting("sink", _sink, "mqtt", "where telemetry is read back: mqtt (eventhub comes later)", "{mqtt,eventhub}", "sink"),
+    Setting(
+        "sink_topic",
+        _topic_filter,
+        None,
+        "topic filter the mqtt sink subscribes to (default: the filter matching --iot-topic)",
+        "FILTER",
+        "sink_topic",
+    ),
+    Setting(
+        "drain",
+        parse_duration,
+        10.0,
+        "how long the sink keeps reading after publishing stops (ends early once all sent arrived)",
+        "D",
+        "drain",
+    ),
+    Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json", "DIR", None),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+SETTINGS_BY_KWARG: dict[str, Setting] = {s.run_kwarg: s for s in SETTINGS if s.run_kwarg}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A setting's value and where it came from (for messages and the result)."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class SessionSettings:
+    """Settings resolved from CLI, env, ini and defaults, before test code is seen."""
+
+    values: dict[str, Resolved] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name].value
+
+    def source(self, name: str) -> str:
+        return self.values[name].source
+
+    def for_run(self, code: Mapping[str, Any]) -> RunSettings:
+        """Apply the keyword arguments of ``iot_perf.run()`` at their precedence."""
+        unknown = sorted(set(code) - set(SETTINGS_BY_KWARG))
+        if unknown:
+            known = ", ".join(sorted(SETTINGS_BY_KWARG))
+            raise ConfigError(f"iot_perf.run() got unknown keyword(s) {', '.join(unknown)}; known: {known}")
+        values = dict(self.values)
+        for kwarg, raw in code.items():
+            setting = SETTINGS_BY_KWARG[kwarg]
+            if values[setting.name].source in (CLI, ENV) or raw is None:
+                continue
+            try:
+                value = setting.parse(str(raw)) if not isinstance(raw, bool) else _reject_bool(raw)
+            except ValueError as exc:
+                raise ConfigError(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}") from None
+            values[setting.name] = Resolved(value, CODE)
+        return RunSettings(values)
+
+
+def _reject_bool(raw: bool) -> Any:
+    raise ValueError(f"expected a value, got {raw!r}")
+
+
+@dataclass
+class RunSettings(SessionSettings):
+    """Settings of one run, with every precedence applied."""
+
+    def for_run(self, code: Mapping[str, Any]) -> RunSettings:
+        raise TypeError("RunSettings are final")
+
+    @property
+    def devices(self) -> int:
+        return int(self["devices"])
+
+    @property
+    def rate(self) -> float:
+        return float(self["rate"])
+
+    @property
+    def duration_s(self) -> float:
+        return float(self["duration"])
+
+    @property
+    def ramp_up_s(self) -> float:
+        explicit = self["ramp_up"]
+        if explicit is not None:
+            return float(explicit)
+        return max(1.0, self.devices / 500.0)
+
+    @property
+    def workers(self) -> int:
+        explicit = self["workers"]
+        return int(explicit) if explicit is not None else default_workers()
+
+    @property
+    def sink_topic(self) -> str:
+        explicit = self["sink_topic"]
+        if explicit is not None:
+            return str(explicit)
+        return topic_filter_for(str(self["topic"]))
+
+    def sources(self) -> dict[str, str]:
+        return {name: resolved.source for name, resolved in self.values.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly values of every setting (no secrets live in settings)."""
+        out: dict[str, Any] = {}
+        for name, resolved in self.values.items():
+            value = resolved.value
+            out[name] = str(value) if isinstance(value, Path) else value
+        out["ramp_up"] = self.ramp_up_s
+        out["workers"] = self.workers
+        out["sink_topic"] = self.sink_topic
+        return out
+
+
+def topic_filter_for(template: str, run_id: str = "+") -> str:
+    """The subscription filter matching a publish template: ``{device_id}`` becomes ``+``."""
+    return template.replace("{device_id}", "+").replace("{run_id}", run_id)
+
+
+def resolve(
+    cli: Mapping[str, str | None],
+    env: Mapping[str, str],
+    ini: Mapping[str, tuple[str, str] | None],
+) -> SessionSettings:
+    """Resolve every setting from raw strings.
+
+    ``cli`` maps setting name -> raw CLI value (None when not given), ``env`` is
+    the process environment, ``ini`` maps setting name -> (raw value, ini file
+    name) or None.  Raises :class:`ConfigError` naming the value and its source.
+    """
+    values: dict[str, Resolved] = {}
+    for setting in SETTINGS:
+        raw_cli = cli.get(setting.name)
+        raw_ini = ini.get(setting.name)
+        if raw_cli is not None:
+            where, raw = f"{setting.cli}={raw_cli} (command line)", raw_cli
+            source = CLI
+        elif setting.env in env:
+            raw = env[setting.env]
+            where, source = f"{setting.env}={raw!r} (environment)", ENV
+        elif raw_ini is not None:
+            raw, ini_name = raw_ini
+            where, source = f"{setting.ini} = {raw} (in {ini_name})", INI
+        else:
+            values[setting.name] = Resolved(setting.default, DEFAULT)
+            continue
+        try:
+            values[setting.name] = Resolved(setting.parse(raw), source)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return SessionSettings(values)

@@ -1,0 +1,235 @@
+"""One simulated device: a paho-mqtt client driven from greenlets.
+
+No OS thread per client and no ``select()``: paho's own loops call
+``select.select``, which caps a process at FD_SETSIZE (1,024) sockets.  Here
+a reader greenlet waits for readability with gevent's hub (epoll) and calls
+``loop_read``; publishing writes straight to the socket from the device's
+schedule, and ``loop_write`` only runs when the kernel buffer was full.
+
+Only imported inside Locust processes (gevent-patched); never by pytest.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+from gevent.socket import wait_read, wait_write
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+from pytest_iotperf.fleet.payload import PayloadTemplate
+from pytest_iotperf.fleet.spec import device_id_for, phase_for
+
+if TYPE_CHECKING:
+    from pytest_iotperf.fleet.worker_fleet import WorkerFleet
+
+_SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+_CONNACK_TIMEOUT_S = 10.0
+
+
+class Device:
+    """A device's connection, schedule and counters."""
+
+    def __init__(self, fleet: WorkerFleet, local_index: int) -> None:
+        spec = fleet.spec
+        self.fleet = fleet
+        self.spec = spec
+        self.device_id = device_id_for(fleet.worker_index, local_index)
+        self.phase_s = phase_for(fleet.worker_index, local_index, spec.rate)
+        self.topic = spec.topic_for(self.device_id)
+        self.template = PayloadTemplate(spec.run_id, self.device_id, spec.payload_bytes)
+        self.sent = 0  # successful publishes; also the next seq
+        self.connected = False
+        self.finished = False
+        self.last_error: str | None = None
+        self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._reader: gevent.Greenlet | None = None
+        self._last_info: mqtt.MQTTMessageInfo | None = None
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{self.spec.run_id}-{self.device_id}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        client.max_inflight_messages_set(0)  # 0 = unlimited: never hold a due message back
+        if self.spec.username:
+            client.username_pw_set(self.spec.username, self.fleet.password)
+        if self.spec.broker_tls:
+            client.tls_set()
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    # -- connection ---------------------------------------------------------------
+
+    def connect(self) -> bool:
+        """Connect, retrying refusals with jittered exponential backoff within the budget."""
+        deadline = time.monotonic() + self.spec.connect_budget_s
+        backoff = 0.05
+        while True:
+            started = time.monotonic()
+            error = self._connect_once()
+            if error is None:
+                self.connected = True
+                self.fleet.device_connected(self, time.monotonic() - started)
+                return True
+            self.last_error = error
+            self.fleet.connect_retried(error)
+            if time.monotonic() + backoff > deadline:
+                self.fleet.device_failed(self, error)
+                return False
+            gevent.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 2.0)
+
+    def _connect_once(self) -> str | None:
+        """One attempt; None on success, else why it failed."""
+        self._connack = gevent.event.AsyncResult()
+        try:
+            rc = self.client.connect(self.spec.broker_host, self.spec.broker_port, self.spec.keepalive_s)
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
+        if rc != _SUCCESS:
+            return mqtt.error_string(rc)
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = gevent.spawn(self._read_loop)
+        reason = self._connack.wait(_CONNACK_TIMEOUT_S)
+        if reason == "ok":
+            return None
+        self._stop_reader()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+        return str(reason) if reason is not None else f"no CONNACK within {_CONNACK_TIMEOUT_S:g}s"
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connack.set("ok" if not reason.is_failure else f"connection refused: {reason}")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self.connected:
+            self.connected = False
+            self.fleet.device_disconnected(self, str(reason))
+        if not self._connack.ready():
+            self._connack.set(f"disconnected before CONNACK: {reason}")
+
+    def _read_loop(self) -> None:
+        client = self.client
+        misc_every = max(1.0, self.spec.keepalive_s / 4)
+        next_misc = time.monotonic() + misc_every
+        while True:
+            sock = client.socket()
+            if sock is None:
+                return
+            try:
+                wait_read(sock.fileno(), timeout=misc_every)
+                if client.loop_read() != _SUCCESS:
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
+                return
+            now = time.monotonic()
+            if now >= next_misc:
+                next_misc = now + misc_every
+                if client.loop_misc() != _SUCCESS:
+                    return
+
+    def _stop_reader(self) -> None:
+        if self._reader is not None and self._reader is not gevent.getcurrent():
+            self._reader.kill(block=False)
+        self._reader = None
+
+    # -- publishing ---------------------------------------------------------------
+
+    def run_schedule(self, t0: float) -> None:
+        """Publish message k at ``t0 + phase + k / rate`` until the duration ends.
+
+        Open model: a message goes out at its due time whether or not earlier
+        ones were acknowledged.  ``seq`` counts successful publishes, so the
+        messages a device sent are exactly seq 0 .. sent-1.
+        """
+        spec = self.spec
+        fleet = self.fleet
+        client = self.client
+        topic, qos, render = self.topic, spec.qos, self.template.render
+        period = 1.0 / spec.rate
+        start = t0 + self.phase_s
+        end = t0 + spec.duration_s
+        k = 0
+        due = start
+        try:
+            while due < end and not fleet.aborted:
+                now = time.time()
+                if due > now:
+                    gevent.sleep(due - now)
+                    now = time.time()
+                due_us = int(due * 1_000_000)
+                now_us = int(now * 1_000_000)
+                if self.connected:
+                    info = client.publish(topic, render(self.sent, due_us, now_us), qos)
+                    if info.rc == _SUCCESS:
+                        self.sent += 1
+                        self._last_info = info
+                        fleet.message_sent(due_us, now_us)
+                        if client.want_write():
+                            self._flush()
+                    else:
+                        fleet.publish_failed(mqtt.error_string(info.rc))
+                else:
+                    fleet.publish_failed("not connected")
+                k += 1
+                due = start + k * period
+        finally:
+            self.finished = True
+            fleet.device_finished(self)
+
+    def _flush(self) -> None:
+        """The kernel buffer was full: wait until paho's queue is written out."""
+        client = self.client
+        while client.want_write():
+            sock = client.socket()
+            if sock is None:
+                return
+            try:
+                wait_write(sock.fileno(), timeout=5.0)
+            except (TimeoutError, OSError):
+                return
+            if client.loop_write() != _SUCCESS:
+                return
+
+    def wait_acknowledged(self, timeout_s: float) -> bool:
+        """QoS 1: wait until the broker acknowledged the last message sent."""
+        info = self._last_info
+        deadline = time.monotonic() + timeout_s
+        while info is not None and not info.is_published() and self.connected:
+            if time.monotonic() >= deadline:
+                return False
+            gevent.sleep(0.02)
+        return True
+
+    def close(self) -> None:
+        """Disconnect cleanly (DISCONNECT, then close); safe to call twice."""
+        was_connected = self.connected
+        self.connected = False
+        if was_connected:
+            try:
+                self.client.disconnect()
+                self._flush()
+            except OSError:
+                pass
+        self._stop_reader()
+        sock = self.client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass

@@ -1,0 +1,68 @@
+"""Merge the workers' reports into one fleet report (pure: no locust, no gevent).
+
+Every merge is exact: counts add, histograms merge bucket by bucket, so one
+worker or twenty give the same numbers for the same messages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pytest_iotperf.fleet.spec import FleetSpec
+from pytest_iotperf.metrics import DelayHistogram
+
+
+def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One JSON-ready dict for the whole fleet; ``workers`` keeps each worker's own figures."""
+    lateness = DelayHistogram()
+    connect_latency = DelayHistogram()
+    sent_by_device: dict[str, int] = {}
+    sent_timeline: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    workers: list[dict[str, Any]] = []
+    totals: Counter[str] = Counter()
+    for report in sorted(reports, key=lambda r: int(r["worker_index"])):
+        lateness.merge(DelayHistogram.from_dict(report["lateness"]))
+        connect_latency.merge(DelayHistogram.from_dict(report["connect_latency"]))
+        duplicated = sent_by_device.keys() & report["sent_by_device"].keys()
+        if duplicated:
+            errors[f"{len(duplicated)} device ids reported by two workers"] += 1
+        sent_by_device.update(report["sent_by_device"])
+        sent_timeline.update({slot: int(n) for slot, n in report["sent_timeline"].items()})
+        errors.update(report["errors"])
+        for key in ("devices", "connected_at_go", "connect_failed", "connect_retries", "disconnects",
+                    "scheduled", "sent", "publish_errors"):
+            totals[key] += int(report[key])
+        wall_s = max(float(report["wall_s"]), 1e-9)
+        devices = max(int(report["devices"]), 1)
+        worker_lateness = DelayHistogram.from_dict(report["lateness"])
+        workers.append(
+            {
+                "worker_index": report["worker_index"],
+                "pid": report.get("pid"),
+                "devices": report["devices"],
+                "sent": report["sent"],
+                "cpu_percent": 100.0 * float(report["cpu_s"]) / wall_s,
+                "rss_bytes_per_device": int(report["max_rss_bytes"]) / devices,
+                "lateness_p99_ms": _ms(worker_lateness.percentile(99)) if worker_lateness.count else None,
+                "aborted": report.get("aborted", False),
+            }
+        )
+    return {
+        "run_id": spec.run_id,
+        "devices_requested": spec.devices,
+        **{key: totals[key] for key in ("devices", "connected_at_go", "connect_failed", "connect_retries",
+                                        "disconnects", "scheduled", "sent", "publish_errors")},
+        "sent_by_device": sent_by_device,
+        "lateness": lateness.to_dict(),
+        "connect_latency": connect_latency.to_dict(),
+        "sent_timeline": dict(sent_timeline),
+        "errors": [f"{message} (x{count})" if count > 1 else message for message, count in errors.most_common()],
+        "workers": workers,
+        "workers_reported": len(reports),
+    }
+
+
+def _ms(value_us: float) -> float:
+    return value_us / 1000.0

@@ -1,0 +1,23 @@
+"""Locustfile for remote workers: ``locust --worker --master-host H --master-port P -f <this file>``.
+
+Local workers do the same through ``python -m pytest_iotperf.fleet.worker``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from locust import events
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+from pytest_iotperf.fleet.user import DeviceUser
+from pytest_iotperf.fleet.worker_fleet import install_worker
+
+__all__ = ["DeviceUser"]
+
+
+@events.init.add_listener
+def _install(environment: Environment, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        install_worker(environment)

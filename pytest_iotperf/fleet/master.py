@@ -1,0 +1,183 @@
+"""The Locust master of a fleet run: ``python -m pytest_iotperf.fleet.master SPEC REPORT --port P``.
+
+Built with ``Environment.create_master_runner``.  It waits for the workers,
+hands them the spec, spawns the devices over the ramp, announces the schedule
+origin T0 once every device connected (or gave up), collects every worker's
+complete report and writes the merged fleet report to REPORT.
+
+It talks to the pytest process through JSON lines on stdout:
+``listening``, ``workers``, ``progress``, ``publishing`` (with t0), ``error``, ``done``.
+"""
+
+from __future__ import annotations
+
+import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import MasterRunner
+
+from pytest_iotperf.fleet.fleet_report import merge_worker_reports
+from pytest_iotperf.fleet.process_guard import die_with_parent
+from pytest_iotperf.fleet.spec import FleetSpec
+from pytest_iotperf.fleet.user import DeviceUser
+
+_PROGRESS_INTERVAL_S = 1.0
+_GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
+_REPORT_GRACE_S = 30.0
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line to the pytest process."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class MasterFleet:
+    """Drives one run through its phases on a MasterRunner."""
+
+    def __init__(self, spec: FleetSpec, runner: MasterRunner) -> None:
+        self.spec = spec
+        self.runner = runner
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.t0: float | None = None
+        self.errors: list[str] = []
+        runner.register_message("iotperf_status", self._on_status)
+        runner.register_message("iotperf_report", self._on_report)
+
+    def _on_status(self, msg: Any, **_: Any) -> None:
+        self.statuses[msg.node_id] = msg.data
+
+    def _on_report(self, msg: Any, **_: Any) -> None:
+        self.reports[msg.node_id] = msg.data
+
+    def _total(self, key: str) -> int:
+        return sum(int(s.get(key, 0)) for s in self.statuses.values())
+
+    def _worker_ids(self) -> list[str]:
+        return [node.id for node in self.runner.clients.values()]
+
+    def wait_for_workers(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.runner.clients.ready) < self.spec.expect_workers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(self.runner.clients.ready)} of {self.spec.expect_workers} Locust workers "
+                    f"connected within {timeout_s:g}s"
+                )
+            gevent.sleep(0.05)
+        emit("workers", count=len(self.runner.clients.ready))
+
+    def spawn_and_connect(self) -> int:
+        """Spawn every device over the ramp and wait until each connected or gave up."""
+        spec = self.spec
+        self.runner.send_message("iotperf_spec", json.loads(spec.to_json()))
+        spawn_rate = spec.devices / max(spec.ramp_up_s, 0.001)
+        gevent.spawn(self.runner.start, spec.devices, spawn_rate)
+        deadline = time.monotonic() + spec.ramp_up_s + spec.connect_budget_s + 30.0
+        next_progress = 0.0
+        while True:
+            connected, failed = self._total("connected"), self._total("connect_failed")
+            now = time.monotonic()
+            if now >= next_progress:
+                next_progress = now + _PROGRESS_INTERVAL_S
+                emit("progress", phase="connecting", connected=connected, connect_failed=failed)
+            if connected + failed >= spec.devices and self._total("devices") >= spec.devices:
+                return connected
+            if now > deadline:
+                raise TimeoutError(
+                    f"{connected} of {spec.devices} devices connected and {failed} gave up "
+                    f"before the connect deadline"
+                )
+            gevent.sleep(0.05)
+
+    def publish(self) -> None:
+        t0 = time.time() + _GO_LEAD_S
+        self.t0 = t0
+        self.runner.send_message("iotperf_go", {"t0": t0})
+        emit("publishing", t0=t0)
+        deadline = t0 + self.spec.duration_s + _REPORT_GRACE_S
+        expected = set(self._worker_ids())
+        next_progress = 0.0
+        while not expected.issubset(self.reports):
+            now = time.time()
+            if now >= next_progress:
+                next_progress = now + _PROGRESS_INTERVAL_S
+                emit(
+                    "progress",
+                    phase="publishing",
+                    connected=self._total("connected"),
+                    sent=self._total("sent"),
+                    elapsed_s=max(0.0, now - t0),
+                )
+            missing = expected - set(self._worker_ids())
+            if missing:
+                self.errors.append(f"{len(missing)} worker(s) left the run before reporting")
+                expected -= missing
+            if now > deadline:
+                self.errors.append(
+                    f"{len(expected - set(self.reports))} worker(s) did not report within "
+                    f"{_REPORT_GRACE_S:g}s after the run ended"
+                )
+                return
+            gevent.sleep(0.05)
+
+    def abort(self, reason: str) -> None:
+        self.runner.send_message("iotperf_abort", {"reason": reason})
+
+    def write_report(self, path: Path) -> None:
+        report = merge_worker_reports(self.spec, list(self.reports.values()))
+        report["t0"] = self.t0
+        report["errors"] = self.errors + report["errors"]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report))
+        os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--bind-host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--worker-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
+    die_with_parent()
+    spec = FleetSpec.load(args.spec)
+    environment = Environment(user_classes=[DeviceUser])
+    runner = environment.create_master_runner(args.bind_host, args.port)
+    fleet = MasterFleet(spec, runner)
+    emit("listening", port=args.port)
+    status = 0
+    try:
+        fleet.wait_for_workers(args.worker_timeout)
+        connected = fleet.spawn_and_connect()
+        if connected == 0:
+            first = next((s["first_error"] for s in fleet.statuses.values() if s.get("first_error")), None)
+            raise ConnectionError(f"no device could connect: {first or 'no error reported'}")
+        fleet.publish()
+    except (TimeoutError, ConnectionError) as exc:
+        fleet.errors.append(str(exc))
+        emit("error", message=str(exc))
+        fleet.abort(str(exc))
+        status = 1
+    finally:
+        fleet.write_report(args.report)
+        emit("done", status=status)
+        runner.quit()
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

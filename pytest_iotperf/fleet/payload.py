@@ -1,0 +1,71 @@
+"""The telemetry payload: compact JSON that carries what the sink needs to account for it.
+
+``{"run_id":"…","device_id":"…","seq":7,"intended_at":1764198351123456,"sent_at":1764198351123502}``
+
+Times are integer microseconds since the Unix epoch (exact, and shorter than
+floats).  ``intended_at`` is the schedule's due time, ``sent_at`` when the
+publish call ran.  With ``payload_bytes`` set, a ``"pad"`` field fills the
+message up to that size.  Pure: no locust, no gevent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class PayloadTemplate:
+    """Pre-built prefix and suffix, so rendering a message is one string format."""
+
+    __slots__ = ("_prefix", "_pad_to", "_suffix")
+
+    def __init__(self, run_id: str, device_id: str, payload_bytes: int = 0) -> None:
+        self._prefix = f'{{"run_id":{json.dumps(run_id)},"device_id":{json.dumps(device_id)},"seq":'
+        self._pad_to = payload_bytes
+        self._suffix = "}"
+
+    def render(self, seq: int, intended_at_us: int, sent_at_us: int) -> bytes:
+        body = f'{self._prefix}{seq},"intended_at":{intended_at_us},"sent_at":{sent_at_us}'
+        if self._pad_to:
+            # ',"pad":""}' is 10 bytes; pad only when there is room for it.
+            room = self._pad_to - len(body) - 10
+            if room >= 0:
+                return f'{body},"pad":"{"x" * room}"}}'.encode()
+        return (body + self._suffix).encode()
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A decoded payload."""
+
+    run_id: str
+    device_id: str
+    seq: int
+    intended_at_us: int
+    sent_at_us: int
+
+
+def decode(payload: bytes) -> Telemetry | None:
+    """Decode a payload; None for anything that is not well-formed telemetry of ours."""
+    try:
+        doc: Any = json.loads(payload)
+        telemetry = Telemetry(
+            run_id=doc["run_id"],
+            device_id=doc["device_id"],
+            seq=doc["seq"],
+            intended_at_us=doc["intended_at"],
+            sent_at_us=doc["sent_at"],
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (
+        isinstance(telemetry.run_id, str)
+        and isinstance(telemetry.device_id, str)
+        and type(telemetry.seq) is int
+        and type(telemetry.intended_at_us) is int
+        and type(telemetry.sent_at_us) is int
+        and telemetry.seq >= 0
+    ):
+        return None
+    return telemetry

@@ -1,0 +1,83 @@
+"""What a fleet run needs to know, shared by the pytest side, the master and the workers.
+
+Pure data: this module imports neither locust nor gevent, so the pytest
+process can build a spec and the Locust processes can read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: Golden-ratio step used to spread device phases evenly over one period
+#: without knowing how many devices a worker will get.
+_GOLDEN = 0.6180339887498949
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """One run of the fleet. Travels as JSON to the master and on to every worker."""
+
+    run_id: str
+    devices: int
+    rate: float  # messages per second per device
+    duration_s: float
+    ramp_up_s: float
+    broker_host: str
+    broker_port: int
+    broker_tls: bool = False
+    username: str | None = None  # the password travels in the environment, never in a spec
+    qos: int = 1
+    payload_bytes: int = 0
+    topic_template: str = "devices/{device_id}/telemetry"
+    keepalive_s: int = 60
+    expect_workers: int = 1
+    timeline_slot_s: int = 1
+    connect_budget_s: float = 20.0  # per device: how long it keeps retrying a refused connect
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FleetSpec:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def load(cls, path: Path) -> FleetSpec:
+        return cls.from_json(path.read_text())
+
+    def topic_for(self, device_id: str) -> str:
+        return self.topic_template.format(device_id=device_id, run_id=self.run_id)
+
+
+def device_id_for(worker_index: int, local_index: int) -> str:
+    """Stable, unique device id: worker index and the device's number on that worker."""
+    return f"w{worker_index}d{local_index}"
+
+
+def phase_for(worker_index: int, local_index: int, rate: float) -> float:
+    """Offset of a device's schedule within one period, spread evenly across devices.
+
+    The golden-ratio sequence spreads any prefix of devices almost uniformly,
+    so the fleet publishes at a steady aggregate rate rather than in bursts.
+    """
+    position = ((local_index + 0.5 + worker_index * 0.3819660112501051) * _GOLDEN) % 1.0
+    return position / rate
+
+
+def scheduled_count(phase_s: float, rate: float, duration_s: float) -> int:
+    """Messages due in ``[0, duration)``: those with ``phase + k / rate < duration``."""
+    if phase_s >= duration_s:
+        return 0
+    return math.ceil((duration_s - phase_s) * rate - 1e-9)
+
+
+def timeline_slot_for(duration_s: float) -> int:
+    """Width of a timeline slot: per second for short runs, coarser for long ones."""
+    if duration_s <= 600:
+        return 1
+    if duration_s <= 3600:
+        return 10
+    return 60

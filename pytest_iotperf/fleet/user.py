@@ -1,0 +1,37 @@
+"""The Locust user class: one user is one device."""
+
+from __future__ import annotations
+
+from locust import User, constant, task
+
+from pytest_iotperf.fleet.device import Device
+from pytest_iotperf.fleet.worker_fleet import fleet_of
+
+
+class DeviceUser(User):
+    """Connects during the ramp, publishes its schedule once the master says go, then idles.
+
+    The task returns after the schedule, so Locust can stop the user gracefully
+    during ``wait()``; the device disconnects in ``on_stop``.
+    """
+
+    wait_time = constant(1.0)
+    device: Device | None = None
+
+    def on_start(self) -> None:
+        fleet = fleet_of(self.environment)
+        self.device = fleet.new_device()
+        self.device.connect()
+
+    @task
+    def publish_schedule(self) -> None:
+        device = self.device
+        if device is None or device.finished:
+            return
+        fleet = device.fleet
+        fleet.go.wait()
+        device.run_schedule(fleet.t0)
+
+    def on_stop(self) -> None:
+        if self.device is not None:
+            self.device.close()

@@ -1,0 +1,214 @@
+"""A Locust worker's side of a fleet run: its devices, counters and messages to the master.
+
+Messages (Locust's own channel, ``register_message`` / ``send_message``):
+
+master -> worker
+    ``iotperf_spec``   the FleetSpec as a dict, sent before any user is spawned
+    ``iotperf_go``     ``{"t0": epoch seconds}``: every device starts its schedule there
+    ``iotperf_abort``  ``{"reason": str}``: stop publishing now and report
+worker -> master
+    ``iotperf_status`` counters every half second (connect progress, sent so far)
+    ``iotperf_report`` the complete hand-off once every device finished its schedule:
+                       exact per-device sent counts, lateness histogram, errors
+
+No Locust request event is fired per message (each costs ~23 us); counts and
+histograms stay here and travel once.  Only imported inside Locust processes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+import weakref
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import gevent
+import gevent.event
+
+from pytest_iotperf.config import MQTT_PASSWORD_ENV
+from pytest_iotperf.fleet.device import Device
+from pytest_iotperf.fleet.spec import FleetSpec, scheduled_count
+from pytest_iotperf.metrics import DelayHistogram
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+    from locust.runners import WorkerRunner
+
+_STATUS_INTERVAL_S = 0.5
+_ACK_WAIT_S = 5.0
+_MAX_DISTINCT_ERRORS = 20
+
+_fleets: weakref.WeakKeyDictionary[Environment, WorkerFleet] = weakref.WeakKeyDictionary()
+
+
+def fleet_of(environment: Environment) -> WorkerFleet:
+    """The fleet state of this worker, once the master has sent the spec."""
+    try:
+        return _fleets[environment]
+    except KeyError:
+        raise RuntimeError("no iotperf spec received from the master before users were spawned") from None
+
+
+class WorkerFleet:
+    """Everything one worker process knows about the run."""
+
+    def __init__(self, spec: FleetSpec, runner: WorkerRunner) -> None:
+        self.spec = spec
+        self.runner = runner
+        self.worker_index = max(0, int(runner.worker_index))
+        self.password = os.environ.get(MQTT_PASSWORD_ENV)
+        self.devices: list[Device] = []
+        self.connected = 0
+        self.connect_failed = 0
+        self.connect_retries = 0
+        self.disconnects = 0
+        self.finished = 0
+        self.sent = 0
+        self.publish_errors = 0
+        self.errors: Counter[str] = Counter()
+        self.lateness = DelayHistogram()
+        self.connect_latency = DelayHistogram()
+        self.sent_timeline: Counter[int] = Counter()
+        self.go = gevent.event.Event()
+        self.t0 = 0.0
+        self.aborted = False
+        self.abort_reason: str | None = None
+        self._cpu_at_go = 0.0
+        self._reported = False
+        self._slot_us = spec.timeline_slot_s * 1_000_000
+        self._status_greenlet = gevent.spawn(self._status_loop)
+
+    # -- called by devices ------------------------------------------------------
+
+    def new_device(self) -> Device:
+        device = Device(self, len(self.devices))
+        self.devices.append(device)
+        return device
+
+    def device_connected(self, device: Device, seconds: float) -> None:
+        self.connected += 1
+        self.connect_latency.record(int(seconds * 1_000_000))
+
+    def device_failed(self, device: Device, error: str) -> None:
+        self.connect_failed += 1
+        self._error(f"connect failed: {error}")
+
+    def connect_retried(self, error: str) -> None:
+        self.connect_retries += 1
+
+    def device_disconnected(self, device: Device, reason: str) -> None:
+        self.connected -= 1
+        self.disconnects += 1
+        if not device.finished:
+            self._error(f"disconnected during the run: {reason}")
+
+    def message_sent(self, due_us: int, sent_us: int) -> None:
+        self.sent += 1
+        self.lateness.record(sent_us - due_us)
+        self.sent_timeline[due_us // self._slot_us] += 1
+
+    def publish_failed(self, reason: str) -> None:
+        self.publish_errors += 1
+        self._error(f"publish failed: {reason}")
+
+    def device_finished(self, device: Device) -> None:
+        self.finished += 1
+
+    def _error(self, message: str) -> None:
+        if message in self.errors or len(self.errors) < _MAX_DISTINCT_ERRORS:
+            self.errors[message] += 1
+
+    # -- called on master messages ------------------------------------------------
+
+    def on_go(self, t0: float) -> None:
+        self.t0 = t0
+        self._cpu_at_go = time.process_time()
+        self.go.set()
+        gevent.spawn(self._report_when_finished)
+
+    def on_abort(self, reason: str) -> None:
+        self.aborted = True
+        self.abort_reason = reason
+        if not self.go.is_set():
+            self.on_go(time.time())
+
+    # -- reporting -----------------------------------------------------------------
+
+    def _status_loop(self) -> None:
+        while not self._reported:
+            self.runner.send_message("iotperf_status", self.status())
+            gevent.sleep(_STATUS_INTERVAL_S)
+
+    def status(self) -> dict[str, Any]:
+        first_error = next(iter(self.errors), None)
+        return {
+            "worker_index": self.worker_index,
+            "devices": len(self.devices),
+            "connected": self.connected,
+            "connect_failed": self.connect_failed,
+            "sent": self.sent,
+            "publish_errors": self.publish_errors,
+            "first_error": first_error,
+        }
+
+    def _report_when_finished(self) -> None:
+        # Devices finish on their own when the schedule ends; the hand-off is
+        # complete (every device counted), not timed.
+        while self.finished < len(self.devices):
+            gevent.sleep(0.05)
+        cpu_s = time.process_time() - self._cpu_at_go
+        wall_s = max(time.time() - self.t0, 1e-9)
+        if self.spec.qos > 0:
+            waiters = [gevent.spawn(d.wait_acknowledged, _ACK_WAIT_S) for d in self.devices]
+            gevent.joinall(waiters, timeout=_ACK_WAIT_S + 1)
+        self._reported = True
+        self.runner.send_message("iotperf_report", self.report(cpu_s, wall_s))
+
+    def report(self, cpu_s: float, wall_s: float) -> dict[str, Any]:
+        spec = self.spec
+        scheduled = sum(scheduled_count(d.phase_s, spec.rate, spec.duration_s) for d in self.devices)
+        return {
+            "worker_index": self.worker_index,
+            "pid": os.getpid(),
+            "devices": len(self.devices),
+            "connected_at_go": self.connected + self.disconnects,
+            "connect_failed": self.connect_failed,
+            "connect_retries": self.connect_retries,
+            "disconnects": self.disconnects,
+            "scheduled": scheduled,
+            "sent": self.sent,
+            "sent_by_device": {d.device_id: d.sent for d in self.devices},
+            "publish_errors": self.publish_errors,
+            "errors": dict(self.errors),
+            "lateness": self.lateness.to_dict(),
+            "connect_latency": self.connect_latency.to_dict(),
+            "sent_timeline": {str(slot * spec.timeline_slot_s): n for slot, n in self.sent_timeline.items()},
+            "cpu_s": cpu_s,
+            "wall_s": wall_s,
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "aborted": self.aborted,
+            "abort_reason": self.abort_reason,
+        }
+
+
+def install_worker(environment: Environment) -> None:
+    """Register the worker's message handlers on a WorkerRunner."""
+    runner = environment.runner
+    assert runner is not None
+
+    def on_spec(msg: Any, **_: Any) -> None:
+        _fleets[environment] = WorkerFleet(FleetSpec(**msg.data), runner)  # type: ignore[arg-type]
+
+    def on_go(msg: Any, **_: Any) -> None:
+        fleet_of(environment).on_go(float(msg.data["t0"]))
+
+    def on_abort(msg: Any, **_: Any) -> None:
+        fleet = _fleets.get(environment)
+        if fleet is not None:
+            fleet.on_abort(str(msg.data.get("reason", "aborted")))
+
+    runner.register_message("iotperf_spec", on_spec)
+    runner.register_message("iotperf_go", on_go)
+    runner.register_message("iotperf_abort", on_abort)

@@ -1,0 +1,223 @@
+"""RunResult: what one run measured, built from the fleet report and the sink report.
+
+Pure: no I/O, no pytest, no client library.  Every figure is a plain value so
+``assert result.p95_delay_ms < 1000`` shows the number when it fails.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger, account
+
+#: Above this fleet lateness p99 the generator could not keep its schedule:
+#: the numbers then describe the load generator as much as the system.
+SATURATION_LATENESS_MS = 50.0
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One slot of the run: what was due to be sent and what arrived in it."""
+
+    t_s: float  # slot start, seconds after T0
+    sent: int
+    received: int
+    p95_delay_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"t_s": self.t_s, "sent": self.sent, "received": self.received, "p95_delay_ms": self.p95_delay_ms}
+
+
+@dataclass(repr=False)
+class RunResult:
+    """The measured outcome of one ``iot_perf.run()``. Times in milliseconds, loss as a fraction."""
+
+    run_id: str
+    devices: int
+    rate_per_device: float
+    duration_s: float
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+    out_of_order: int
+    loss: float
+    p50_delay_ms: float
+    p90_delay_ms: float
+    p95_delay_ms: float
+    p99_delay_ms: float
+    p999_delay_ms: float
+    max_delay_ms: float
+    mean_delay_ms: float
+    throughput_per_s: float
+    lateness_p50_ms: float
+    lateness_p99_ms: float
+    connect_failures: int
+    publish_errors: int
+    workers: int
+    broker: str
+    sent_delay_p50_ms: float = math.nan
+    sent_delay_p95_ms: float = math.nan
+    sent_delay_p99_ms: float = math.nan
+    scheduled: int = 0
+    connected: int = 0
+    unexpected: int = 0
+    other_runs: int = 0
+    malformed: int = 0
+    generator_saturated: bool = False
+    complete: bool = True
+    drain: str = "complete"
+    t0: float | None = None
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    worst_devices: list[tuple[str, int]] = field(default_factory=list)
+    worker_stats: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
+    sent_delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
+    lateness_histogram: DelayHistogram = field(default_factory=DelayHistogram)
+
+    def percentile(self, q: float) -> float:
+        """Delay percentile ``q`` (0..100) in ms from the merged histogram; NaN with no data."""
+        return _ms(self.delay_histogram.percentile(q))
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResult(run_id={self.run_id!r}, devices={self.devices}, sent={self.sent}, "
+            f"received={self.received}, lost={self.lost}, loss={self.loss:.4%}, "
+            f"p50={self.p50_delay_ms:.1f}ms, p95={self.p95_delay_ms:.1f}ms, p99={self.p99_delay_ms:.1f}ms)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the same keys as the attributes, histograms as their dict form."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, DelayHistogram):
+                value = value.to_dict()
+            elif name == "timeline":
+                value = [point.to_dict() for point in value]
+            elif name == "worst_devices":
+                value = [list(pair) for pair in value]
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[name] = value
+        return out
+
+
+def _ms(value_us: float) -> float:
+    return value_us / 1000.0
+
+
+def _percentile_ms(histogram: DelayHistogram, q: float) -> float:
+    return _ms(histogram.percentile(q)) if histogram.count else math.nan
+
+
+def build_result(
+    *,
+    settings: dict[str, Any],
+    sources: dict[str, str],
+    broker: str,
+    fleet: dict[str, Any] | None,
+    sink: dict[str, Any] | None,
+    warnings: list[str] | None = None,
+    errors: list[str] | None = None,
+) -> RunResult:
+    """Merge the fleet report and the sink report; either may be missing after a failure."""
+    warnings = list(warnings or [])
+    errors = list(errors or [])
+    fleet = fleet or {}
+    sink = sink or {}
+    sent_by_device: dict[str, int] = fleet.get("sent_by_device", {})
+    ledger = DeliveryLedger.from_dict(sink["ledger"]) if "ledger" in sink else DeliveryLedger()
+    loss = account(sent_by_device, ledger)
+    delay = DelayHistogram.from_dict(sink["delay"]) if "delay" in sink else DelayHistogram()
+    sent_delay = DelayHistogram.from_dict(sink["sent_delay"]) if "sent_delay" in sink else DelayHistogram()
+    lateness = DelayHistogram.from_dict(fleet["lateness"]) if "lateness" in fleet else DelayHistogram()
+    duration_s = float(settings.get("duration", 0.0))
+    lateness_p99 = _percentile_ms(lateness, 99)
+    saturated = lateness.count > 0 and lateness_p99 > SATURATION_LATENESS_MS
+    if saturated:
+        warnings.append(
+            f"generator saturated: fleet lateness p99 {lateness_p99:.1f} ms > {SATURATION_LATENESS_MS:g} ms; "
+            "the delays describe the load generator as much as the system (add workers or lower the rate)"
+        )
+    if sink.get("drain") == "timeout" and loss.lost:
+        warnings.append(f"drain time ended with {loss.lost} message(s) still missing")
+    errors.extend(fleet.get("errors", []))
+    errors.extend(sink.get("errors", []))
+    return RunResult(
+        run_id=str(fleet.get("run_id") or sink.get("run_id") or settings.get("run_id", "")),
+        devices=int(settings.get("devices", 0)),
+        rate_per_device=float(settings.get("rate", 0.0)),
+        duration_s=duration_s,
+        sent=loss.sent,
+        received=loss.received,
+        lost=loss.lost,
+        duplicates=ledger.duplicates,
+        out_of_order=ledger.out_of_order,
+        loss=loss.loss,
+        p50_delay_ms=_percentile_ms(delay, 50),
+        p90_delay_ms=_percentile_ms(delay, 90),
+        p95_delay_ms=_percentile_ms(delay, 95),
+        p99_delay_ms=_percentile_ms(delay, 99),
+        p999_delay_ms=_percentile_ms(delay, 99.9),
+        max_delay_ms=_ms(delay.max_us) if delay.count else math.nan,
+        mean_delay_ms=_ms(delay.mean_us) if delay.count else math.nan,
+        throughput_per_s=loss.received / duration_s if duration_s > 0 else 0.0,
+        lateness_p50_ms=_percentile_ms(lateness, 50),
+        lateness_p99_ms=lateness_p99,
+        connect_failures=int(fleet.get("connect_failed", 0)),
+        publish_errors=int(fleet.get("publish_errors", 0)),
+        workers=int(fleet.get("workers_reported", 0)),
+        broker=broker,
+        sent_delay_p50_ms=_percentile_ms(sent_delay, 50),
+        sent_delay_p95_ms=_percentile_ms(sent_delay, 95),
+        sent_delay_p99_ms=_percentile_ms(sent_delay, 99),
+        scheduled=int(fleet.get("scheduled", 0)),
+        connected=int(fleet.get("connected_at_go", 0)),
+        unexpected=loss.unexpected,
+        other_runs=int(sink.get("other_runs", 0)),
+        malformed=int(sink.get("malformed", 0)),
+        generator_saturated=saturated,
+        complete=not errors and bool(fleet) and bool(sink),
+        drain=str(sink.get("drain", "not run")),
+        t0=fleet.get("t0"),
+        timeline=_timeline(fleet, sink),
+        worst_devices=loss.worst_devices,
+        worker_stats=list(fleet.get("workers", [])),
+        settings=settings,
+        sources=sources,
+        warnings=warnings,
+        errors=errors,
+        delay_histogram=delay,
+        sent_delay_histogram=sent_delay,
+        lateness_histogram=lateness,
+    )
+
+
+def _timeline(fleet: dict[str, Any], sink: dict[str, Any]) -> list[TimelinePoint]:
+    """Align the fleet's sent-per-slot and the sink's received-per-slot on T0."""
+    t0 = fleet.get("t0")
+    sent: dict[str, int] = fleet.get("sent_timeline", {})
+    received: dict[str, dict[str, Any]] = sink.get("timeline", {})
+    slots = sorted({int(s) for s in sent} | {int(s) for s in received})
+    if not slots:
+        return []
+    origin = float(t0) if t0 is not None else float(slots[0])
+    points = []
+    for slot in slots:
+        histogram = DelayHistogram.from_dict(received[str(slot)]) if str(slot) in received else None
+        points.append(
+            TimelinePoint(
+                t_s=round(slot - origin, 3),
+                sent=int(sent.get(str(slot), 0)),
+                received=histogram.count if histogram else 0,
+                p95_delay_ms=_percentile_ms(histogram, 95) if histogram else None,
+            )
+        )
+    return points

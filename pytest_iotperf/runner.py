@@ -1,0 +1,226 @@
+"""One perf run, end to end, without pytest: sink, Locust master and workers, drain, result.
+
+Usable from a script::
+
+    from pytest_iotperf.config import resolve
+    from pytest_iotperf.embedded.broker import EmbeddedBroker
+    from pytest_iotperf.runner import PerfRun
+
+    settings = resolve({}, {}, {}).for_run({"devices": 100, "duration": "30s"})
+    with EmbeddedBroker() as broker:
+        result = PerfRun(settings, broker.endpoint).execute()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_iotperf.config import RunSettings
+from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
+from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, free_port
+from pytest_iotperf.result import RunResult, build_result
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+_BROKER_CHECK_S = 5.0
+_SINK_READY_S = 20.0
+_STARTUP_S = 60.0  # interpreter + locust import + workers joining, on a busy 2-core machine
+_CONNECT_BUDGET_S = 20.0
+_AMQTT_DEVICES = 250
+_AMQTT_MSGS_PER_S = 2000
+
+
+class RunFailed(IotPerfError):
+    """The run broke; ``result`` holds what was measured up to then."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class PerfRun:
+    """Runs one fleet against one broker and reads the telemetry back."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        broker: BrokerEndpoint,
+        *,
+        progress: ProgressCallback | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.run_id = new_run_id()
+        self.progress = progress or (lambda event: None)
+        self._workdir = workdir
+        self.fleet_spec = FleetSpec(
+            run_id=self.run_id,
+            devices=settings.devices,
+            rate=settings.rate,
+            duration_s=settings.duration_s,
+            ramp_up_s=settings.ramp_up_s,
+            broker_host=broker.host,
+            broker_port=broker.port,
+            broker_tls=broker.tls,
+            username=settings["username"],
+            qos=int(settings["qos"]),
+            payload_bytes=int(settings["payload_bytes"]),
+            topic_template=str(settings["topic"]),
+            expect_workers=settings.workers,
+            timeline_slot_s=timeline_slot_for(settings.duration_s),
+            connect_budget_s=_CONNECT_BUDGET_S,
+        )
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.broker.kind == "amqtt":
+            rate = self.settings.devices * self.settings.rate
+            if self.settings.devices > _AMQTT_DEVICES or rate > _AMQTT_MSGS_PER_S:
+                out.append(
+                    f"embedded amqtt broker at {self.settings.devices} devices / {rate:g} msg/s: amqtt distorts "
+                    f"delays above ~{_AMQTT_DEVICES} devices or ~{_AMQTT_MSGS_PER_S} msg/s; install mosquitto"
+                )
+        return out
+
+    def execute(self) -> RunResult:
+        """Run it; RunFailed (carrying the partial result) when it broke halfway."""
+        try:
+            wait_for_mqtt(self.broker.host, self.broker.port, _BROKER_CHECK_S)
+        except BrokerError as exc:
+            raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
+        workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))
+        try:
+            return self._execute(workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _execute(self, workdir: Path) -> RunResult:
+        spec_path = workdir / "fleet-spec.json"
+        spec_path.write_text(self.fleet_spec.to_json())
+        fleet_report_path = workdir / "fleet-report.json"
+        sink_report_path = workdir / "sink-report.json"
+        errors: list[str] = []
+        fleet_report: dict[str, Any] | None = None
+        sink_report: dict[str, Any] | None = None
+        with ProcessGroup() as group:
+            sink = group.add(self._start_sink(workdir, sink_report_path))
+            try:
+                sink.wait_for("ready", _SINK_READY_S)
+            except ChildExited as exc:
+                raise SinkError(f"the MQTT sink could not start: {exc}") from None
+            try:
+                self._run_fleet(group, workdir, spec_path, fleet_report_path)
+            except ChildExited as exc:
+                errors.append(f"fleet: {exc}")
+            fleet_report = _read_json(fleet_report_path)
+            if fleet_report is None and not errors:
+                errors.append("the Locust master wrote no fleet report")
+            expected = int(fleet_report["sent"]) if fleet_report else 0
+            self.progress({"event": "progress", "phase": "draining", "expected": expected})
+            try:
+                sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
+                sink.wait_for("done", float(self.settings["drain"]) + 30.0)
+            except ChildExited as exc:
+                errors.append(f"sink: {exc}")
+            sink_report = _read_json(sink_report_path)
+        result = build_result(
+            settings={"run_id": self.run_id, **self.settings.describe()},
+            sources=self.settings.sources(),
+            broker=self.broker.description,
+            fleet=fleet_report,
+            sink=sink_report,
+            warnings=self.warnings(),
+            errors=errors,
+        )
+        if errors or fleet_report is None or sink_report is None:
+            raise RunFailed("; ".join(result.errors) or "the run did not complete", result)
+        return result
+
+    def _start_sink(self, workdir: Path, report_path: Path) -> Child:
+        spec = {
+            "run_id": self.run_id,
+            "host": self.broker.host,
+            "port": self.broker.port,
+            "tls": self.broker.tls,
+            "username": self.settings["username"],
+            "topic_filter": self.settings.sink_topic.replace("{run_id}", self.run_id),
+            "qos": int(self.settings["qos"]),
+            "timeline_slot_s": self.fleet_spec.timeline_slot_s,
+        }
+        spec_path = workdir / "sink-spec.json"
+        spec_path.write_text(json.dumps(spec))
+        return Child.python_module(
+            "mqtt sink",
+            "pytest_iotperf.sinks.mqtt_sink",
+            [str(spec_path), str(report_path)],
+            workdir / "sink.log",
+            stdin=True,
+        )
+
+    def _run_fleet(self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path) -> None:
+        """Start master and workers, follow the master until it wrote its report."""
+        port = free_port()
+        master = group.add(
+            Child.python_module(
+                "Locust master",
+                "pytest_iotperf.fleet.master",
+                [str(spec_path), str(report_path), "--port", str(port), "--worker-timeout", str(_STARTUP_S)],
+                workdir / "master.log",
+            )
+        )
+        for index in range(self.settings.workers):
+            group.add(
+                Child.python_module(
+                    f"Locust worker {index}",
+                    "pytest_iotperf.fleet.worker",
+                    ["--master-port", str(port)],
+                    workdir / f"worker-{index}.log",
+                )
+            )
+        spec = self.fleet_spec
+        deadline = time.monotonic() + _STARTUP_S + spec.ramp_up_s + spec.connect_budget_s + spec.duration_s + 60.0
+        failure: str | None = None
+        while True:
+            event = master.next_event(deadline)
+            kind = event.get("event")
+            if kind == "done":
+                break
+            if kind == "error":
+                failure = str(event.get("message"))
+            self.progress(event)
+        if failure:
+            raise ChildExited(failure)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_result(result: RunResult, path: Path) -> None:
+    """Write the JSON result atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+__all__ = ["FleetError", "PerfRun", "RunFailed", "new_run_id", "write_result"]

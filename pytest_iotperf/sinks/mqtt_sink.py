@@ -1,0 +1,131 @@
+"""The MQTT sink: ``python -m pytest_iotperf.sinks.mqtt_sink SPEC REPORT``.
+
+Subscribes to the output topic filter in its own process (the pytest
+process stays light) and measures the delay at receive time.  Talks to the
+pytest process by JSON lines: it prints ``ready`` once the subscription is
+acknowledged, then reads ``{"cmd": "drain", "expected": N, "timeout_s": D}``
+from stdin, keeps reading until N distinct messages of the run arrived or D
+passed, writes REPORT and prints ``done``.  EOF on stdin also ends the drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt import client as mqtt
+
+from pytest_iotperf.config import MQTT_PASSWORD_ENV
+from pytest_iotperf.fleet.process_guard import die_with_parent
+from pytest_iotperf.sinks.recorder import SinkRecorder
+
+_READY_TIMEOUT_S = 10.0
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class MqttSink:
+    """One subscriber on the output topic, accounting into a SinkRecorder."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.recorder = SinkRecorder(spec["run_id"], int(spec.get("timeline_slot_s", 1)))
+        self.errors: list[str] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{spec['run_id']}-sink",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if spec.get("username"):
+            self.client.username_pw_set(spec["username"], os.environ.get(MQTT_PASSWORD_ENV))
+        if spec.get("tls"):
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.errors.append(f"sink connection refused: {reason}")
+            return
+        client.subscribe(self.spec["topic_filter"], qos=int(self.spec["qos"]))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            self.errors.append(f"subscription to {self.spec['topic_filter']!r} refused: {reasons[0]}")
+        self.subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.recorder.record(message.payload, time.time_ns() // 1000)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.errors.append(f"sink disconnected: {reason}")
+
+    def start(self) -> None:
+        self.client.connect(self.spec["host"], int(self.spec["port"]), keepalive=60)
+        self.client.loop_start()
+        if not self.subscribed.wait(_READY_TIMEOUT_S):
+            raise TimeoutError(f"no SUBACK for {self.spec['topic_filter']!r} within {_READY_TIMEOUT_S:g}s")
+        if self.errors:
+            raise ConnectionError(self.errors[0])
+
+    def drain(self, expected: int, timeout_s: float) -> str:
+        """Wait until every expected message arrived or the drain time ended."""
+        deadline = time.monotonic() + timeout_s
+        while self.recorder.received < expected:
+            if time.monotonic() >= deadline:
+                return "timeout"
+            time.sleep(0.01)
+        return "complete"
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("report", type=Path)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    spec = json.loads(args.spec.read_text())
+    sink = MqttSink(spec)
+    try:
+        sink.start()
+    except (OSError, TimeoutError, ConnectionError) as exc:
+        emit("error", message=f"sink could not subscribe at {spec['host']}:{spec['port']}: {exc}")
+        return 1
+    emit("ready")
+    drain_result = "stdin closed"
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("cmd") == "drain":
+            drain_result = sink.drain(int(command["expected"]), float(command["timeout_s"]))
+            break
+    sink.stop()
+    report = sink.recorder.report()
+    report["drain"] = drain_result
+    report["errors"] = sink.errors
+    tmp = args.report.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report))
+    os.replace(tmp, args.report)
+    emit("done", received=report["received"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

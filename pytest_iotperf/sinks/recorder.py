@@ -1,0 +1,79 @@
+"""What every sink does with a message it read back (pure: no client library, no pytest).
+
+Delay is ``seen_at - intended_at`` (the schedule's due time, so a held-back
+sender cannot hide latency); the seed's ``seen_at - sent_at`` is kept apart as
+the sent delay.  Only the first arrival of a ``(device_id, seq)`` pair is
+measured; later ones are duplicates.  Messages of other runs and payloads
+that are not ours are counted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_iotperf.fleet.payload import decode
+from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
+
+
+class SinkRecorder:
+    """Accounting of one sink process for one run."""
+
+    def __init__(self, run_id: str, timeline_slot_s: int = 1) -> None:
+        self.run_id = run_id
+        self.ledger = DeliveryLedger()
+        self.delay = DelayHistogram()
+        self.sent_delay = DelayHistogram()
+        self.timeline: dict[int, DelayHistogram] = {}
+        self.arrivals = 0
+        self.other_runs = 0
+        self.malformed = 0
+        self.first_seen_us: int | None = None
+        self.last_seen_us: int | None = None
+        self._slot_s = timeline_slot_s
+        self._slot_us = timeline_slot_s * 1_000_000
+
+    @property
+    def received(self) -> int:
+        """Distinct messages of this run seen so far."""
+        return self.ledger.received
+
+    def record(self, payload: bytes, seen_at_us: int) -> None:
+        """Account for one message as it arrived at ``seen_at_us`` (epoch microseconds)."""
+        self.arrivals += 1
+        telemetry = decode(payload)
+        if telemetry is None:
+            self.malformed += 1
+            return
+        if telemetry.run_id != self.run_id:
+            self.other_runs += 1
+            return
+        if not self.ledger.record(telemetry.device_id, telemetry.seq):
+            return
+        delay_us = seen_at_us - telemetry.intended_at_us
+        self.delay.record(delay_us)
+        self.sent_delay.record(seen_at_us - telemetry.sent_at_us)
+        slot = seen_at_us // self._slot_us
+        histogram = self.timeline.get(slot)
+        if histogram is None:
+            histogram = self.timeline[slot] = DelayHistogram()
+        histogram.record(delay_us)
+        if self.first_seen_us is None:
+            self.first_seen_us = seen_at_us
+        self.last_seen_us = seen_at_us
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "received": self.ledger.received,
+            "duplicates": self.ledger.duplicates,
+            "out_of_order": self.ledger.out_of_order,
+            "arrivals": self.arrivals,
+            "other_runs": self.other_runs,
+            "malformed": self.malformed,
+            "ledger": self.ledger.to_dict(),
+            "delay": self.delay.to_dict(),
+            "sent_delay": self.sent_delay.to_dict(),
+            "timeline": {str(slot * self._slot_s): h.to_dict() for slot, h in sorted(self.timeline.items())},
+            "first_seen_us": self.first_seen_us,
+            "last_seen_us": self.last_seen_us,
+        }
