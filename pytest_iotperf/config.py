@@ -366,8 +366,11 @@ class RunSettings(SessionSettings):
         return out
 
 
-def topic_filter_for(template: str, run_id: str = "+") -> str:
-    """The subscription filter matching a publish template: ``{device_id}`` becomes ``+``."""
+def topic_filter_for(template: str, run_id: str = "{run_id}") -> str:
+    """The subscription filter matching a publish template: ``{device_id}`` becomes ``+``.
+
+    ``{run_id}`` stays a placeholder until the run fills it in, so each run reads only its own topic.
+    """
     return template.replace("{device_id}", "+").replace("{run_id}", run_id)
 
 

@@ -14,7 +14,6 @@ Usable from a script::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
-from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, free_port
 from pytest_iotperf.result import RunResult, build_result
@@ -215,12 +214,4 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_result(result: RunResult, path: Path) -> None:
-    """Write the JSON result atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
-    os.replace(tmp, path)
-
-
-__all__ = ["FleetError", "PerfRun", "RunFailed", "new_run_id", "write_result"]
+__all__ = ["PerfRun", "RunFailed", "new_run_id"]

@@ -1,0 +1,71 @@
+"""pytest entry point (``pytest11``): options, ini keys, the ``perf`` marker, the fixture.
+
+Kept thin on purpose: settings live in ``config``, state in ``session``,
+the run itself in ``runner``.  Nothing here imports locust.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pytest_iotperf.config import SETTINGS, SessionSettings, resolve
+from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.session import IotPerf, IotPerfSession
+
+session_key = pytest.StashKey[IotPerfSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iotperf", "IoT end-to-end load tests (pytest-iotperf)")
+    for setting in SETTINGS:
+        group.addoption(
+            setting.cli,
+            dest="iot_" + setting.name,
+            metavar=setting.metavar,
+            default=None,
+            help=f"{setting.help} [env {setting.env}, ini {setting.ini}]",
+        )
+        parser.addini(setting.ini, help=setting.help, default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "perf: an IoT end-to-end load test using the iot_perf fixture (select with -m perf)",
+    )
+    settings = _resolve_settings(config)
+    session = IotPerfSession(config, settings)
+    config.stash[session_key] = session
+    config.pluginmanager.register(session, "iotperf-session")
+
+
+def _resolve_settings(config: pytest.Config) -> SessionSettings:
+    ini_name = config.inipath.name if config.inipath else "the ini file"
+    cli = {s.name: config.getoption("iot_" + s.name) for s in SETTINGS}
+    ini: dict[str, tuple[str, str] | None] = {}
+    for setting in SETTINGS:
+        raw = config.getini(setting.ini)
+        ini[setting.name] = (str(raw), ini_name) if raw not in ("", None) else None
+    try:
+        return resolve(cli, os.environ, ini)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    session = config.stash.get(session_key, None)
+    if session is None:
+        return None
+    settings = session.settings
+    return f"iotperf: broker={settings['broker']}, sink={settings['sink']}, qos={settings['qos']}"
+
+
+@pytest.fixture
+def iot_perf(request: pytest.FixtureRequest) -> IotPerf:
+    """Runs a fleet of simulated MQTT devices and returns what was measured.
+
+    ``result = iot_perf.run(devices=500, rate_per_device=1.0, duration="60s")``
+    """
+    return IotPerf(request.config.stash[session_key], request.node)

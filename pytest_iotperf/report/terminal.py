@@ -1,0 +1,60 @@
+"""The terminal summary: one table row per perf run, then warnings and errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: The figures every perf test publishes as junit properties and in the summary.
+SUMMARY_KEYS = (
+    "run_id", "devices", "sent", "received", "lost", "loss",
+    "p50_delay_ms", "p95_delay_ms", "p99_delay_ms", "max_delay_ms", "lateness_p99_ms", "broker",
+)
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("test", "test"),
+    ("devices", "devices"),
+    ("sent", "sent"),
+    ("received", "received"),
+    ("lost", "lost"),
+    ("loss", "loss"),
+    ("p50_delay_ms", "p50 ms"),
+    ("p95_delay_ms", "p95 ms"),
+    ("p99_delay_ms", "p99 ms"),
+    ("max_delay_ms", "max ms"),
+    ("lateness_p99_ms", "late p99 ms"),
+)
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "loss":
+        return f"{float(value):.3%}"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.1f}"
+    return str(value)
+
+
+def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Format rows (each: the test id plus SUMMARY_KEYS, warnings, errors) as a table."""
+    table = [[header for _, header in _COLUMNS]]
+    for row in rows:
+        table.append([_cell(key, row.get(key)) for key, _ in _COLUMNS])
+    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
+    lines = []
+    for n, line in enumerate(table):
+        cells = [line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    brokers = sorted({str(row["broker"]) for row in rows if row.get("broker")})
+    if brokers:
+        lines.append(f"broker: {', '.join(brokers)}")
+    for row in rows:
+        for warning in row.get("warnings") or []:
+            lines.append(f"WARNING {row['test']}: {warning}")
+        for error in row.get("errors") or []:
+            lines.append(f"ERROR {row['test']}: {error}")
+    return lines

@@ -1,0 +1,167 @@
+"""The stateful side of the plugin: the embedded broker, the runs, the summary.
+
+``IotPerfSession`` is registered on the plugin manager once per pytest
+process (each xdist worker has its own, with its own broker on its own free
+port).  The terminal summary is built from the junit properties each perf
+test reports, so it is complete under ``-n 2`` too: the controller sees the
+workers' reports, not their session objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_iotperf.config import SessionSettings
+from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
+from pytest_iotperf.errors import ConfigError, IotPerfError
+from pytest_iotperf.report.json_report import result_path, write_result
+from pytest_iotperf.report.terminal import SUMMARY_KEYS, summary_lines
+from pytest_iotperf.result import RunResult
+from pytest_iotperf.runner import PerfRun, RunFailed
+
+logger = logging.getLogger("pytest_iotperf")
+
+PROPERTY_PREFIX = "iotperf."
+
+
+class IotPerfSession:
+    """Session-wide state: settings, the lazily started embedded broker, summary rows."""
+
+    def __init__(self, config: pytest.Config, settings: SessionSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self._broker: EmbeddedBroker | None = None
+        self._broker_lock = threading.Lock()
+        self._rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    # -- broker -----------------------------------------------------------------
+
+    def broker_for(self, broker_setting: str) -> BrokerEndpoint:
+        """The endpoint a run publishes to; the embedded broker starts on first use."""
+        if not broker_setting.startswith("embedded"):
+            return BrokerEndpoint.external(broker_setting)
+        prefer = broker_setting.partition(":")[2] or "auto"
+        with self._broker_lock:
+            if self._broker is not None and self._broker.prefer != prefer:
+                self._broker.stop()
+                self._broker = None
+            if self._broker is None or not self._broker.running:
+                broker = EmbeddedBroker(prefer=prefer)
+                broker.start()
+                self._broker = broker
+                for warning in broker.warnings:
+                    logger.warning(warning)
+            return self._broker.endpoint
+
+    @property
+    def broker_warnings(self) -> list[str]:
+        return list(self._broker.warnings) if self._broker is not None else []
+
+    def stop_broker(self) -> None:
+        with self._broker_lock:
+            if self._broker is not None:
+                self._broker.stop()
+                self._broker = None
+
+    # -- hooks ------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.stop_broker()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.stop_broker()  # also when the session was interrupted before sessionfinish
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if not name.startswith(PROPERTY_PREFIX):
+                continue
+            run, _, key = name[len(PROPERTY_PREFIX) :].rpartition(".")
+            label = report.nodeid if not run else f"{report.nodeid} ({run})"
+            self._rows[label][key] = value
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self._rows:
+            return
+        rows = []
+        for test, figures in self._rows.items():
+            row: dict[str, Any] = {"test": test, **figures}
+            for key in ("warnings", "errors"):
+                text = figures.get(key)
+                row[key] = [text] if text else []
+            rows.append(row)
+        terminalreporter.write_sep("=", "iotperf summary")
+        for line in summary_lines(rows):
+            terminalreporter.write_line(line)
+
+
+class IotPerf:
+    """The ``iot_perf`` fixture: ``result = iot_perf.run(devices=..., rate_per_device=..., duration=...)``."""
+
+    def __init__(self, session: IotPerfSession, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+        self.results: list[RunResult] = []
+
+    def run(self, **settings: Any) -> RunResult:
+        """Run the fleet once and return what was measured.
+
+        Keyword arguments (``devices``, ``rate_per_device``, ``duration``,
+        ``ramp_up``, ``workers``, ``qos``, ``payload_bytes``, ``topic``,
+        ``sink_topic``, ``drain``, ``broker``, ``username``, ``sink``) take
+        precedence over the ini file; the command line and the environment
+        override them.
+        """
+        try:
+            run_settings = self._session.settings.for_run(settings)
+        except ConfigError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            broker = self._session.broker_for(str(run_settings["broker"]))
+            perf_run = PerfRun(run_settings, broker, progress=_log_progress)
+            try:
+                result = perf_run.execute()
+            except RunFailed as failed:
+                self._record(failed.result)
+                pytest.fail(f"perf run {failed.result.run_id} failed: {failed}", pytrace=False)
+        except IotPerfError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        result.warnings[:0] = self._session.broker_warnings
+        self._record(result)
+        return result
+
+    def _record(self, result: RunResult) -> None:
+        self.results.append(result)
+        index = len(self.results)
+        prefix = PROPERTY_PREFIX if index == 1 else f"{PROPERTY_PREFIX}run{index}."
+        figures = result.to_dict()
+        for key in SUMMARY_KEYS:
+            value = figures.get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            self._item.user_properties.append((prefix + key, value))
+        for key in ("warnings", "errors"):
+            if figures[key]:
+                self._item.user_properties.append((prefix + key, "; ".join(figures[key])))
+        report_dir: Path | None = self._session.settings["report_dir"]
+        if report_dir is not None:
+            path = result_path(Path(report_dir), self._item.nodeid, index)
+            try:
+                write_result(result, path)
+            except OSError as exc:
+                logger.error("could not write the JSON result to %s: %s", path, exc)
+                result.errors.append(f"could not write the JSON result to {path}: {exc.strerror or exc}")
+
+
+def _log_progress(event: dict[str, Any]) -> None:
+    logger.info("progress: %s", event)
+

@@ -1,0 +1,163 @@
+"""Real runs: Locust master + workers + paho devices + sink against real brokers.
+
+Each test checks exact accounting (sent == scheduled, received == sent) and
+that the run leaves no child process behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from pytest_iotperf.config import resolve
+from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.processes import free_port
+from pytest_iotperf.result import RunResult
+from pytest_iotperf.runner import PerfRun
+
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[BrokerEndpoint]:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    with EmbeddedBroker(prefer="mosquitto") as broker:
+        yield broker.endpoint
+
+
+@pytest.fixture
+def no_child_left_behind() -> Iterator[None]:
+    before = _children()
+    yield
+    deadline = time.monotonic() + 5
+    while (_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _children() - before
+    assert not left, f"processes left behind by the run: {[psutil.Process(p).cmdline() for p in left]}"
+
+
+def _run(broker: BrokerEndpoint, **settings: object) -> RunResult:
+    run_settings = resolve({}, {}, {}).for_run({"drain": "5s", **settings})
+    return PerfRun(run_settings, broker).execute()
+
+
+def _assert_exact(result: RunResult, devices: int) -> None:
+    assert result.devices == devices
+    assert result.connected == devices
+    assert result.connect_failures == 0
+    assert result.sent == result.scheduled > 0
+    assert result.received == result.sent
+    assert result.lost == 0 and result.loss == 0.0
+    assert result.duplicates == 0
+    assert result.drain == "complete"
+    assert 0 < result.p50_delay_ms <= result.p95_delay_ms <= result.p99_delay_ms <= result.max_delay_ms
+    assert result.complete and not result.errors
+
+
+@needs_mosquitto
+def test_distributed_run_through_mosquitto_is_exact(mosquitto: BrokerEndpoint, no_child_left_behind: None) -> None:
+    result = _run(mosquitto, devices=50, rate_per_device=2.0, duration="3s", workers=2, qos=1)
+    _assert_exact(result, 50)
+    assert result.workers == 2
+    assert sorted(w["devices"] for w in result.worker_stats) == [25, 25]
+    # 50 devices x 2 msg/s x 3 s, phases spread inside one period
+    assert result.sent == 300
+    assert result.broker.startswith("mosquitto")
+    assert sum(point.sent for point in result.timeline) == result.sent
+    assert sum(point.received for point in result.timeline) == result.received
+    # The pytest process drove the fleet without importing locust (gevent would patch the stdlib).
+    assert "locust" not in sys.modules and "gevent" not in sys.modules
+
+
+@needs_mosquitto
+def test_qos0_run_with_padding_and_custom_topic(mosquitto: BrokerEndpoint, no_child_left_behind: None) -> None:
+    result = _run(
+        mosquitto,
+        devices=10,
+        rate_per_device=4.0,
+        duration="2s",
+        workers=1,
+        qos=0,
+        payload_bytes=400,
+        topic="plant/{run_id}/{device_id}/t",
+    )
+    _assert_exact(result, 10)
+    assert result.sent == 80
+    assert result.settings["sink_topic"] == "plant/{run_id}/+/t"
+
+
+@needs_mosquitto
+def test_more_than_1024_devices_in_one_worker(mosquitto: BrokerEndpoint, no_child_left_behind: None) -> None:
+    # paho's own loops call select(), capped at FD_SETSIZE 1024: the greenlet
+    # driver must carry past it in a single worker process.
+    result = _run(mosquitto, devices=1500, rate_per_device=0.5, duration="3s", workers=1, ramp_up="3s", qos=0)
+    _assert_exact(result, 1500)
+    assert result.workers == 1
+
+
+def test_run_through_amqtt(no_child_left_behind: None) -> None:
+    with EmbeddedBroker(prefer="amqtt") as broker:
+        result = _run(broker.endpoint, devices=10, rate_per_device=2.0, duration="2s", workers=1, qos=1)
+    _assert_exact(result, 10)
+    assert result.broker.startswith("amqtt")
+
+
+def test_unreachable_broker_fails_fast_naming_the_url(no_child_left_behind: None) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as failure:
+        _run(BrokerEndpoint.external(url), devices=5, duration="2s", workers=1)
+    assert time.monotonic() - started < 15
+    assert url in str(failure.value)
+
+
+def test_unreachable_broker_fails_the_test_not_the_session(pytester: pytest.Pytester) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.perf
+        def test_gate(iot_perf):
+            iot_perf.run(devices=5, duration="2s")
+
+        def test_other():
+            pass
+        """
+    )
+    started = time.monotonic()
+    outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--iot-broker={url}")
+    assert time.monotonic() - started < 30  # interpreter start-up included; the run itself fails in < 15 s
+    outcome.assert_outcomes(passed=1, failed=1)
+    outcome.stdout.fnmatch_lines([f"*cannot reach the MQTT broker {url}*"])
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None and find_mosquitto() is None, reason="mosquitto missing")
+def test_example_scaled_by_the_command_line(pytester: pytest.Pytester) -> None:
+    """The README's 'Done when' command, shrunk: the CLI overrides the example's device count."""
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "test_ingestion_slo.py"
+    pytester.makepyfile(test_example=example.read_text())
+    outcome = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-m", "perf", "--iot-devices", "30", "--iot-duration", "2s",
+        "--iot-report-dir", "out",
+    )
+    outcome.assert_outcomes(passed=1)
+    import json
+
+    (report,) = (pytester.path / "out").glob("*.json")
+    result = json.loads(report.read_text())
+    assert result["devices"] == 30 and result["sources"]["devices"] == "command line"
+    assert result["sent"] == 60 and result["loss"] == 0
