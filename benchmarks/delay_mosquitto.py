@@ -40,17 +40,25 @@ def main() -> None:
         wall = time.monotonic() - started
     print(f"machine           : {os.cpu_count()} cores")
     print(f"broker            : {result.broker}")
-    print(f"fleet             : {result.devices} devices x {result.rate_per_device:g} msg/s, qos {args.qos}, "
-          f"{result.duration_s:g}s steady state, {result.workers} worker(s)")
+    print(
+        f"fleet             : {result.devices} devices x {result.rate_per_device:g} msg/s, qos {args.qos}, "
+        f"{result.duration_s:g}s steady state, {result.workers} worker(s)"
+    )
     print(f"sent / received   : {result.sent} / {result.received} (lost {result.lost}, dup {result.duplicates})")
-    print(f"delay p50 / p99   : {result.p50_delay_ms:.2f} ms / {result.p99_delay_ms:.2f} ms "
-          f"(p99.9 {result.p999_delay_ms:.2f} ms, max {result.max_delay_ms:.2f} ms)")
+    print(
+        f"delay p50 / p99   : {result.p50_delay_ms:.2f} ms / {result.p99_delay_ms:.2f} ms "
+        f"(p99.9 {result.p999_delay_ms:.2f} ms, max {result.max_delay_ms:.2f} ms)"
+    )
     print(f"sent delay p50/p99: {result.sent_delay_p50_ms:.2f} ms / {result.sent_delay_p99_ms:.2f} ms")
-    print(f"lateness p50 / p99: {result.lateness_p50_ms:.2f} ms / {result.lateness_p99_ms:.2f} ms "
-          f"(generator saturated: {result.generator_saturated})")
+    print(
+        f"lateness p50 / p99: {result.lateness_p50_ms:.2f} ms / {result.lateness_p99_ms:.2f} ms "
+        f"(generator saturated: {result.generator_saturated})"
+    )
     for worker in result.worker_stats:
-        print(f"worker {worker['worker_index']}          : {worker['devices']} devices, "
-              f"cpu {worker['cpu_percent']:.0f}%, lateness p99 {worker['lateness_p99_ms']:.2f} ms")
+        print(
+            f"worker {worker['worker_index']}          : {worker['devices']} devices, "
+            f"cpu {worker['cpu_percent']:.0f}%, lateness p99 {worker['lateness_p99_ms']:.2f} ms"
+        )
     print(f"wall time         : {wall:.1f} s")
 
 

@@ -58,9 +58,7 @@ def parse_duration(text: str) -> float:
             seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
             pos = match.end()
         if pos == 0 or raw[pos:].strip():
-            raise ValueError(
-                f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}"
-            ) from None
+            raise ValueError(f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected a non-negative duration, got {text!r}")
     return seconds
@@ -134,9 +132,7 @@ def _broker(text: str) -> str:
         return value
     match = re.fullmatch(r"(mqtts?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?", value)
     if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
-        raise ValueError(
-            f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}"
-        )
+        raise ValueError(f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}")
     return value
 
 
@@ -226,7 +222,9 @@ SETTINGS: tuple[Setting, ...] = (
         "D",
         "ramp_up",
     ),
-    Setting("workers", _positive_int, None, "local Locust worker processes (default: cores - 1, at least 1)", "N", "workers"),
+    Setting(
+        "workers", _positive_int, None, "local Locust worker processes (default: cores - 1, at least 1)", "N", "workers"
+    ),
     Setting(
         "broker",
         _broker,
@@ -235,9 +233,18 @@ SETTINGS: tuple[Setting, ...] = (
         "URL",
         "broker",
     ),
-    Setting("username", _text, None, f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})", "NAME", "username"),
+    Setting(
+        "username", _text, None, f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})", "NAME", "username"
+    ),
     Setting("qos", _qos, 1, "MQTT QoS of the telemetry, 0 or 1", "{0,1}", "qos"),
-    Setting("payload_bytes", _non_negative_int, 0, "pad each payload to this many bytes (0: no padding)", "N", "payload_bytes"),
+    Setting(
+        "payload_bytes",
+        _non_negative_int,
+        0,
+        "pad each payload to this many bytes (0: no padding)",
+        "N",
+        "payload_bytes",
+    ),
     Setting(
         "topic",
         _topic_template,
@@ -246,7 +253,9 @@ SETTINGS: tuple[Setting, ...] = (
         "TEMPLATE",
         "topic",
     ),
-    Setting("sink", _sink, "mqtt", "where telemetry is read back: mqtt (eventhub comes later)", "{mqtt,eventhub}", "sink"),
+    Setting(
+        "sink", _sink, "mqtt", "where telemetry is read back: mqtt (eventhub comes later)", "{mqtt,eventhub}", "sink"
+    ),
     Setting(
         "sink_topic",
         _topic_filter,

@@ -70,7 +70,7 @@ def _require_int(value: object, what: str) -> int:
     # a caller loading a report catches one exception type.
     # bool is an int subclass but never a meaningful count or microsecond value.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, got {value!r}")  # noqa: TRY004
+        raise ValueError(f"{what} must be an integer, got {value!r}")
     return value
 
 
@@ -132,9 +132,7 @@ class DelayHistogram:
     def merge(self, other: DelayHistogram) -> None:
         """Add every value of ``other`` into this histogram (exact)."""
         if not isinstance(other, DelayHistogram):
-            raise TypeError(
-                f"can only merge a DelayHistogram, got {type(other).__name__}"
-            )
+            raise TypeError(f"can only merge a DelayHistogram, got {type(other).__name__}")
         counts = self._counts
         # Snapshot first so that h.merge(h) doubles instead of looping on itself.
         for key, n in list(other._counts.items()):
@@ -267,22 +265,18 @@ class DelayHistogram:
         total_sum = _require_int(data.get("sum_us"), "histogram sum_us")
         raw_buckets = data.get("buckets")
         if not isinstance(raw_buckets, list):
-            raise ValueError("histogram buckets must be a list of [key, count] pairs")  # noqa: TRY004
+            raise ValueError("histogram buckets must be a list of [key, count] pairs")
         counts: dict[int, int] = {}
         for pair in raw_buckets:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ValueError(
-                    f"histogram bucket must be a [key, count] pair, got {pair!r}"
-                )
+                raise ValueError(f"histogram bucket must be a [key, count] pair, got {pair!r}")
             key = _require_int(pair[0], "histogram bucket key")
             n = _require_int(pair[1], "histogram bucket count")
             if n < 1 or key in counts:
                 raise ValueError(f"histogram bucket {pair!r} is empty or repeated")
             counts[key] = n
         if sum(counts.values()) != count:
-            raise ValueError(
-                f"histogram buckets hold {sum(counts.values())} values but count says {count}"
-            )
+            raise ValueError(f"histogram buckets hold {sum(counts.values())} values but count says {count}")
         histogram = cls()
         if count:
             low = _require_int(data.get("min_us"), "histogram min_us")
@@ -292,10 +286,7 @@ class DelayHistogram:
             probe.record(high)
             keys = sorted(counts)
             if set(probe._counts) - {keys[0], keys[-1]} or low > high:
-                raise ValueError(
-                    f"histogram min_us={low} / max_us={high} do not fall in its "
-                    "lowest / highest bucket"
-                )
+                raise ValueError(f"histogram min_us={low} / max_us={high} do not fall in its lowest / highest bucket")
             histogram._min = low
             histogram._max = high
         histogram._counts = counts
@@ -362,8 +353,7 @@ class DeliveryLedger:
             return True
         if seq < 0:
             raise ValueError(
-                f"seq must be >= 0, got {seq!r} from device {device_id!r}; "
-                "check the payload the device publishes"
+                f"seq must be >= 0, got {seq!r} from device {device_id!r}; check the payload the device publishes"
             )
         if ends is None:
             self._starts[device_id] = [seq]
@@ -425,10 +415,7 @@ class DeliveryLedger:
 
     def received_by_device(self) -> dict[str, int]:
         """Distinct messages received, per device."""
-        return {
-            device_id: sum(self._ends[device_id]) - sum(starts)
-            for device_id, starts in self._starts.items()
-        }
+        return {device_id: sum(self._ends[device_id]) - sum(starts) for device_id, starts in self._starts.items()}
 
     def intervals(self, device_id: str) -> list[tuple[int, int]]:
         """Received seqs of ``device_id`` as sorted half-open ``(start, end)`` ranges."""
@@ -442,9 +429,7 @@ class DeliveryLedger:
     def missing(self, device_id: str, sent: int) -> list[tuple[int, int]]:
         """Half-open seq ranges within ``[0, sent)`` that ``device_id`` never delivered."""
         if sent < 0:
-            raise ValueError(
-                f"sent must be >= 0, got {sent!r} for device {device_id!r}"
-            )
+            raise ValueError(f"sent must be >= 0, got {sent!r} for device {device_id!r}")
         gaps: list[tuple[int, int]] = []
         cursor = 0
         for start, end in self.intervals(device_id):
@@ -477,9 +462,7 @@ class DeliveryLedger:
         ``out_of_order`` of both ledgers add up.
         """
         if not isinstance(other, DeliveryLedger):
-            raise TypeError(
-                f"can only merge a DeliveryLedger, got {type(other).__name__}"
-            )
+            raise TypeError(f"can only merge a DeliveryLedger, got {type(other).__name__}")
         overlap = 0
         received_other = other._received
         duplicates_other = other._duplicates
@@ -537,8 +520,7 @@ class DeliveryLedger:
             "duplicates": self._duplicates,
             "out_of_order": self._out_of_order,
             "devices": {
-                device_id: [[s, e] for s, e in self.intervals(device_id)]
-                for device_id in sorted(self._starts)
+                device_id: [[s, e] for s, e in self.intervals(device_id)] for device_id in sorted(self._starts)
             },
         }
 
@@ -556,31 +538,21 @@ class DeliveryLedger:
         ledger = cls()
         ledger._received = _require_int(data.get("received"), "ledger received")
         ledger._duplicates = _require_int(data.get("duplicates"), "ledger duplicates")
-        ledger._out_of_order = _require_int(
-            data.get("out_of_order"), "ledger out_of_order"
-        )
+        ledger._out_of_order = _require_int(data.get("out_of_order"), "ledger out_of_order")
         if min(ledger._received, ledger._duplicates, ledger._out_of_order) < 0:
             raise ValueError("ledger counters must be >= 0")
         devices = data.get("devices")
         if not isinstance(devices, Mapping):
-            raise ValueError("ledger devices must map device_id to [[start, end], ...]")  # noqa: TRY004
+            raise ValueError("ledger devices must map device_id to [[start, end], ...]")
         total = 0
         for device_id, ranges in devices.items():
-            if (
-                not isinstance(device_id, str)
-                or not isinstance(ranges, list)
-                or not ranges
-            ):
-                raise ValueError(
-                    f"ledger device {device_id!r} must have a non-empty range list"
-                )
+            if not isinstance(device_id, str) or not isinstance(ranges, list) or not ranges:
+                raise ValueError(f"ledger device {device_id!r} must have a non-empty range list")
             starts: list[int] = []
             ends: list[int] = []
             for pair in ranges:
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                    raise ValueError(
-                        f"ledger range must be a [start, end] pair, got {pair!r}"
-                    )
+                    raise ValueError(f"ledger range must be a [start, end] pair, got {pair!r}")
                 start = _require_int(pair[0], "ledger range start")
                 end = _require_int(pair[1], "ledger range end")
                 # Canonical form only: adjacent ranges would have been merged on record.
@@ -595,9 +567,7 @@ class DeliveryLedger:
             ledger._starts[device_id] = starts
             ledger._ends[device_id] = ends
         if total != ledger._received:
-            raise ValueError(
-                f"ledger ranges hold {total} seqs but received says {ledger._received}"
-            )
+            raise ValueError(f"ledger ranges hold {total} seqs but received says {ledger._received}")
         return ledger
 
     def __eq__(self, other: object) -> bool:
@@ -655,9 +625,7 @@ class LossAccount:
             "out_of_order": self.out_of_order,
             "unexpected": self.unexpected,
             "loss": self.loss,
-            "worst_devices": [
-                [device_id, lost] for device_id, lost in self.worst_devices
-            ],
+            "worst_devices": [[device_id, lost] for device_id, lost in self.worst_devices],
         }
 
 
@@ -671,9 +639,7 @@ def account(sent_by_device: Mapping[str, int], ledger: DeliveryLedger) -> LossAc
     lost_by_device: list[tuple[str, int]] = []
     for device_id, sent in sent_by_device.items():
         if sent < 0:
-            raise ValueError(
-                f"sent count of device {device_id!r} must be >= 0, got {sent!r}"
-            )
+            raise ValueError(f"sent count of device {device_id!r} must be >= 0, got {sent!r}")
         received = ledger._received_below(device_id, sent)
         sent_total += sent
         received_total += received

@@ -9,6 +9,7 @@ is killed outright.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -71,7 +72,9 @@ class Child:
         self._reader.start()
 
     @classmethod
-    def python_module(cls, name: str, module: str, args: Iterable[str], log_path: Path, *, stdin: bool = False) -> Child:
+    def python_module(
+        cls, name: str, module: str, args: Iterable[str], log_path: Path, *, stdin: bool = False
+    ) -> Child:
         return cls(name, [sys.executable, "-m", module, *args], log_path, stdin=stdin)
 
     @property
@@ -130,10 +133,8 @@ class Child:
     def stop(self, grace_s: float = _STOP_GRACE_S) -> None:
         """Terminate, wait, kill: the child is gone when this returns."""
         if self.process.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.process.stdin.close()
-            except OSError:
-                pass
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -147,10 +148,8 @@ class Child:
         self._log.close()
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
+        with contextlib.suppress(ValueError):  # already closed
             self._log.flush()
-        except ValueError:
-            pass
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

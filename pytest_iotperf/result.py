@@ -166,7 +166,7 @@ def build_result(
         p95_delay_ms=_percentile_ms(delay, 95),
         p99_delay_ms=_percentile_ms(delay, 99),
         p999_delay_ms=_percentile_ms(delay, 99.9),
-        max_delay_ms=_ms(delay.max_us) if delay.count else math.nan,
+        max_delay_ms=_ms(delay.max_us) if delay.max_us is not None else math.nan,
         mean_delay_ms=_ms(delay.mean_us) if delay.count else math.nan,
         throughput_per_s=loss.received / duration_s if duration_s > 0 else 0.0,
         lateness_p50_ms=_percentile_ms(lateness, 50),

@@ -99,7 +99,7 @@ class PerfRun:
     def execute(self) -> RunResult:
         """Run it; RunFailed (carrying the partial result) when it broke halfway."""
         try:
-            wait_for_mqtt(self.broker.host, self.broker.port, _BROKER_CHECK_S)
+            wait_for_mqtt(self.broker.host, self.broker.port, _BROKER_CHECK_S, tls=self.broker.tls)
         except BrokerError as exc:
             raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
         workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))

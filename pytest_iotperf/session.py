@@ -39,7 +39,7 @@ class IotPerfSession:
         self.settings = settings
         self._broker: EmbeddedBroker | None = None
         self._broker_lock = threading.Lock()
-        self._rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._rows: dict[str, dict[str, Any]] = defaultdict(dict)
 
     # -- broker -----------------------------------------------------------------
 
@@ -49,10 +49,10 @@ class IotPerfSession:
             return BrokerEndpoint.external(broker_setting)
         prefer = broker_setting.partition(":")[2] or "auto"
         with self._broker_lock:
-            if self._broker is not None and self._broker.prefer != prefer:
+            if self._broker is not None and (self._broker.prefer != prefer or not self._broker.running):
                 self._broker.stop()
                 self._broker = None
-            if self._broker is None or not self._broker.running:
+            if self._broker is None:
                 broker = EmbeddedBroker(prefer=prefer)
                 broker.start()
                 self._broker = broker
@@ -164,4 +164,3 @@ class IotPerf:
 
 def _log_progress(event: dict[str, Any]) -> None:
     logger.info("progress: %s", event)
-

@@ -151,8 +151,16 @@ def test_example_scaled_by_the_command_line(pytester: pytest.Pytester) -> None:
     example = Path(__file__).parent.parent / "examples" / "test_ingestion_slo.py"
     pytester.makepyfile(test_example=example.read_text())
     outcome = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-m", "perf", "--iot-devices", "30", "--iot-duration", "2s",
-        "--iot-report-dir", "out",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "perf",
+        "--iot-devices",
+        "30",
+        "--iot-duration",
+        "2s",
+        "--iot-report-dir",
+        "out",
     )
     outcome.assert_outcomes(passed=1)
     import json

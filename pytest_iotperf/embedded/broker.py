@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -213,6 +212,8 @@ def raise_nofile_limit() -> int:
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return soft
     candidates: list[int] = []
     if hard != resource.RLIM_INFINITY:
         candidates.append(hard)
@@ -223,7 +224,7 @@ def raise_nofile_limit() -> int:
             candidates.append(int(Path("/proc/sys/fs/nr_open").read_text().strip()))
         candidates.extend((1 << 20, 65536, 10240))
     for target in candidates:
-        if soft != resource.RLIM_INFINITY and target <= soft:
+        if target <= soft:
             break
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -246,7 +247,7 @@ def wait_for_mqtt(host: str, port: int, timeout: float, *, tls: bool = False) ->
         BrokerError: naming ``host:port`` and what happened (refused, timed out,
             closed, or a failure reason code in the CONNACK).
     """
-    address = f"{host}:{port}"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     deadline = time.monotonic() + timeout
     outcome: list[ReasonCode] = []
 
@@ -399,7 +400,8 @@ class _BindRace(Exception):
     """The port picked was taken before the broker could bind it."""
 
 
-_LIVE: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
+# Strong references: a broker dropped without stop() must still be stopped at exit.
+_LIVE: set[EmbeddedBroker] = set()
 
 
 def _stop_all() -> None:

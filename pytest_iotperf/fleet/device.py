@@ -11,6 +11,7 @@ Only imported inside Locust processes (gevent-patched); never by pytest.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -20,7 +21,7 @@ import gevent
 import gevent.event
 from gevent.socket import wait_read, wait_write
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.fleet.spec import device_id_for, phase_for
@@ -54,7 +55,7 @@ class Device:
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"{self.spec.run_id}-{self.device_id}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -229,7 +230,5 @@ class Device:
         self._stop_reader()
         sock = self.client.socket()
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass

@@ -31,8 +31,16 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
         sent_by_device.update(report["sent_by_device"])
         sent_timeline.update({slot: int(n) for slot, n in report["sent_timeline"].items()})
         errors.update(report["errors"])
-        for key in ("devices", "connected_at_go", "connect_failed", "connect_retries", "disconnects",
-                    "scheduled", "sent", "publish_errors"):
+        for key in (
+            "devices",
+            "connected_at_go",
+            "connect_failed",
+            "connect_retries",
+            "disconnects",
+            "scheduled",
+            "sent",
+            "publish_errors",
+        ):
             totals[key] += int(report[key])
         wall_s = max(float(report["wall_s"]), 1e-9)
         devices = max(int(report["devices"]), 1)
@@ -52,8 +60,19 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
     return {
         "run_id": spec.run_id,
         "devices_requested": spec.devices,
-        **{key: totals[key] for key in ("devices", "connected_at_go", "connect_failed", "connect_retries",
-                                        "disconnects", "scheduled", "sent", "publish_errors")},
+        **{
+            key: totals[key]
+            for key in (
+                "devices",
+                "connected_at_go",
+                "connect_failed",
+                "connect_retries",
+                "disconnects",
+                "scheduled",
+                "sent",
+                "publish_errors",
+            )
+        },
         "sent_by_device": sent_by_device,
         "lateness": lateness.to_dict(),
         "connect_latency": connect_latency.to_dict(),

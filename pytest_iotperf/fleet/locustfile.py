@@ -17,7 +17,7 @@ from pytest_iotperf.fleet.worker_fleet import install_worker
 __all__ = ["DeviceUser"]
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]
 def _install(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         install_worker(environment)

@@ -11,8 +11,6 @@ It talks to the pytest process through JSON lines on stdout:
 
 from __future__ import annotations
 
-import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
-
 import argparse
 import json
 import logging
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
 from locust.env import Environment
 from locust.runners import MasterRunner
 
@@ -96,8 +95,7 @@ class MasterFleet:
                 return connected
             if now > deadline:
                 raise TimeoutError(
-                    f"{connected} of {spec.devices} devices connected and {failed} gave up "
-                    f"before the connect deadline"
+                    f"{connected} of {spec.devices} devices connected and {failed} gave up before the connect deadline"
                 )
             gevent.sleep(0.05)
 

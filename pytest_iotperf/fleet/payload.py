@@ -18,7 +18,7 @@ from typing import Any
 class PayloadTemplate:
     """Pre-built prefix and suffix, so rendering a message is one string format."""
 
-    __slots__ = ("_prefix", "_pad_to", "_suffix")
+    __slots__ = ("_pad_to", "_prefix", "_suffix")
 
     def __init__(self, run_id: str, device_id: str, payload_bytes: int = 0) -> None:
         self._prefix = f'{{"run_id":{json.dumps(run_id)},"device_id":{json.dumps(device_id)},"seq":'

@@ -6,11 +6,10 @@ after the master exists would connect no worker).
 
 from __future__ import annotations
 
-import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
-
 import argparse
 import logging
 
+import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
 from locust.env import Environment
 
 from pytest_iotperf.fleet.process_guard import die_with_parent, raise_nofile_limit

@@ -8,8 +8,18 @@ from typing import Any
 
 #: The figures every perf test publishes as junit properties and in the summary.
 SUMMARY_KEYS = (
-    "run_id", "devices", "sent", "received", "lost", "loss",
-    "p50_delay_ms", "p95_delay_ms", "p99_delay_ms", "max_delay_ms", "lateness_p99_ms", "broker",
+    "run_id",
+    "devices",
+    "sent",
+    "received",
+    "lost",
+    "loss",
+    "p50_delay_ms",
+    "p95_delay_ms",
+    "p99_delay_ms",
+    "max_delay_ms",
+    "lateness_p99_ms",
+    "broker",
 )
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -45,7 +55,9 @@ def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
     lines = []
     for n, line in enumerate(table):
-        cells = [line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        cells = [line[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * width for width in widths))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.config import MQTT_PASSWORD_ENV
 from pytest_iotperf.fleet.process_guard import die_with_parent
@@ -42,7 +43,7 @@ class MqttSink:
         self.errors: list[str] = []
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"{spec['run_id']}-sink",
             protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -68,7 +69,7 @@ class MqttSink:
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.recorder.record(message.payload, time.time_ns() // 1000)
+        self.recorder.record(bytes(message.payload), time.time_ns() // 1000)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
