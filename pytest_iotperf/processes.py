@@ -109,6 +109,19 @@ class Child:
             raise ChildExited(f"{self.name} exited with code {code}{self._tail()}")
         return event
 
+    def pending_events(self) -> list[dict[str, Any]]:
+        """Events already received, without waiting (EOF stays queued for next_event)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return out
+            if event is None:
+                self.events.put(None)
+                return out
+            out.append(event)
+
     def wait_for(self, wanted: str, timeout_s: float) -> dict[str, Any]:
         """Skip events until ``wanted``; an ``error`` event raises with its message."""
         deadline = time.monotonic() + timeout_s

@@ -65,7 +65,17 @@ class PerfRun:
         self.settings = settings
         self.broker = broker
         self.run_id = new_run_id()
-        self.progress = progress or (lambda event: None)
+        self.progress = progress or (lambda state: None)
+        self._progress_state: dict[str, Any] = {
+            "run_id": self.run_id,
+            "phase": "starting",
+            "devices": settings.devices,
+            "duration_s": settings.duration_s,
+            "connected": 0,
+            "sent": 0,
+            "received": 0,
+            "p95_delay_ms": None,
+        }
         self._workdir = workdir
         self.fleet_spec = FleetSpec(
             run_id=self.run_id,
@@ -123,14 +133,15 @@ class PerfRun:
             except ChildExited as exc:
                 raise SinkError(f"the MQTT sink could not start: {exc}") from None
             try:
-                self._run_fleet(group, workdir, spec_path, fleet_report_path)
+                self._run_fleet(group, workdir, spec_path, fleet_report_path, sink)
             except ChildExited as exc:
                 errors.append(f"fleet: {exc}")
             fleet_report = _read_json(fleet_report_path)
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
             expected = int(fleet_report["sent"]) if fleet_report else 0
-            self.progress({"event": "progress", "phase": "draining", "expected": expected})
+            self._progress_state.update(phase="draining", sent=expected)
+            self.progress(dict(self._progress_state))
             try:
                 sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
                 sink.wait_for("done", float(self.settings["drain"]) + 30.0)
@@ -171,7 +182,7 @@ class PerfRun:
             stdin=True,
         )
 
-    def _run_fleet(self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path) -> None:
+    def _run_fleet(self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, sink: Child) -> None:
         """Start master and workers, follow the master until it wrote its report."""
         port = free_port()
         master = group.add(
@@ -201,9 +212,21 @@ class PerfRun:
                 break
             if kind == "error":
                 failure = str(event.get("message"))
-            self.progress(event)
+            self._follow(event, sink)
         if failure:
             raise ChildExited(failure)
+
+    def _follow(self, master_event: dict[str, Any], sink: Child) -> None:
+        """Fold the master's and the sink's latest figures into one progress snapshot."""
+        state = self._progress_state
+        if master_event.get("event") == "progress":
+            state.update({k: v for k, v in master_event.items() if k != "event"})
+        elif master_event.get("event") == "publishing":
+            state.update(phase="publishing", t0=master_event.get("t0"))
+        for event in sink.pending_events():
+            if event.get("event") == "progress":
+                state.update(received=event.get("received", 0), p95_delay_ms=event.get("p95_delay_ms"))
+        self.progress(dict(state))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

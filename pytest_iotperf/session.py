@@ -22,6 +22,7 @@ from pytest_iotperf.config import SessionSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.report.json_report import result_path, write_result
+from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import SUMMARY_KEYS, summary_lines
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
@@ -69,6 +70,28 @@ class IotPerfSession:
             if self._broker is not None:
                 self._broker.stop()
                 self._broker = None
+
+    # -- progress ---------------------------------------------------------------
+
+    def progress_reporter(self) -> ProgressReporter:
+        """Live progress on the terminal, around pytest's output capture; logging where there is none."""
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        quiet = self.config.get_verbosity() < 0
+        if terminal is None or quiet:
+            return ProgressReporter(_log_line, tty=False)
+
+        def write(text: str) -> None:
+            if capture is not None:
+                with capture.global_and_fixture_disabled():
+                    terminal.write(text)
+                    terminal.flush()
+            else:
+                terminal.write(text)
+
+        if not terminal.isatty:
+            write("\n")  # start below pytest's "path::test " prefix
+        return ProgressReporter(write, tty=terminal.isatty)
 
     # -- hooks ------------------------------------------------------------------
 
@@ -125,9 +148,10 @@ class IotPerf:
             run_settings = self._session.settings.for_run(settings)
         except ConfigError as exc:
             pytest.fail(str(exc), pytrace=False)
+        progress = self._session.progress_reporter()
         try:
             broker = self._session.broker_for(str(run_settings["broker"]))
-            perf_run = PerfRun(run_settings, broker, progress=_log_progress)
+            perf_run = PerfRun(run_settings, broker, progress=progress)
             try:
                 result = perf_run.execute()
             except RunFailed as failed:
@@ -135,7 +159,10 @@ class IotPerf:
                 pytest.fail(f"perf run {failed.result.run_id} failed: {failed}", pytrace=False)
         except IotPerfError as exc:
             pytest.fail(str(exc), pytrace=False)
-        result.warnings[:0] = self._session.broker_warnings
+        finally:
+            progress.close()
+        if broker.kind != "external":
+            result.warnings[:0] = self._session.broker_warnings
         self._record(result)
         return result
 
@@ -162,5 +189,5 @@ class IotPerf:
                 result.errors.append(f"could not write the JSON result to {path}: {exc.strerror or exc}")
 
 
-def _log_progress(event: dict[str, Any]) -> None:
-    logger.info("progress: %s", event)
+def _log_line(text: str) -> None:
+    logger.info(text.strip())

@@ -92,6 +92,7 @@ class MasterFleet:
                 next_progress = now + _PROGRESS_INTERVAL_S
                 emit("progress", phase="connecting", connected=connected, connect_failed=failed)
             if connected + failed >= spec.devices and self._total("devices") >= spec.devices:
+                emit("progress", phase="connecting", connected=connected, connect_failed=failed)
                 return connected
             if now > deadline:
                 raise TimeoutError(

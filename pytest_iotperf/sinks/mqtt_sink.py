@@ -27,6 +27,7 @@ from pytest_iotperf.fleet.process_guard import die_with_parent
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 _READY_TIMEOUT_S = 10.0
+_PROGRESS_INTERVAL_US = 1_000_000
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -42,6 +43,7 @@ class MqttSink:
         self.recorder = SinkRecorder(spec["run_id"], int(spec.get("timeline_slot_s", 1)))
         self.errors: list[str] = []
         self.subscribed = threading.Event()
+        self._next_progress_us = 0
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{spec['run_id']}-sink",
@@ -69,7 +71,14 @@ class MqttSink:
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.recorder.record(bytes(message.payload), time.time_ns() // 1000)
+        seen_at_us = time.time_ns() // 1000
+        self.recorder.record(bytes(message.payload), seen_at_us)
+        # Progress from the thread that owns the recorder: no locking, no copy.
+        if seen_at_us >= self._next_progress_us:
+            self._next_progress_us = seen_at_us + _PROGRESS_INTERVAL_US
+            delay = self.recorder.delay
+            p95 = delay.percentile(95) / 1000.0 if delay.count else None
+            emit("progress", received=self.recorder.received, p95_delay_ms=p95)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
