@@ -1,0 +1,93 @@
+"""Terminal summary table and live progress lines (pure formatting)."""
+
+from __future__ import annotations
+
+from pytest_iotperf.report.progress import ProgressReporter, format_progress
+from pytest_iotperf.report.terminal import summary_lines
+
+
+def test_summary_table_has_one_row_per_run_and_lists_warnings() -> None:
+    rows = [
+        {
+            "test": "t.py::a",
+            "devices": 5,
+            "sent": 10,
+            "received": 9,
+            "lost": 1,
+            "loss": 0.1,
+            "p50_delay_ms": 1.26,
+            "p95_delay_ms": 2.0,
+            "p99_delay_ms": None,
+            "max_delay_ms": 3.0,
+            "lateness_p99_ms": 0.5,
+            "broker": "mosquitto 2.0.11 (embedded)",
+            "warnings": ["generator saturated"],
+            "errors": [],
+        },
+        {
+            "test": "t.py::b (run2)",
+            "devices": 7,
+            "sent": 70,
+            "received": 70,
+            "lost": 0,
+            "loss": 0.0,
+            "broker": "mosquitto 2.0.11 (embedded)",
+        },
+    ]
+    lines = summary_lines(rows)
+    assert lines[0].split()[:4] == ["test", "devices", "sent", "received"]
+    row_a = next(line for line in lines if line.startswith("t.py::a"))
+    assert row_a.split()[1:7] == ["5", "10", "9", "1", "10.000%", "1.3"]
+    assert "-" in row_a.split()  # a missing figure shows as '-', not 'None'
+    assert any(line.startswith("t.py::b (run2)") and " 70 " in line for line in lines)
+    assert "broker: mosquitto 2.0.11 (embedded)" in lines
+    assert "WARNING t.py::a: generator saturated" in lines
+
+
+def test_progress_line_shows_the_run_state() -> None:
+    state = {
+        "run_id": "r1",
+        "phase": "publishing",
+        "devices": 50,
+        "connected": 50,
+        "sent": 500,
+        "received": 480,
+        "p95_delay_ms": 3.25,
+        "elapsed_s": 10.2,
+        "duration_s": 60.0,
+    }
+    line = format_progress(state, 50.0, 48.0)
+    for fragment in (
+        "r1",
+        "10s of 60s",
+        "50/50 connected",
+        "sent 500",
+        "received 480",
+        "not yet seen 20",
+        "50/s out",
+        "48/s in",
+        "p95 3.2 ms",
+    ):
+        assert fragment in line
+    assert "connecting 7/50" in format_progress({"phase": "connecting", "devices": 50, "connected": 7}, None, None)
+
+
+def test_progress_without_tty_writes_a_line_per_phase_and_interval() -> None:
+    written: list[str] = []
+    reporter = ProgressReporter(written.append, tty=False, interval_s=3600)
+    for _ in range(5):
+        reporter({"phase": "connecting", "devices": 5, "connected": 1})
+    reporter({"phase": "publishing", "devices": 5})
+    reporter({"phase": "publishing", "devices": 5})
+    assert len(written) == 2 and all(text.endswith("\n") for text in written)
+
+
+def test_progress_on_a_tty_rewrites_one_line() -> None:
+    written: list[str] = []
+    reporter = ProgressReporter(written.append, tty=True)
+    reporter({"phase": "connecting", "devices": 500, "connected": 100})
+    reporter({"phase": "connecting", "devices": 5, "connected": 1})
+    reporter.close()
+    assert written[0].startswith("\r") and written[1].startswith("\r")
+    assert len(written[1]) >= len(written[0])  # padded to erase the longer previous line
+    assert written[-1] == "\n"
