@@ -16,6 +16,9 @@ from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger, account
 #: the numbers then describe the load generator as much as the system.
 SATURATION_LATENESS_MS = 50.0
 
+#: The result lists at most this many missing seq ranges (the counts stay exact).
+MISSING_RANGES_MAX = 1000
+
 
 @dataclass(frozen=True)
 class TimelinePoint:
@@ -72,6 +75,7 @@ class RunResult:
     t0: float | None = None
     timeline: list[TimelinePoint] = field(default_factory=list)
     worst_devices: list[tuple[str, int]] = field(default_factory=list)
+    missing: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
@@ -103,6 +107,8 @@ class RunResult:
                 value = [point.to_dict() for point in value]
             elif name == "worst_devices":
                 value = [list(pair) for pair in value]
+            elif name == "missing":
+                value = {device: [list(span) for span in spans] for device, spans in value.items()}
             elif isinstance(value, float) and not math.isfinite(value):
                 value = None
             out[name] = value
@@ -189,6 +195,7 @@ def build_result(
         t0=fleet.get("t0"),
         timeline=_timeline(fleet, sink),
         worst_devices=loss.worst_devices,
+        missing=_missing(sent_by_device, ledger),
         worker_stats=list(fleet.get("workers", [])),
         settings=settings,
         sources=sources,
@@ -198,6 +205,20 @@ def build_result(
         sent_delay_histogram=sent_delay,
         lateness_histogram=lateness,
     )
+
+
+def _missing(sent_by_device: dict[str, int], ledger: DeliveryLedger) -> dict[str, list[tuple[int, int]]]:
+    """Which seqs never arrived, as half-open ranges per device (bounded: first MISSING_RANGES_MAX ranges)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    budget = MISSING_RANGES_MAX
+    for device_id in sorted(sent_by_device):
+        if budget <= 0:
+            break
+        spans = ledger.missing(device_id, int(sent_by_device[device_id]))[:budget]
+        if spans:
+            out[device_id] = spans
+            budget -= len(spans)
+    return out
 
 
 def _timeline(fleet: dict[str, Any], sink: dict[str, Any]) -> list[TimelinePoint]:
