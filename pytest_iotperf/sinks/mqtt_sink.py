@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -63,6 +64,10 @@ class MqttSink:
         if reason.is_failure:
             self.errors.append(f"sink connection refused: {reason}")
             return
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            # Nagle would hold our PUBACKs back behind the broker's next write.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.spec["topic_filter"], qos=int(self.spec["qos"]))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
