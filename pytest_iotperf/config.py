@@ -308,13 +308,16 @@ class SessionSettings:
         values = dict(self.values)
         for kwarg, raw in code.items():
             setting = SETTINGS_BY_KWARG[kwarg]
-            if values[setting.name].source in (CLI, ENV) or raw is None:
+            if raw is None:
                 continue
+            # Checked even when the command line overrides it: a bad value in a
+            # test must not hide until someone runs without the override.
             try:
                 value = setting.parse(str(raw)) if not isinstance(raw, bool) else _reject_bool(raw)
             except ValueError as exc:
                 raise ConfigError(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}") from None
-            values[setting.name] = Resolved(value, CODE)
+            if values[setting.name].source not in (CLI, ENV):
+                values[setting.name] = Resolved(value, CODE)
         return RunSettings(values)
 
 

@@ -51,6 +51,8 @@ def _resolve_settings(config: pytest.Config) -> SessionSettings:
     try:
         return resolve(cli, os.environ, ini)
     except ConfigError as exc:
+        if config.getoption("help", False):
+            return resolve({}, {}, {})  # let --help show how to fix the bad value
         raise pytest.UsageError(str(exc)) from None
 
 

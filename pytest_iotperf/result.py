@@ -156,6 +156,7 @@ def build_result(
         warnings.append(f"drain time ended with {loss.lost} message(s) still missing")
     errors.extend(fleet.get("errors", []))
     errors.extend(sink.get("errors", []))
+    errors = list(dict.fromkeys(errors))  # the same failure can reach us by two paths
     return RunResult(
         run_id=str(fleet.get("run_id") or sink.get("run_id") or settings.get("run_id", "")),
         devices=int(settings.get("devices", 0)),

@@ -26,7 +26,7 @@ from pytest_iotperf.config import RunSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
-from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, free_port
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup
 from pytest_iotperf.result import RunResult, build_result
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -114,9 +114,16 @@ class PerfRun:
             raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
         workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))
         try:
-            return self._execute(workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            result = self._execute(workdir)
+        except BaseException as exc:
+            # Keep the logs of a broken run: they are how it gets diagnosed.
+            if isinstance(exc, RunFailed):
+                note = f"logs of the sink, master and workers kept in {workdir}"
+                exc.result.errors.append(note)
+                raise RunFailed(f"{exc}; {note}", exc.result) from None
+            raise
+        shutil.rmtree(workdir, ignore_errors=True)
+        return result
 
     def _execute(self, workdir: Path) -> RunResult:
         spec_path = workdir / "fleet-spec.json"
@@ -135,7 +142,7 @@ class PerfRun:
             try:
                 self._run_fleet(group, workdir, spec_path, fleet_report_path, sink)
             except ChildExited as exc:
-                errors.append(f"fleet: {exc}")
+                errors.append(str(exc))
             fleet_report = _read_json(fleet_report_path)
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
@@ -146,7 +153,7 @@ class PerfRun:
                 sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
                 sink.wait_for("done", float(self.settings["drain"]) + 30.0)
             except ChildExited as exc:
-                errors.append(f"sink: {exc}")
+                errors.append(str(exc))
             sink_report = _read_json(sink_report_path)
         result = build_result(
             settings={"run_id": self.run_id, **self.settings.describe()},
@@ -158,7 +165,7 @@ class PerfRun:
             errors=errors,
         )
         if errors or fleet_report is None or sink_report is None:
-            raise RunFailed("; ".join(result.errors) or "the run did not complete", result)
+            raise RunFailed("; ".join(errors) or "the run did not complete", result)
         return result
 
     def _start_sink(self, workdir: Path, report_path: Path) -> Child:
@@ -184,15 +191,15 @@ class PerfRun:
 
     def _run_fleet(self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, sink: Child) -> None:
         """Start master and workers, follow the master until it wrote its report."""
-        port = free_port()
         master = group.add(
             Child.python_module(
                 "Locust master",
                 "pytest_iotperf.fleet.master",
-                [str(spec_path), str(report_path), "--port", str(port), "--worker-timeout", str(_STARTUP_S)],
+                [str(spec_path), str(report_path), "--port", "0", "--worker-timeout", str(_STARTUP_S)],
                 workdir / "master.log",
             )
         )
+        port = int(master.wait_for("listening", _STARTUP_S)["port"])
         for index in range(self.settings.workers):
             group.add(
                 Child.python_module(

@@ -144,23 +144,28 @@ class IotPerf:
         precedence over the ini file; the command line and the environment
         override them.
         """
+        config_error: str | None = None
         try:
             run_settings = self._session.settings.for_run(settings)
         except ConfigError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            config_error = str(exc)
+        if config_error is not None:
+            pytest.fail(config_error, pytrace=False)
         progress = self._session.progress_reporter()
+        failure: str | None = None
         try:
             broker = self._session.broker_for(str(run_settings["broker"]))
-            perf_run = PerfRun(run_settings, broker, progress=progress)
-            try:
-                result = perf_run.execute()
-            except RunFailed as failed:
-                self._record(failed.result)
-                pytest.fail(f"perf run {failed.result.run_id} failed: {failed}", pytrace=False)
+            result = PerfRun(run_settings, broker, progress=progress).execute()
+        except RunFailed as failed:
+            self._record(failed.result)
+            failure = f"perf run {failed.result.run_id} failed: {failed}"
         except IotPerfError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            failure = str(exc)
         finally:
             progress.close()
+        if failure is not None:
+            # Outside the except blocks: no "during handling of the above exception" noise.
+            pytest.fail(failure, pytrace=False)
         if broker.kind != "external":
             result.warnings[:0] = self._session.broker_warnings
         self._record(result)

@@ -117,3 +117,7 @@ def test_derived_defaults() -> None:
     assert run.workers >= 1
     assert run.sink_topic == "devices/+/telemetry"
     assert topic_filter_for("t/{run_id}/{device_id}", "r1") == "t/r1/+"
+
+def test_bad_test_code_value_fails_even_when_the_cli_overrides_it() -> None:
+    with pytest.raises(ConfigError, match="test code"):
+        resolve({"devices": "12"}, {}, {}).for_run({"devices": -1})

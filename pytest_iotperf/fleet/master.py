@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", type=Path)
     parser.add_argument("report", type=Path)
     parser.add_argument("--bind-host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
     parser.add_argument("--worker-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     environment = Environment(user_classes=[DeviceUser])
     runner = environment.create_master_runner(args.bind_host, args.port)
     fleet = MasterFleet(spec, runner)
-    emit("listening", port=args.port)
+    # Binding port 0 here (not a port picked by the parent) leaves no window
+    # in which another process can take it.
+    emit("listening", port=int(runner.server.port))
     status = 0
     try:
         fleet.wait_for_workers(args.worker_timeout)
