@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.slo import Slo, merge_slos, parse_slo
 
 CLI = "command line"
 ENV = "environment"
@@ -277,6 +278,59 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 SETTINGS_BY_KWARG: dict[str, Setting] = {s.run_kwarg: s for s in SETTINGS if s.run_kwarg}
+
+
+SLO_CLI = "--iot-slo"
+SLO_INI = "iot_slo"
+SLO_ENV = "IOTPERF_SLO"
+SLO_HELP = (
+    "an SLO every perf test must meet, e.g. 'p95_delay_ms < 800' (repeatable); "
+    "overrides the test's own SLO on the same metric and direction"
+)
+
+
+@dataclass(frozen=True)
+class SloSettings:
+    """SLOs from outside the test code: ini defaults, and env/CLI overrides."""
+
+    defaults: tuple[Slo, ...] = ()  # ini: project defaults, overridden by markers
+    overrides: tuple[Slo, ...] = ()  # env then CLI: override the markers
+
+    def for_test(self, marker_slos: tuple[Slo, ...]) -> list[Slo]:
+        """ini < marker < env < command line, merged per metric and direction."""
+        return merge_slos(merge_slos(self.defaults, marker_slos), self.overrides)
+
+
+def resolve_slos(cli: list[str] | None, env: Mapping[str, str], ini: tuple[list[str], str] | None) -> SloSettings:
+    """Parse SLO expressions from every source; a bad one names its source."""
+    defaults: list[Slo] = []
+    overrides: list[Slo] = []
+    if ini is not None:
+        lines, ini_name = ini
+        defaults.extend(_parse_slo_from(text, f"{SLO_INI} line {text!r} (in {ini_name})") for text in lines)
+    if SLO_ENV in env:
+        for text in (part for part in env[SLO_ENV].split(";") if part.strip()):
+            overrides.append(_parse_slo_from(text, f"{SLO_ENV} part {text!r} (environment)"))
+    for text in cli or []:
+        overrides.append(_parse_slo_from(text, f"{SLO_CLI}={text!r} (command line)"))
+    return SloSettings(tuple(defaults), tuple(overrides))
+
+
+def _parse_slo_from(text: str, where: str) -> Slo:
+    try:
+        return parse_slo(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def marker_slos(values: object, where: str) -> tuple[Slo, ...]:
+    """The ``slo=`` of a ``perf`` marker: a string or a list of strings."""
+    if values is None:
+        return ()
+    texts = [values] if isinstance(values, str) else values
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise ConfigError(f"{where}: slo= takes an expression or a list of expressions, got {values!r}")
+    return tuple(_parse_slo_from(text, f"{where}: slo {text!r}") for text in texts)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,18 @@ import os
 
 import pytest
 
-from pytest_iotperf.config import SETTINGS, SessionSettings, resolve
+from pytest_iotperf.config import (
+    SETTINGS,
+    SLO_CLI,
+    SLO_ENV,
+    SLO_HELP,
+    SLO_INI,
+    SessionSettings,
+    SloSettings,
+    marker_slos,
+    resolve,
+    resolve_slos,
+)
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.session import IotPerf, IotPerfSession
 
@@ -28,6 +39,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{setting.help} [env {setting.env}, ini {setting.ini}]",
         )
         parser.addini(setting.ini, help=setting.help, default="")
+    group.addoption(
+        SLO_CLI,
+        dest="iot_slo",
+        action="append",
+        metavar="EXPR",
+        default=None,
+        help=f"{SLO_HELP} [env {SLO_ENV}, ';'-separated; ini {SLO_INI}, one per line]",
+    )
+    parser.addini(SLO_INI, help="SLOs every perf test must meet unless its marker says otherwise", type="linelist")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "perf: an IoT end-to-end load test using the iot_perf fixture (select with -m perf)",
     )
     settings = _resolve_settings(config)
-    session = IotPerfSession(config, settings)
+    session = IotPerfSession(config, settings, _resolve_slos(config))
     config.stash[session_key] = session
     config.pluginmanager.register(session, "iotperf-session")
 
@@ -54,6 +74,33 @@ def _resolve_settings(config: pytest.Config) -> SessionSettings:
         if config.getoption("help", False):
             return resolve({}, {}, {})  # let --help show how to fix the bad value
         raise pytest.UsageError(str(exc)) from None
+
+
+def _resolve_slos(config: pytest.Config) -> SloSettings:
+    ini_lines = [line for line in config.getini(SLO_INI) if line.strip()]
+    ini_name = config.inipath.name if config.inipath else "the ini file"
+    try:
+        return resolve_slos(config.getoption("iot_slo"), os.environ, (ini_lines, ini_name) if ini_lines else None)
+    except ConfigError as exc:
+        if config.getoption("help", False):
+            return SloSettings()
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> object:
+    """Parse each perf test's SLOs at collection: a bad expression is a collection error naming test and SLO."""
+    made = yield
+    items = made if isinstance(made, list) else [made]
+    for item in items:
+        if not isinstance(item, pytest.Item):
+            continue
+        for marker in item.iter_markers("perf"):
+            try:
+                marker_slos(marker.kwargs.get("slo"), f"@pytest.mark.perf on {item.nodeid}")
+            except ConfigError as exc:
+                raise collector.CollectError(str(exc)) from None
+    return made
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_iotperf.config import SessionSettings
+from pytest_iotperf.config import SessionSettings, SloSettings, marker_slos
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.report.json_report import result_path, write_result
@@ -26,6 +27,7 @@ from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import SUMMARY_KEYS, summary_lines
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
+from pytest_iotperf.slo import Slo, SloVerdict, evaluate_all, failure_message, merge_slos
 
 logger = logging.getLogger("pytest_iotperf")
 
@@ -35,9 +37,10 @@ PROPERTY_PREFIX = "iotperf."
 class IotPerfSession:
     """Session-wide state: settings, the lazily started embedded broker, summary rows."""
 
-    def __init__(self, config: pytest.Config, settings: SessionSettings) -> None:
+    def __init__(self, config: pytest.Config, settings: SessionSettings, slos: SloSettings | None = None) -> None:
         self.config = config
         self.settings = settings
+        self.slos = slos or SloSettings()
         self._broker: EmbeddedBroker | None = None
         self._broker_lock = threading.Lock()
         self._rows: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -108,9 +111,14 @@ class IotPerfSession:
         for name, value in report.user_properties:
             if not name.startswith(PROPERTY_PREFIX):
                 continue
-            run, _, key = name[len(PROPERTY_PREFIX) :].rpartition(".")
+            run, key = _split_property(name[len(PROPERTY_PREFIX) :])
             label = report.nodeid if not run else f"{report.nodeid} ({run})"
-            self._rows[label][key] = value
+            row = self._rows[label]
+            if key.startswith("slo["):
+                met, total = row.get("slos_met", (0, 0))
+                row["slos_met"] = (met + str(value).startswith("PASS"), total + 1)
+            else:
+                row[key] = value
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self._rows:
@@ -168,8 +176,19 @@ class IotPerf:
             pytest.fail(failure, pytrace=False)
         if broker.kind != "external":
             result.warnings[:0] = self._session.broker_warnings
+        verdicts = evaluate_all(self.slos(), result)
+        result.slos = [_verdict_dict(v) for v in verdicts]
         self._record(result)
+        if any(not verdict.passed for verdict in verdicts):
+            pytest.fail(f"perf run {result.run_id}: {failure_message(verdicts, result.sent)}", pytrace=False)
         return result
+
+    def slos(self) -> list[Slo]:
+        """This test's SLOs: ini defaults, its perf markers (outermost first), then env and CLI overrides."""
+        from_markers: list[Slo] = []
+        for marker in reversed(list(self._item.iter_markers("perf"))):
+            from_markers = merge_slos(from_markers, marker_slos(marker.kwargs.get("slo"), self._item.nodeid))
+        return self._session.slos.for_test(tuple(from_markers))
 
     def _record(self, result: RunResult) -> None:
         self.results.append(result)
@@ -184,6 +203,11 @@ class IotPerf:
         for key in ("warnings", "errors"):
             if figures[key]:
                 self._item.user_properties.append((prefix + key, "; ".join(figures[key])))
+        for verdict in result.slos:
+            outcome = "PASS" if verdict["passed"] else "FAIL"
+            self._item.user_properties.append(
+                (f"{prefix}slo[{verdict['slo']}]", f"{outcome} measured {verdict['measured_text']}")
+            )
         report_dir: Path | None = self._session.settings["report_dir"]
         if report_dir is not None:
             path = result_path(Path(report_dir), self._item.nodeid, index)
@@ -192,6 +216,29 @@ class IotPerf:
             except OSError as exc:
                 logger.error("could not write the JSON result to %s: %s", path, exc)
                 result.errors.append(f"could not write the JSON result to {path}: {exc.strerror or exc}")
+
+
+_RUN_PREFIX = re.compile(r"(run\d+)\.(.*)", re.DOTALL)
+
+
+def _split_property(name: str) -> tuple[str, str]:
+    """``run2.sent`` -> (``run2``, ``sent``); ``slo[loss < 0.1%]`` -> ("", ``slo[loss < 0.1%]``)."""
+    match = _RUN_PREFIX.fullmatch(name)
+    return (match.group(1), match.group(2)) if match else ("", name)
+
+
+def _verdict_dict(verdict: SloVerdict) -> dict[str, Any]:
+    measured = verdict.measured
+    return {
+        "slo": verdict.slo.text,
+        "metric": verdict.slo.metric,
+        "op": verdict.slo.op,
+        "threshold": verdict.slo.threshold,
+        "unit": verdict.slo.unit,
+        "measured": measured if math.isfinite(measured) else None,
+        "measured_text": verdict.measured_text,
+        "passed": verdict.passed,
+    }
 
 
 def _log_line(text: str) -> None:

@@ -22,6 +22,7 @@ def test_summary_table_has_one_row_per_run_and_lists_warnings() -> None:
             "lateness_p99_ms": 0.5,
             "broker": "mosquitto 2.0.11 (embedded)",
             "warnings": ["generator saturated"],
+            "slos_met": (1, 2),
             "errors": [],
         },
         {
@@ -39,6 +40,7 @@ def test_summary_table_has_one_row_per_run_and_lists_warnings() -> None:
     row_a = next(line for line in lines if line.startswith("t.py::a"))
     assert row_a.split()[1:7] == ["5", "10", "9", "1", "10.000%", "1.3"]
     assert "-" in row_a.split()  # a missing figure shows as '-', not 'None'
+    assert row_a.split()[-1] == "1/2"
     assert any(line.startswith("t.py::b (run2)") and " 70 " in line for line in lines)
     assert "broker: mosquitto 2.0.11 (embedded)" in lines
     assert "WARNING t.py::a: generator saturated" in lines

@@ -34,12 +34,16 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("p99_delay_ms", "p99 ms"),
     ("max_delay_ms", "max ms"),
     ("lateness_p99_ms", "late p99 ms"),
+    ("slos_met", "SLOs met"),
 )
 
 
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if key == "slos_met":
+        met, total = value
+        return f"{met}/{total}"
     if key == "loss":
         return f"{float(value):.3%}"
     if isinstance(value, float):

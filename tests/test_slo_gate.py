@@ -1,0 +1,94 @@
+"""SLOs declared on the perf marker and on the command line gate the test (pytester, real tiny runs)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+RUN = 'iot_perf.run(devices=3, rate_per_device=2, duration="1s", drain="5s", workers=1)'
+
+
+def test_bad_slo_is_a_collection_error_naming_test_and_expression(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.perf(slo=["p95_delay_ms < 1000", "p95 << 3"])
+        def test_gate(iot_perf):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    outcome = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcome.ret == pytest.ExitCode.INTERRUPTED
+    outcome.stdout.fnmatch_lines(["*ERROR collecting*", "*test_gate*p95 << 3*"])
+    outcome.assert_outcomes(errors=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["--iot-slo", "loss < 5 parsecs"], {}, "--iot-slo='loss < 5 parsecs' (command line)"),
+        ([], {"IOTPERF_SLO": "p95_delay_ms < 10; bogus_ms < 3"}, "IOTPERF_SLO part ' bogus_ms < 3' (environment)"),
+    ],
+)
+def test_bad_slo_option_is_a_usage_error_naming_its_source(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], fragment: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    outcome = pytester.runpytest("-p", "no:cacheprovider", *args)
+    assert outcome.ret == pytest.ExitCode.USAGE_ERROR
+    assert fragment in outcome.stderr.str()
+
+
+def test_bad_ini_slo_names_the_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\niot_slo =\n    p95_delay_ms < 1000\n    lost <= 3ms\n")
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    outcome = pytester.runpytest("-p", "no:cacheprovider")
+    assert outcome.ret == pytest.ExitCode.USAGE_ERROR
+    assert "iot_slo line 'lost <= 3ms' (in tox.ini)" in outcome.stderr.str()
+
+
+def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.perf(slo=["loss < 1%", "p50_delay_ms < 60s", "throughput_per_s >= 1000000"])
+        def test_met(iot_perf):
+            result = {RUN}
+            assert [v["passed"] for v in result.slos] == [True, True, True, True]
+
+        @pytest.mark.perf(slo=["p50_delay_ms < 0.001", "throughput_per_s >= 1000000", "loss < 1%"])
+        def test_violated(iot_perf):
+            {RUN}
+        """
+    )
+    # The CLI relaxes the throughput bound of both tests (same metric, same direction) and adds a max bound.
+    outcome = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--junitxml=junit.xml",
+        "--iot-slo",
+        "throughput_per_s >= 1",
+        "--iot-slo",
+        "max_delay_ms < 60s",
+    )
+    outcome.assert_outcomes(passed=1, failed=1)
+    text = outcome.stdout.str()
+    assert "1 of 4 SLOs violated" in text
+    assert "p50_delay_ms < 0.001: measured" in text
+    assert "throughput_per_s >= 1000000" not in text  # replaced by the command line's bound
+    cases = {case.get("name"): case for case in ET.parse(pytester.path / "junit.xml").iter("testcase")}
+    met = {p.get("name"): p.get("value") for p in cases["test_met"].iter("property")}
+    violated = {p.get("name"): p.get("value") for p in cases["test_violated"].iter("property")}
+    assert met["iotperf.slo[loss < 1%]"].startswith("PASS measured 0.000%")
+    assert met["iotperf.slo[throughput_per_s >= 1]"].startswith("PASS")
+    assert met["iotperf.slo[max_delay_ms < 60s]"].startswith("PASS measured")
+    assert violated["iotperf.slo[p50_delay_ms < 0.001]"].startswith("FAIL measured")
+    assert violated["iotperf.slo[loss < 1%]"].startswith("PASS")
