@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         metavar="EXPR",
         default=None,
-        help=f"{SLO_HELP} [env {SLO_ENV}, ';'-separated; ini {SLO_INI}, one per line]",
+        help=f"{SLO_HELP} [env {SLO_ENV}, ini {SLO_INI}] (several: ';' in the env, one per line in the ini)",
     )
     parser.addini(SLO_INI, help="SLOs every perf test must meet unless its marker says otherwise", type="linelist")
 

@@ -61,8 +61,10 @@ class PerfRun:
         *,
         progress: ProgressCallback | None = None,
         workdir: Path | None = None,
+        read_back: bool = True,
     ) -> None:
         self.settings = settings
+        self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
         self.broker = broker
         self.run_id = new_run_id()
         self.progress = progress or (lambda state: None)
@@ -134,11 +136,13 @@ class PerfRun:
         fleet_report: dict[str, Any] | None = None
         sink_report: dict[str, Any] | None = None
         with ProcessGroup() as group:
-            sink = group.add(self._start_sink(workdir, sink_report_path))
-            try:
-                sink.wait_for("ready", _SINK_READY_S)
-            except ChildExited as exc:
-                raise SinkError(f"the MQTT sink could not start: {exc}") from None
+            sink: Child | None = None
+            if self.read_back:
+                sink = group.add(self._start_sink(workdir, sink_report_path))
+                try:
+                    sink.wait_for("ready", _SINK_READY_S)
+                except ChildExited as exc:
+                    raise SinkError(f"the MQTT sink could not start: {exc}") from None
             try:
                 self._run_fleet(group, workdir, spec_path, fleet_report_path, sink)
             except ChildExited as exc:
@@ -147,14 +151,15 @@ class PerfRun:
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
             expected = int(fleet_report["sent"]) if fleet_report else 0
-            self._progress_state.update(phase="draining", sent=expected)
-            self.progress(dict(self._progress_state))
-            try:
-                sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
-                sink.wait_for("done", float(self.settings["drain"]) + 30.0)
-            except ChildExited as exc:
-                errors.append(str(exc))
-            sink_report = _read_json(sink_report_path)
+            if sink is not None:
+                self._progress_state.update(phase="draining", sent=expected)
+                self.progress(dict(self._progress_state))
+                try:
+                    sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
+                    sink.wait_for("done", float(self.settings["drain"]) + 30.0)
+                except ChildExited as exc:
+                    errors.append(str(exc))
+                sink_report = _read_json(sink_report_path)
         result = build_result(
             settings={"run_id": self.run_id, **self.settings.describe()},
             sources=self.settings.sources(),
@@ -164,7 +169,7 @@ class PerfRun:
             warnings=self.warnings(),
             errors=errors,
         )
-        if errors or fleet_report is None or sink_report is None:
+        if errors or fleet_report is None or (self.read_back and sink_report is None):
             raise RunFailed("; ".join(errors) or "the run did not complete", result)
         return result
 
@@ -189,7 +194,9 @@ class PerfRun:
             stdin=True,
         )
 
-    def _run_fleet(self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, sink: Child) -> None:
+    def _run_fleet(
+        self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, sink: Child | None
+    ) -> None:
         """Start master and workers, follow the master until it wrote its report."""
         master = group.add(
             Child.python_module(
@@ -223,14 +230,14 @@ class PerfRun:
         if failure:
             raise ChildExited(failure)
 
-    def _follow(self, master_event: dict[str, Any], sink: Child) -> None:
+    def _follow(self, master_event: dict[str, Any], sink: Child | None) -> None:
         """Fold the master's and the sink's latest figures into one progress snapshot."""
         state = self._progress_state
         if master_event.get("event") == "progress":
             state.update({k: v for k, v in master_event.items() if k != "event"})
         elif master_event.get("event") == "publishing":
             state.update(phase="publishing", t0=master_event.get("t0"))
-        for event in sink.pending_events():
+        for event in sink.pending_events() if sink is not None else []:
             if event.get("event") == "progress":
                 state.update(received=event.get("received", 0), p95_delay_ms=event.get("p95_delay_ms"))
         self.progress(dict(state))

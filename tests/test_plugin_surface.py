@@ -34,6 +34,7 @@ OPTIONS = [
     "--iot-sink-topic",
     "--iot-drain",
     "--iot-report-dir",
+    "--iot-slo",
 ]
 GROUP_TITLE = "IoT end-to-end load tests (pytest-iotperf):"
 JUNIT_KEYS = ("run_id", "devices", "sent", "received", "loss", "p50_delay_ms", "p95_delay_ms", "p99_delay_ms")
@@ -142,7 +143,7 @@ def test_help_lists_exactly_the_iot_options_in_their_group(pytester: pytest.Pyte
     for option in OPTIONS:
         name = option[len("--iot-") :].replace("-", "_")
         assert f"[env IOTPERF_{name.upper()}, ini iot_{name}]" in text
-    ini_keys = {m.group(1) for line in lines if (m := re.match(r"  (iot_[a-z_]+) \(string\)", line))}
+    ini_keys = {m.group(1) for line in lines if (m := re.match(r"  (iot_[a-z_]+) \((?:string|linelist)\)", line))}
     assert ini_keys == {"iot_" + o[len("--iot-") :].replace("-", "_") for o in OPTIONS}
 
 

@@ -51,6 +51,11 @@ class Device:
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._reader: gevent.Greenlet | None = None
         self._last_info: mqtt.MQTTMessageInfo | None = None
+        self._flusher: gevent.Greenlet | None = None
+        self._period = 1.0 / spec.rate
+        self._qos = spec.qos
+        self._start = self._end = 0.0
+        self._k = 0
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -151,61 +156,73 @@ class Device:
 
     # -- publishing ---------------------------------------------------------------
 
-    def run_schedule(self, t0: float) -> None:
-        """Publish message k at ``t0 + phase + k / rate`` until the duration ends.
+    def start_schedule(self, t0: float) -> float | None:
+        """Arm the schedule: message k is due at ``t0 + phase + k / rate`` until the duration ends.
 
-        Open model: a message goes out at its due time whether or not earlier
-        ones were acknowledged.  ``seq`` counts successful publishes, so the
-        messages a device sent are exactly seq 0 .. sent-1.
+        Returns the first due time, or None when nothing falls inside the run.
+        The worker's scheduler then calls :meth:`publish_due` at each due time.
         """
-        spec = self.spec
+        self._start = t0 + self.phase_s
+        self._end = t0 + self.spec.duration_s
+        self._k = 0
+        if self._start >= self._end:
+            self._finish()
+            return None
+        return self._start
+
+    def publish_due(self, now: float) -> float | None:
+        """Publish the message that is due (open model: whether or not earlier ones were acknowledged).
+
+        ``seq`` counts successful publishes, so the messages a device sent are
+        exactly seq 0 .. sent-1.  Returns the next due time, or None when done.
+        """
         fleet = self.fleet
-        client = self.client
-        topic, qos, render = self.topic, spec.qos, self.template.render
-        period = 1.0 / spec.rate
-        start = t0 + self.phase_s
-        end = t0 + spec.duration_s
-        k = 0
-        due = start
-        try:
-            while due < end and not fleet.aborted:
-                now = time.time()
-                if due > now:
-                    gevent.sleep(due - now)
-                    now = time.time()
-                due_us = int(due * 1_000_000)
-                now_us = int(now * 1_000_000)
-                if self.connected:
-                    info = client.publish(topic, render(self.sent, due_us, now_us), qos)
-                    if info.rc == _SUCCESS:
-                        self.sent += 1
-                        self._last_info = info
-                        fleet.message_sent(due_us, now_us)
-                        if client.want_write():
-                            self._flush()
-                    else:
-                        fleet.publish_failed(mqtt.error_string(info.rc))
-                else:
-                    fleet.publish_failed("not connected")
-                k += 1
-                due = start + k * period
-        finally:
+        due = self._start + self._k * self._period
+        due_us = int(due * 1_000_000)
+        now_us = int(now * 1_000_000)
+        if self.connected:
+            client = self.client
+            info = client.publish(self.topic, self.template.render(self.sent, due_us, now_us), self._qos)
+            if info.rc == _SUCCESS:
+                self.sent += 1
+                self._last_info = info
+                fleet.message_sent(due_us, now_us)
+                if client.want_write() and self._flusher is None:
+                    # The kernel buffer is full: write the rest out in the background,
+                    # the scheduler must not wait on one device.
+                    self._flusher = gevent.spawn(self._flush)
+            else:
+                fleet.publish_failed(mqtt.error_string(info.rc))
+        else:
+            fleet.publish_failed("not connected")
+        self._k += 1
+        following = self._start + self._k * self._period
+        if following >= self._end or fleet.aborted:
+            self._finish()
+            return None
+        return following
+
+    def _finish(self) -> None:
+        if not self.finished:
             self.finished = True
-            fleet.device_finished(self)
+            self.fleet.device_finished(self)
 
     def _flush(self) -> None:
-        """The kernel buffer was full: wait until paho's queue is written out."""
+        """Wait until paho's queue is written out (the kernel buffer was full)."""
         client = self.client
-        while client.want_write():
-            sock = client.socket()
-            if sock is None:
-                return
-            try:
-                wait_write(sock.fileno(), timeout=5.0)
-            except (TimeoutError, OSError):
-                return
-            if client.loop_write() != _SUCCESS:
-                return
+        try:
+            while client.want_write():
+                sock = client.socket()
+                if sock is None:
+                    return
+                try:
+                    wait_write(sock.fileno(), timeout=5.0)
+                except (TimeoutError, OSError):
+                    return
+                if client.loop_write() != _SUCCESS:
+                    return
+        finally:
+            self._flusher = None
 
     def wait_acknowledged(self, timeout_s: float) -> bool:
         """QoS 1: wait until the broker acknowledged the last message sent."""

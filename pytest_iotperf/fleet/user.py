@@ -9,10 +9,12 @@ from pytest_iotperf.fleet.worker_fleet import fleet_of
 
 
 class DeviceUser(User):
-    """Connects during the ramp, publishes its schedule once the master says go, then idles.
+    """Connects during the ramp, is published for on its schedule once the master says go, then idles.
 
-    The task returns after the schedule, so Locust can stop the user gracefully
-    during ``wait()``; the device disconnects in ``on_stop``.
+    The user owns its device's connection; the publishing itself is driven by
+    the worker's one scheduler (see ``WorkerFleet._run_schedules``).  The task
+    returns after the schedule, so Locust can stop the user gracefully during
+    ``wait()``; the device disconnects in ``on_stop``.
     """
 
     wait_time = constant(1.0)
@@ -24,13 +26,12 @@ class DeviceUser(User):
         self.device.connect()
 
     @task
-    def publish_schedule(self) -> None:
+    def live(self) -> None:
+        """Stay connected while the worker's scheduler publishes this device's messages."""
         device = self.device
         if device is None or device.finished:
             return
-        fleet = device.fleet
-        fleet.go.wait()
-        device.run_schedule(fleet.t0)
+        device.fleet.schedules_done.wait()
 
     def on_stop(self) -> None:
         if self.device is not None:
