@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.process_guard import raise_nofile_limit
 
 __all__ = [
     "AMQTT_DISTORTION",
@@ -199,39 +200,6 @@ def amqtt_version() -> str | None:
         return importlib.metadata.version("amqtt")
     except importlib.metadata.PackageNotFoundError:
         return "unknown version"
-
-
-def raise_nofile_limit() -> int:
-    """Raise this process's soft open-file limit as far as allowed; return the new soft limit.
-
-    Child processes inherit the limit, and mosquitto needs one descriptor per
-    connected device.  Never raises: on failure the limit is left unchanged.
-    """
-    if sys.platform == "win32":
-        return 0
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == hard or soft == resource.RLIM_INFINITY:
-        return soft
-    candidates: list[int] = []
-    if hard != resource.RLIM_INFINITY:
-        candidates.append(hard)
-    else:
-        # Linux refuses an infinite RLIMIT_NOFILE (the ceiling is fs.nr_open),
-        # macOS refuses anything above OPEN_MAX; try finite values instead.
-        with contextlib.suppress(OSError, ValueError):
-            candidates.append(int(Path("/proc/sys/fs/nr_open").read_text().strip()))
-        candidates.extend((1 << 20, 65536, 10240))
-    for target in candidates:
-        if target <= soft:
-            break
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError):
-            continue
-        break
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def wait_for_mqtt(host: str, port: int, timeout: float, *, tls: bool = False) -> None:

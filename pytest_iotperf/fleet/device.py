@@ -12,6 +12,7 @@ Only imported inside Locust processes (gevent-patched); never by pytest.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import socket
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
-from gevent.socket import wait_read, wait_write
+from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
@@ -31,6 +32,38 @@ if TYPE_CHECKING:
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONNACK_TIMEOUT_S = 10.0
+
+
+class _DeviceClient(mqtt.Client):
+    """paho's client, connecting without a name lookup or an explicit bind.
+
+    paho resolves the host with getaddrinfo (under gevent: a thread-pool round
+    trip) and binds to ("", 0) before connecting (an ephemeral-port search in
+    the kernel that grows with every open socket).  At thousands of devices
+    both dominate the ramp, so an IP literal is connected to directly.
+    """
+
+    def _create_socket_connection(self) -> socket.socket:
+        host, port = self._host, self._port
+        if self._get_proxy() or self._bind_address or self._bind_port or not _is_ip_literal(host):
+            return super()._create_socket_connection()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._connect_timeout)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class Device:
@@ -49,7 +82,7 @@ class Device:
         self.finished = False
         self.last_error: str | None = None
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
-        self._reader: gevent.Greenlet | None = None
+        self._reader: Any = None  # the hub's io watcher for our socket
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._flusher: gevent.Greenlet | None = None
         self._period = 1.0 / spec.rate
@@ -59,7 +92,7 @@ class Device:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+        client = _DeviceClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"{self.spec.run_id}-{self.device_id}",
             protocol=mqtt.MQTTv311,
@@ -107,7 +140,7 @@ class Device:
         sock = self.client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = gevent.spawn(self._read_loop)
+        self._start_reader()
         reason = self._connack.wait(_CONNACK_TIMEOUT_S)
         if reason == "ok":
             return None
@@ -127,31 +160,37 @@ class Device:
         if not self._connack.ready():
             self._connack.set(f"disconnected before CONNACK: {reason}")
 
-    def _read_loop(self) -> None:
-        client = self.client
-        misc_every = max(1.0, self.spec.keepalive_s / 4)
-        next_misc = time.monotonic() + misc_every
-        while True:
-            sock = client.socket()
-            if sock is None:
-                return
-            try:
-                wait_read(sock.fileno(), timeout=misc_every)
-                if client.loop_read() != _SUCCESS:
-                    return
-            except TimeoutError:
-                pass
-            except OSError:
-                return
-            now = time.monotonic()
-            if now >= next_misc:
-                next_misc = now + misc_every
-                if client.loop_misc() != _SUCCESS:
-                    return
+    def _start_reader(self) -> None:
+        """Read from the hub's epoll loop: a persistent io watcher, no greenlet per device.
+
+        The callback runs in the hub; paho's loop_read only does non-blocking
+        recv calls and our callbacks never block, so nothing here switches.
+        """
+        sock = self.client.socket()
+        if sock is None:
+            return
+        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        watcher.start(self._on_readable)
+        self._reader = watcher
+
+    def _on_readable(self) -> None:
+        try:
+            rc = self.client.loop_read()
+        except Exception as exc:  # a hub callback must never raise
+            rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        if rc != _SUCCESS or self.client.socket() is None:
+            self._stop_reader()
+
+    def keep_alive(self) -> None:
+        """Send PINGREQ when due and notice a silent broker (paho's loop_misc)."""
+        if self.client.socket() is not None and self.client.loop_misc() != _SUCCESS:
+            self._stop_reader()
 
     def _stop_reader(self) -> None:
-        if self._reader is not None and self._reader is not gevent.getcurrent():
-            self._reader.kill(block=False)
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader.close()
         self._reader = None
 
     # -- publishing ---------------------------------------------------------------

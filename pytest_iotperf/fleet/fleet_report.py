@@ -52,7 +52,10 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
                 "devices": report["devices"],
                 "sent": report["sent"],
                 "cpu_percent": 100.0 * float(report["cpu_s"]) / wall_s,
-                "rss_bytes_per_device": int(report["max_rss_bytes"]) / devices,
+                # What the devices cost: resident memory now minus before the first device existed.
+                "rss_bytes_per_device": max(0, int(report["rss_bytes"]) - int(report["rss_before_devices_bytes"]))
+                / devices,
+                "max_rss_bytes": int(report["max_rss_bytes"]),
                 "lateness_p99_ms": _ms(worker_lateness.percentile(99)) if worker_lateness.count else None,
                 "aborted": report.get("aborted", False),
             }

@@ -26,9 +26,9 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
-from pytest_iotperf.fleet.process_guard import die_with_parent
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
+from pytest_iotperf.process_guard import die_with_parent
 
 _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0

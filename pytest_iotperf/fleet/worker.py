@@ -12,9 +12,9 @@ import logging
 import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
 from locust.env import Environment
 
-from pytest_iotperf.fleet.process_guard import die_with_parent, raise_nofile_limit
 from pytest_iotperf.fleet.user import DeviceUser
 from pytest_iotperf.fleet.worker_fleet import install_worker
+from pytest_iotperf.process_guard import die_with_parent, raise_nofile_limit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ import resource
 import time
 import weakref
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -80,9 +80,11 @@ class WorkerFleet:
         self.aborted = False
         self.abort_reason: str | None = None
         self._cpu_at_go = 0.0
+        self._rss_before_devices = current_rss_bytes()
         self._reported = False
         self._slot_us = spec.timeline_slot_s * 1_000_000
         self._status_greenlet = gevent.spawn(self._status_loop)
+        self._keepalive_greenlet = gevent.spawn(self._keepalive_loop)
 
     # -- called by devices ------------------------------------------------------
 
@@ -175,6 +177,14 @@ class WorkerFleet:
 
     # -- reporting -----------------------------------------------------------------
 
+    def _keepalive_loop(self) -> None:
+        # One sweep for all devices instead of a timer per device.
+        interval = max(1.0, self.spec.keepalive_s / 4)
+        while True:
+            gevent.sleep(interval)
+            for device in list(self.devices):
+                device.keep_alive()
+
     def _status_loop(self) -> None:
         while not self._reported:
             self.runner.send_message("iotperf_status", self.status())
@@ -227,9 +237,33 @@ class WorkerFleet:
             "cpu_s": cpu_s,
             "wall_s": wall_s,
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "rss_bytes": current_rss_bytes(),
+            "rss_before_devices_bytes": self._rss_before_devices,
             "aborted": self.aborted,
             "abort_reason": self.abort_reason,
         }
+
+
+def _open_statm() -> IO[str] | None:
+    try:
+        return open("/proc/self/statm")  # kept open for the process's life
+    except OSError:
+        return None
+
+
+# Opened once: at 20,000 sockets the process may have no descriptor left to open it later.
+_STATM = _open_statm()
+
+
+def current_rss_bytes() -> int:
+    """Resident memory now (Linux /proc; 0 where unavailable)."""
+    if _STATM is None:
+        return 0
+    try:
+        _STATM.seek(0)
+        return int(_STATM.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def install_worker(environment: Environment) -> None:

@@ -24,7 +24,7 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.config import MQTT_PASSWORD_ENV
-from pytest_iotperf.fleet.process_guard import die_with_parent
+from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 _READY_TIMEOUT_S = 10.0

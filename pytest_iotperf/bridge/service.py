@@ -1,0 +1,137 @@
+"""The bridge as one object: producer check, forwarder, subscriber, ordered start and stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from azure.eventhub import EventHubProducerClient
+
+from pytest_iotperf.bridge.eventhub_access import EventHubTarget, Scrubber, client_options, describe_error
+from pytest_iotperf.bridge.forwarder import Forwarder
+from pytest_iotperf.bridge.spec import BridgeSpec
+from pytest_iotperf.bridge.subscriber import MqttSubscriber, SubscribeError
+from pytest_iotperf.bridge.topics import DeviceKeys
+
+_T = TypeVar("_T")
+_FENCE_SHARE = 0.5  # at most this share of the stop time goes to the MQTT fence
+
+
+class StartError(Exception):
+    """The bridge could not start; the message names the endpoint, never a secret."""
+
+
+def call_with_deadline(call: Callable[[], _T], timeout_s: float, what: str) -> _T:
+    """Run ``call`` on a daemon thread and give up after ``timeout_s``.
+
+    The SDK has no overall timeout for opening a connection: a host that drops
+    packets would keep a management call waiting for the operating system's
+    TCP timeout (minutes).  An abandoned call dies with the process.
+
+    Raises:
+        TimeoutError: ``call`` did not return in time.
+        BaseException: whatever ``call`` raised.
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name=f"iotperf-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"{what} did not answer within {timeout_s:g}s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: _T = value
+    return result
+
+
+class Bridge:
+    """Subscribes on the broker and forwards every message to Event Hubs."""
+
+    def __init__(self, spec: BridgeSpec, connection_string: str, target: EventHubTarget, scrubber: Scrubber) -> None:
+        self.spec = spec
+        self.target = target
+        self.scrubber = scrubber
+        self.partition_ids: list[str] = []
+        self.stop_result = ""
+        self.fence_result = ""
+        self._management_hung = False
+        self.producer = EventHubProducerClient.from_connection_string(
+            connection_string, **client_options(dict(spec.client_options))
+        )
+        self.forwarder = Forwarder(
+            self.producer,
+            DeviceKeys(spec.topic_template),
+            scrubber,
+            linger_s=spec.linger_ms / 1000.0,
+            max_flush_events=spec.max_flush_events,
+            send_timeout_s=spec.send_timeout_s,
+        )
+        self.subscriber = MqttSubscriber(spec, self.forwarder.submit)
+
+    def start(self) -> None:
+        """Check the Event Hub answers with this key, start the sender, subscribe.
+
+        Raises:
+            StartError: the hub or the broker is unreachable or refused us.
+        """
+        deadline = time.monotonic() + self.spec.start_timeout_s
+        try:
+            properties = call_with_deadline(
+                self.producer.get_eventhub_properties, self.spec.start_timeout_s, "Event Hubs management call"
+            )
+        except Exception as exc:
+            self._management_hung = isinstance(exc, TimeoutError)
+            raise StartError(
+                f"Event Hub at {self.target.describe()} is unreachable or refused the connection: "
+                f"{describe_error(exc, self.scrubber)}"
+            ) from None
+        self.partition_ids = [str(p) for p in properties.get("partition_ids", [])]
+        self.forwarder.start()
+        try:
+            self.subscriber.start(max(deadline - time.monotonic(), 1.0))
+        except SubscribeError as exc:
+            raise StartError(str(exc)) from None
+
+    def stop(self, timeout_s: float) -> None:
+        """Fence and unsubscribe, then flush the queue; everything within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        self.fence_result = self.subscriber.fence(timeout_s * _FENCE_SHARE)
+        self.subscriber.stop()
+        self.stop_result = self.forwarder.finish(deadline - time.monotonic())
+        if self.stop_result == "flushed":
+            # With a send still stuck (timeout), close() would wait for it: leave the client to process exit.
+            self.producer.close()
+
+    def close_after_failed_start(self) -> None:
+        """Release what ``start`` opened (the process exits right after)."""
+        self.subscriber.stop()
+        if not self._management_hung:  # close() would wait for the hung call
+            self.producer.close()
+
+    def progress(self) -> dict[str, Any]:
+        """The figures of a ``progress`` event."""
+        snap = self.forwarder.snapshot()
+        return {key: snap[key] for key in ("received", "forwarded", "failed", "unsent")}
+
+    def report(self) -> dict[str, Any]:
+        """The report: counts, failures by reason (scrubbed), how the stop went, what was forwarded where."""
+        return {
+            **self.forwarder.snapshot(),
+            "stop": self.stop_result,
+            "fence": self.fence_result,
+            "errors": [self.scrubber(error) for error in self.subscriber.errors],
+            "eventhub": self.target.describe(),
+            "partition_ids": self.partition_ids,
+            "broker": f"{self.spec.host}:{self.spec.port}",
+            "topic_filter": self.spec.topic_filter,
+        }

@@ -1,0 +1,73 @@
+"""The bridge's spec file: where the broker is, what to subscribe to, how to batch.
+
+It holds no secret: the MQTT password comes from ``IOTPERF_MQTT_PASSWORD`` and
+the Event Hubs connection string from ``IOTPERF_EVENTHUB_CONNECTION_STRING``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_iotperf.bridge.topics import template_pattern
+
+_SECRET_FIELDS = ("password", "connection_string", "shared_access_key", "key")
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    """What the bridge needs to know (see the package docstring for the JSON field names)."""
+
+    host: str
+    port: int
+    topic_filter: str
+    topic_template: str
+    tls: bool = False
+    username: str | None = None
+    qos: int = 1
+    client_id: str = ""
+    linger_ms: float = 5.0
+    max_flush_events: int = 5000
+    send_timeout_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    start_timeout_s: float = 12.0
+    client_options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> BridgeSpec:
+        """Validate and build; ValueError names the bad field (never a secret: secret fields are refused)."""
+        for name in _SECRET_FIELDS:
+            if name in doc:
+                raise ValueError(f"the spec must not hold {name!r}: secrets come from the environment")
+        try:
+            spec = cls(
+                host=str(doc["host"]),
+                port=int(doc["port"]),
+                topic_filter=str(doc["topic_filter"]),
+                topic_template=str(doc["topic_template"]),
+                tls=bool(doc.get("tls", False)),
+                username=str(doc["username"]) if doc.get("username") else None,
+                qos=int(doc.get("qos", 1)),
+                client_id=str(doc.get("client_id") or f"iotperf-bridge-{doc.get('run_id', '')}-{uuid.uuid4().hex[:8]}"),
+                linger_ms=float(doc.get("linger_ms", 5.0)),
+                max_flush_events=int(doc.get("max_flush_events", 5000)),
+                send_timeout_s=float(doc.get("send_timeout_s", 10.0)),
+                stop_timeout_s=float(doc.get("stop_timeout_s", 10.0)),
+                start_timeout_s=float(doc.get("start_timeout_s", 12.0)),
+                client_options=tuple(
+                    (name, doc[name]) for name in ("retry_total", "auth_timeout_s", "eventhub_name") if name in doc
+                ),
+            )
+        except KeyError as exc:
+            raise ValueError(f"the bridge spec lacks {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad value in the bridge spec: {exc}") from None
+        template_pattern(spec.topic_template)  # raises ValueError with the template in the message
+        if spec.qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {spec.qos}")
+        if not 0 <= spec.linger_ms <= 1000:
+            raise ValueError(f"linger_ms must be between 0 and 1000, not {spec.linger_ms:g}")
+        if spec.max_flush_events < 1:
+            raise ValueError("max_flush_events must be at least 1")
+        return spec
