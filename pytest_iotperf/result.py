@@ -66,6 +66,9 @@ class RunResult:
     sent_delay_p99_ms: float = math.nan
     scheduled: int = 0
     connected: int = 0
+    connect_p50_ms: float = math.nan
+    connect_p99_ms: float = math.nan
+    connect_retries: int = 0
     unexpected: int = 0
     other_runs: int = 0
     malformed: int = 0
@@ -145,6 +148,7 @@ def build_result(
     delay = DelayHistogram.from_dict(sink["delay"]) if "delay" in sink else DelayHistogram()
     sent_delay = DelayHistogram.from_dict(sink["sent_delay"]) if "sent_delay" in sink else DelayHistogram()
     lateness = DelayHistogram.from_dict(fleet["lateness"]) if "lateness" in fleet else DelayHistogram()
+    connect = DelayHistogram.from_dict(fleet["connect_latency"]) if "connect_latency" in fleet else DelayHistogram()
     duration_s = float(settings.get("duration", 0.0))
     lateness_p99 = _percentile_ms(lateness, 99)
     saturated = lateness.count > 0 and lateness_p99 > SATURATION_LATENESS_MS
@@ -188,6 +192,9 @@ def build_result(
         sent_delay_p99_ms=_percentile_ms(sent_delay, 99),
         scheduled=int(fleet.get("scheduled", 0)),
         connected=int(fleet.get("connected_at_go", 0)),
+        connect_p50_ms=_percentile_ms(connect, 50),
+        connect_p99_ms=_percentile_ms(connect, 99),
+        connect_retries=int(fleet.get("connect_retries", 0)),
         unexpected=loss.unexpected,
         other_runs=int(sink.get("other_runs", 0)),
         malformed=int(sink.get("malformed", 0)),

@@ -24,7 +24,7 @@ from pytest_iotperf.bridge.eventhub_access import (
 from pytest_iotperf.bridge.protocol import EventWriter, Ticker, commands, write_json_atomically
 from pytest_iotperf.bridge.service import Bridge, StartError
 from pytest_iotperf.bridge.spec import BridgeSpec
-from pytest_iotperf.fleet.process_guard import die_with_parent
+from pytest_iotperf.process_guard import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,9 @@ def parse_target(connection_string: str) -> EventHubTarget:
         host = ""
     if not host:
         raise EventHubConfigError(f"${CONNECTION_STRING_ENV} has no Endpoint=sb://host/ part")
-    return EventHubTarget(host=host, eventhub=fields.get("entitypath", ""), key_name=fields.get("sharedaccesskeyname", ""))
+    return EventHubTarget(
+        host=host, eventhub=fields.get("entitypath", ""), key_name=fields.get("sharedaccesskeyname", "")
+    )
 
 
 def read_connection_string(environ: dict[str, str], scrubber: Scrubber) -> tuple[str, EventHubTarget]:
@@ -174,7 +176,9 @@ def install_scrubbed_logging(scrubber: Scrubber, level: int = logging.WARNING) -
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None:
             name = args.thread.name if args.thread is not None else "?"
-            log.error("uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+            log.error(
+                "uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+            )
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook

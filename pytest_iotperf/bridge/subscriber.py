@@ -74,7 +74,7 @@ class MqttSubscriber:
             raise SubscribeError(f"MQTT broker {where}: {self.errors[0]}")
 
     def fence(self, timeout_s: float) -> str:
-        """Wait until everything the broker routed to us before now has arrived: ``ok``, ``timeout``, ``unavailable``."""
+        """Wait until all the broker routed to us before now has arrived: ``ok``, ``timeout``, ``unavailable``."""
         if not self._fence_usable:
             return "unavailable"
         info = self.client.publish(self.fence_topic, b"fence", qos=1)

@@ -1,0 +1,374 @@
+"""The Event Hubs sink: ``python -m pytest_iotperf.sinks.eventhub_sink SPEC REPORT``.
+
+Reads the run's events back from the partitions it owns and accounts for them
+like the MQTT sink, except that an event's delay is measured at its
+``x-opt-enqueued-time`` (when the hub accepted it), not when this process read
+it: ``SinkRecorder.record(body, enqueued_us)``.  So a slow reader does not
+inflate delays, and several sink processes, each owning some partitions, can
+be merged by the parent.
+
+Spec (JSON, no secrets; the connection string comes from
+``IOTPERF_EVENTHUB_CONNECTION_STRING``): ``run_id``; ``start_time_epoch_s``
+(events enqueued before it, i.e. of earlier runs, are not read; default: now);
+``partitions`` (ids this process owns; default all); ``consumer_group``
+(``$Default``); ``timeline_slot_s`` (1); ``prefetch`` (1000);
+``max_batch_size`` (500); ``max_wait_s`` (0.05); ``ready_timeout_s`` (12);
+``retry_total``, ``auth_timeout_s``, ``eventhub_name`` (client settings).
+
+Protocol, as the MQTT sink: ``ready`` once every owned partition's receiver
+is attached; ``progress`` about once a second; then on
+``{"cmd": "drain", "expected": N, "timeout_s": D, "idle_s": I}`` it reads until
+N distinct messages of the run arrived or D passed.  ``expected: -1`` means
+"unknown" (the parent knows only the total over all sinks): it then reads
+until D passed or no event at all arrived for I seconds (default 2).  Then it
+writes REPORT (the recorder's report plus ``drain``, ``errors`` and
+``per_minute``) and prints ``done``.  EOF on stdin also ends the drain.
+
+One thread per partition, each with its own client and ``receive_batch``:
+the SDK's receive loop serves a client's partitions in turn and blocks up to
+its socket timeout (0.2 s) on each idle one, which caps a single loop at a few
+hundred events/s when some partitions are quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final, cast
+
+from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext
+
+from pytest_iotperf.bridge.eventhub_access import (
+    EventHubConfigError,
+    EventHubTarget,
+    Scrubber,
+    client_options,
+    describe_error,
+    install_scrubbed_logging,
+    read_connection_string,
+)
+from pytest_iotperf.bridge.protocol import EventWriter, Ticker, commands, write_json_atomically
+from pytest_iotperf.bridge.service import call_with_deadline
+from pytest_iotperf.fleet.payload import decode
+from pytest_iotperf.process_guard import die_with_parent
+from pytest_iotperf.sinks.recorder import SinkRecorder
+
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_ONE_US: Final = datetime.timedelta(microseconds=1)
+_DEFAULT_IDLE_S: Final = 2.0
+_MAX_ERRORS: Final = 50
+_STOP_JOIN_S: Final = 5.0
+# After a receive error the SDK closes that partition's consumer and claims the
+# partition again at the next load-balancing pass (30 s by default): keep the gap short.
+_LOAD_BALANCING_INTERVAL_S: Final = 1.0
+
+
+def epoch_us(moment: datetime.datetime) -> int:
+    """Exact epoch microseconds of an aware datetime (no float rounding)."""
+    return (moment - _EPOCH) // _ONE_US
+
+
+def body_bytes(event: EventData) -> bytes:
+    """The event body as the producer sent it (a data body may arrive as several sections)."""
+    body = event.body
+    if isinstance(body, bytes | bytearray):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, Iterable):
+        return b"".join(part if isinstance(part, bytes) else str(part).encode() for part in body)
+    return str(body).encode()
+
+
+class SinkStartError(Exception):
+    """The sink could not attach to its partitions; the message is scrubbed."""
+
+
+class EnqueueAccounting:
+    """A SinkRecorder fed with enqueued times, plus the per-minute delay aggregate, behind one condition.
+
+    ``per_minute`` maps the enqueue minute (epoch s, a multiple of 60) to a map
+    from delay in whole milliseconds (floored) to the number of distinct
+    messages of the run: bounded by the number of distinct (minute, delay-ms)
+    pairs, and its counts sum to ``received``.
+    """
+
+    def __init__(self, run_id: str, timeline_slot_s: int) -> None:
+        self.recorder = SinkRecorder(run_id, timeline_slot_s)
+        self.per_minute: dict[int, dict[int, int]] = {}
+        self.missing_enqueued_time = 0
+        self.last_arrival = time.monotonic()
+        self.changed = threading.Condition()
+
+    def record_batch(self, rows: list[tuple[bytes, int | None]]) -> None:
+        """Account for events read together (one lock round for the whole batch)."""
+        recorder = self.recorder
+        with self.changed:
+            for payload, enqueued_us in rows:
+                if enqueued_us is None:
+                    self.missing_enqueued_time += 1
+                    enqueued_us = time.time_ns() // 1000
+                before = recorder.received
+                recorder.record(payload, enqueued_us)
+                if recorder.received != before:
+                    # Counted, so it decodes; the recorder does not hand back the telemetry it decoded.
+                    telemetry = decode(payload)
+                    if telemetry is not None:
+                        minute = enqueued_us // 60_000_000 * 60
+                        delay_ms = (enqueued_us - telemetry.intended_at_us) // 1000
+                        buckets = self.per_minute.setdefault(minute, {})
+                        buckets[delay_ms] = buckets.get(delay_ms, 0) + 1
+            self.last_arrival = time.monotonic()
+            self.changed.notify_all()
+
+    def drain(self, expected: int, timeout_s: float, idle_s: float) -> str:
+        """Wait for ``expected`` distinct messages (``-1``: until idle for ``idle_s``) or ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            # Idle is measured from the later of the drain's start and the last arrival.
+            self.last_arrival = max(self.last_arrival, time.monotonic())
+            while True:
+                now = time.monotonic()
+                if expected >= 0 and self.recorder.received >= expected:
+                    return "complete"
+                if expected < 0 and now - self.last_arrival >= idle_s:
+                    return "idle"
+                if now >= deadline:
+                    return "timeout"
+                wake = deadline if expected >= 0 else min(deadline, self.last_arrival + idle_s)
+                self.changed.wait(max(wake - now, 0.001))
+
+    def progress(self) -> dict[str, Any]:
+        with self.changed:
+            delay = self.recorder.delay
+            p95 = delay.percentile(95) / 1000.0 if delay.count else None
+            return {"received": self.recorder.received, "arrivals": self.recorder.arrivals, "p95_delay_ms": p95}
+
+    def report(self) -> dict[str, Any]:
+        with self.changed:
+            report = self.recorder.report()
+            report["per_minute"] = {
+                str(minute): {str(ms): n for ms, n in sorted(buckets.items())}
+                for minute, buckets in sorted(self.per_minute.items())
+            }
+            report["missing_enqueued_time"] = self.missing_enqueued_time
+            return report
+
+
+class _ObservedConsumerClient(EventHubConsumerClient):
+    """A consumer client that keeps the partition consumer it creates, to see when its link is attached.
+
+    ``receive_batch`` offers no "attached" callback: ``on_partition_initialize``
+    runs when the consumer object is created, before any link exists, and the
+    first callback (empty batches come every ``max_wait_time``) can come before
+    the attach completes when ``max_wait_time`` is shorter than the attach
+    (measured: with 1 ms, the first callbacks precede it).  The consumer's
+    ``handler_ready`` turns true exactly when the link is attached, so a
+    callback that sees it true proves the receiver is attached.  Both names
+    are SDK internals (azure-eventhub 5.x); without them the first callback
+    counts, which is only a weaker proof.
+    """
+
+    consumer: Any = None
+
+    def _create_consumer(self, *args: Any, **kwargs: Any) -> Any:
+        self.consumer = super()._create_consumer(*args, **kwargs)
+        return self.consumer
+
+    def link_attached(self) -> bool:
+        ready = getattr(self.consumer, "handler_ready", None)
+        return True if ready is None else bool(ready)
+
+
+class PartitionReader:
+    """One partition: its own client and a thread running ``receive_batch``."""
+
+    def __init__(self, sink: EventHubSink, partition_id: str, connection_string: str) -> None:
+        self.sink = sink
+        self.partition_id = partition_id
+        self.attached = False
+        # from_connection_string builds an instance of the class it is called on.
+        self.client = cast(
+            _ObservedConsumerClient,
+            _ObservedConsumerClient.from_connection_string(
+                connection_string,
+                sink.spec.get("consumer_group", "$Default"),
+                load_balancing_interval=_LOAD_BALANCING_INTERVAL_S,
+                **client_options(sink.spec),
+            ),
+        )
+        self.thread = threading.Thread(target=self._run, name=f"iotperf-sink-p{partition_id}", daemon=True)
+
+    def _run(self) -> None:
+        spec = self.sink.spec
+        try:
+            self.client.receive_batch(
+                on_event_batch=self._on_batch,
+                on_error=self._on_error,
+                partition_id=self.partition_id,
+                starting_position=self.sink.start_time,
+                starting_position_inclusive=True,
+                prefetch=int(spec.get("prefetch", 1000)),
+                max_batch_size=int(spec.get("max_batch_size", 500)),
+                # Short, so that an idle partition still calls back and the attach is seen promptly.
+                max_wait_time=float(spec.get("max_wait_s", 0.05)),
+            )
+        except Exception as exc:  # receive_batch itself failed: the partition is not read at all
+            self.sink.note_error(self.partition_id, exc)
+
+    def _on_batch(self, context: PartitionContext, events: list[EventData]) -> None:
+        if not self.attached and self.client.link_attached():
+            self.attached = True
+            self.sink.note_attached()
+        if not events:
+            return
+        # Decode outside the lock; enqueued_time is a datetime from the x-opt-enqueued-time annotation.
+        rows = [(body_bytes(e), epoch_us(e.enqueued_time) if e.enqueued_time else None) for e in events]
+        self.sink.accounting.record_batch(rows)
+        # In memory only: if the SDK reopens this partition after an error it resumes here, not at the start.
+        context.update_checkpoint(events[-1])
+
+    def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
+        self.sink.note_error(self.partition_id, error)
+
+
+class EventHubSink:
+    """Owns the partition readers and the accounting of one sink process."""
+
+    def __init__(self, spec: dict[str, Any], connection_string: str, target: EventHubTarget, scrubber: Scrubber):
+        self.spec = spec
+        self.target = target
+        self.scrubber = scrubber
+        self.connection_string = connection_string
+        start_s = float(spec.get("start_time_epoch_s", time.time()))
+        self.start_time = datetime.datetime.fromtimestamp(start_s, tz=datetime.UTC)
+        self.accounting = EnqueueAccounting(str(spec["run_id"]), int(spec.get("timeline_slot_s", 1)))
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.readers: list[PartitionReader] = []
+        self._state = threading.Condition()
+
+    def partitions(self) -> list[str]:
+        """The partitions to read: the spec's, checked against the hub's (a management call: checks the key)."""
+        client = EventHubConsumerClient.from_connection_string(
+            self.connection_string, self.spec.get("consumer_group", "$Default"), **client_options(self.spec)
+        )
+        timeout_s = float(self.spec.get("ready_timeout_s", 12.0))
+        existing = [str(p) for p in call_with_deadline(client.get_partition_ids, timeout_s, "Event Hubs management")]
+        client.close()
+        wanted = [str(p) for p in self.spec.get("partitions") or existing]
+        unknown = sorted(set(wanted) - set(existing))
+        if unknown:
+            raise ValueError(f"partitions {unknown} do not exist; the hub has {existing}")
+        return wanted
+
+    def start(self) -> None:
+        """Start a reader per owned partition and wait until each is attached.
+
+        Raises:
+            SinkStartError: an error, or not all attached within ``ready_timeout_s``.
+        """
+        timeout_s = float(self.spec.get("ready_timeout_s", 12.0))
+        deadline = time.monotonic() + timeout_s
+        try:
+            partitions = self.partitions()
+        except Exception as exc:  # the SDK's errors, a timeout, unknown partitions
+            raise SinkStartError(describe_error(exc, self.scrubber)) from None
+        self.readers = [PartitionReader(self, p, self.connection_string) for p in partitions]
+        for reader in self.readers:
+            reader.thread.start()
+        with self._state:
+            while not self.errors and not all(r.attached for r in self.readers):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    waiting = [r.partition_id for r in self.readers if not r.attached]
+                    raise SinkStartError(f"partitions {waiting} not attached within {timeout_s:g}s")
+                self._state.wait(remaining)
+            if self.errors:
+                raise SinkStartError(self.errors[0])
+
+    def note_attached(self) -> None:
+        with self._state:
+            self._state.notify_all()
+
+    def note_error(self, partition_id: str, error: BaseException) -> None:
+        """Keep a scrubbed line per error (at most ``_MAX_ERRORS``); wakes ``start``."""
+        with self._state:
+            self.error_count += 1
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors.append(f"partition {partition_id}: {describe_error(error, self.scrubber)}")
+            self._state.notify_all()
+
+    def stop(self) -> None:
+        """Close every client; their receive loops end within the SDK's socket timeout."""
+        for reader in self.readers:
+            reader.client.close()
+        for reader in self.readers:
+            reader.thread.join(_STOP_JOIN_S)
+
+    def report(self, drain: str) -> dict[str, Any]:
+        report = self.accounting.report()
+        with self._state:
+            report.update(
+                drain=drain,
+                errors=list(self.errors),
+                error_count=self.error_count,
+                partitions=[r.partition_id for r in self.readers],
+                consumer_group=self.spec.get("consumer_group", "$Default"),
+                start_time_epoch_s=self.start_time.timestamp(),
+                eventhub=self.target.describe(),
+            )
+        return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sink until drained; the exit code is 0 once the report is written."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_iotperf.sinks.eventhub_sink", description=__doc__)
+    parser.add_argument("spec", type=Path, help="sink spec (JSON, no secrets)")
+    parser.add_argument("report", type=Path, help="where to write the report (JSON)")
+    args = parser.parse_args(argv)
+    die_with_parent()
+    scrubber = Scrubber()
+    install_scrubbed_logging(scrubber)
+    emit = EventWriter(scrub=scrubber)
+    try:
+        spec = json.loads(args.spec.read_text())
+        if not isinstance(spec, dict) or "run_id" not in spec:
+            raise ValueError("the sink spec must be a JSON object with a run_id")
+        connection_string, target = read_connection_string(dict(os.environ), scrubber)
+    except (OSError, ValueError, EventHubConfigError) as exc:
+        emit("error", message=f"Event Hubs sink: {describe_error(exc, scrubber)}")
+        return 2
+    sink = EventHubSink(spec, connection_string, target, scrubber)
+    try:
+        sink.start()
+    except SinkStartError as exc:
+        emit("error", message=f"Event Hubs sink could not read from {target.describe()}: {exc}")
+        return 1  # the receive threads are daemons: leaving ends them
+    emit("ready", partitions=[r.partition_id for r in sink.readers])
+    ticker = Ticker(lambda: emit("progress", **sink.accounting.progress())).start()
+    drain_result = "stdin closed"
+    for command in commands():
+        if command.get("cmd") == "drain":
+            drain_result = sink.accounting.drain(
+                int(command.get("expected", -1)),
+                float(command.get("timeout_s", 30.0)),
+                float(command.get("idle_s", _DEFAULT_IDLE_S)),
+            )
+            break
+    ticker.stop()
+    sink.stop()
+    report = sink.report(drain_result)
+    write_json_atomically(args.report, report)
+    emit("done", received=report["received"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
