@@ -6,6 +6,9 @@ command line, where ``ps``, shell history or a kept work directory would show
 it.  Everything these processes print or log goes through a ``Scrubber``
 that removes the key, the whole connection string and anything shaped like a
 SAS key or token, so an SDK message that quoted one would still be safe.
+
+Also the SDK settings both processes share: few retries and short timeouts,
+and ``call_with_deadline`` for the calls the SDK gives no overall timeout.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote_plus, urlsplit
+
+_T = TypeVar("_T")
 
 CONNECTION_STRING_ENV: Final = "IOTPERF_EVENTHUB_CONNECTION_STRING"
 """Environment variable holding the Event Hubs connection string (a secret)."""
@@ -141,6 +147,37 @@ def describe_error(exc: BaseException, scrubber: Scrubber, limit: int = 300) -> 
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     line = scrubber(line)
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def call_with_deadline(call: Callable[[], _T], timeout_s: float, what: str) -> _T:
+    """Run ``call`` on a daemon thread and give up after ``timeout_s``.
+
+    The SDK has no overall timeout for opening a connection: a host that drops
+    packets would keep a management call waiting for the operating system's
+    TCP timeout (minutes).  An abandoned call dies with the process.
+
+    Raises:
+        TimeoutError: ``call`` did not return in time.
+        BaseException: whatever ``call`` raised.
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the waiting thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name=f"iotperf-{what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"{what} did not answer within {timeout_s:g}s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: _T = value
+    return result
 
 
 class _ScrubbingFormatter(logging.Formatter):

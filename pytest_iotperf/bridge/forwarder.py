@@ -4,10 +4,22 @@ paho's network thread only appends ``(topic, payload)`` to a queue, so a slow
 send never holds back MQTT acknowledgements.  The sender thread takes the
 first waiting message, keeps collecting for at most ``linger_s`` (and takes
 whatever else is already queued, up to ``max_flush_events``), groups the
-bodies by partition key (the device id) and sends each group as
-``create_batch(partition_key=...)`` batches, splitting a group when a batch
-is full.  Under load the queue grows while a flush is sent, so the next
-flush carries more events per key: batching adapts without tuning.
+messages and sends each group as batches, splitting a group when a batch is
+full.  Under load the queue grows while a flush is sent, so the next flush
+carries more events per group: batching adapts without tuning.
+
+Two groupings, both giving every event its device id as partition key:
+
+- ``key`` (default): one group per device, sent as
+  ``create_batch(partition_key=device_id)``; the hub hashes the key.  Each
+  batch is one send round trip (about 1 ms here), so with many devices the
+  bridge sends about one event per round trip: ~1,000 events/s measured.
+- ``partition``: the bridge hashes each key to its partition itself (the
+  service's hash, as the SDK's buffered mode does), sets the key on each
+  event, and sends one ``create_batch(partition_id=...)`` group per partition,
+  whatever the number of devices.  The SDK opens a link per partition on its
+  first send, about 0.45 s each (it polls the attach every 50 ms), one after
+  the other: the first flush of a run stalls for that long.
 
 Bodies are forwarded unchanged (``EventData(payload_bytes)``).
 """
@@ -18,28 +30,37 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
 
 from pytest_iotperf.bridge.eventhub_access import Scrubber, describe_error
 from pytest_iotperf.bridge.topics import DeviceKeys
+from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 
 _log = logging.getLogger(__name__)
+
+Grouping = Literal["key", "partition"]
 
 _MAX_FAILURE_REASONS: Final = 20
 _OTHER_REASONS: Final = "other reasons"
 _ABANDON_JOIN_S: Final = 1.0
+# The message annotation the service (and the SDK) read the partition key from.
+_PARTITION_KEY_ANNOTATION: Final = b"x-opt-partition-key"
 
 # Queue items: a message, or None to ask the sender to flush and end.
 _Item = tuple[str, bytes] | None
+# Where a group goes: (batch partition key, batch partition id); (None, None) lets the hub choose.
+_Route = tuple[str | None, str | None]
+# A message of a group: (partition key to set on the event itself, body).
+_Message = tuple[str | None, bytes]
 
 
 class Forwarder:
-    """Sends what MQTT delivered to Event Hubs, batched by partition key.
+    """Sends what MQTT delivered to Event Hubs, batched by device or by partition.
 
-    ``submit`` is called from paho's network thread; everything else from the
-    main thread.  Counters written by the sender thread are guarded by a lock
+    ``submit`` is called from paho's network thread, the rest from the main
+    thread.  Counters written by the sender thread are updated under a lock
     so that progress and the report read a consistent set.
     """
 
@@ -49,6 +70,7 @@ class Forwarder:
         keys: DeviceKeys,
         scrubber: Scrubber,
         *,
+        grouping: Grouping = "key",
         linger_s: float = 0.005,
         max_flush_events: int = 5000,
         send_timeout_s: float = 10.0,
@@ -56,6 +78,8 @@ class Forwarder:
         self._producer = producer
         self._keys = keys
         self._scrub = scrubber
+        self._grouping = grouping
+        self._partition_ids: list[str] = []
         self._linger_s = linger_s
         self._max_flush_events = max_flush_events
         self._send_timeout_s = send_timeout_s
@@ -63,19 +87,21 @@ class Forwarder:
         self._abandon = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="iotperf-bridge-sender", daemon=True)
-        # Written by paho's thread only: a plain int increment needs no lock under the GIL.
+        # Only paho's thread writes it: a plain int increment needs no lock under the GIL.
         self.received = 0
         self.forwarded = 0
         self.failed = 0
-        self.abandoned = 0
         self.batches = 0
         self.flushes = 0
         self.largest_flush = 0
         self.key_sources: dict[str, int] = {"topic": 0, "payload": 0, "none": 0}
         self.failures: dict[str, int] = {}
 
-    def start(self) -> None:
-        """Start the sender thread."""
+    def start(self, partition_ids: list[str]) -> None:
+        """Start the sender thread; ``partition_ids`` are the hub's (used by the ``partition`` grouping)."""
+        if self._grouping == "partition" and not partition_ids:
+            raise ValueError("grouping by partition needs the hub's partition ids")
+        self._partition_ids = list(partition_ids)
         self._thread.start()
 
     def submit(self, topic: str, payload: bytes) -> None:
@@ -102,12 +128,12 @@ class Forwarder:
     def snapshot(self) -> dict[str, Any]:
         """Counters for progress and the report; ``unsent`` is what was received but neither sent nor failed."""
         with self._lock:
-            settled = self.forwarded + self.failed
             return {
                 "received": self.received,
                 "forwarded": self.forwarded,
                 "failed": self.failed,
-                "unsent": self.received - settled,
+                "unsent": self.received - self.forwarded - self.failed,
+                "grouping": self._grouping,
                 "batches": self.batches,
                 "flushes": self.flushes,
                 "largest_flush": self.largest_flush,
@@ -123,8 +149,9 @@ class Forwarder:
             item = self._queue.get()
             if item is None:
                 return
-            groups: dict[str | None, list[bytes]] = {}
-            count = self._group(groups, item)
+            groups: dict[_Route, list[_Message]] = {}
+            self._group(groups, item)
+            count = 1
             deadline = time.monotonic() + self._linger_s
             while count < self._max_flush_events:
                 remaining = deadline - time.monotonic()
@@ -136,39 +163,47 @@ class Forwarder:
                 if item is None:
                     ending = True
                     break
-                count += self._group(groups, item)
+                self._group(groups, item)
+                count += 1
             self._flush(groups, count)
 
-    def _group(self, groups: dict[str | None, list[bytes]], item: tuple[str, bytes]) -> int:
+    def _group(self, groups: dict[_Route, list[_Message]], item: tuple[str, bytes]) -> None:
         topic, payload = item
         key, source = self._keys.key_for(topic, payload)
         # Its keys are fixed, so snapshot() can copy this dict while it is updated here.
         self.key_sources[source] += 1
-        groups.setdefault(key, []).append(payload)
-        return 1
+        route: _Route
+        if key is None:
+            route, event_key = (None, None), None
+        elif self._grouping == "key":
+            route, event_key = (key, None), None  # the batch carries the key
+        else:
+            partition = self._partition_ids[partition_for_key(key, len(self._partition_ids))]
+            route, event_key = (None, partition), key
+        groups.setdefault(route, []).append((event_key, payload))
 
-    def _flush(self, groups: dict[str | None, list[bytes]], count: int) -> None:
+    def _flush(self, groups: dict[_Route, list[_Message]], count: int) -> None:
         with self._lock:
             self.flushes += 1
             self.largest_flush = max(self.largest_flush, count)
-        for key, bodies in groups.items():
+        for route, messages in groups.items():
             if self._abandon.is_set():
                 return  # the rest stays unsent
-            self._send_group(key, bodies)
+            self._send_group(route, messages)
 
-    def _send_group(self, key: str | None, bodies: list[bytes]) -> None:
-        settled = 0  # bodies of this group already sent or failed
+    def _send_group(self, route: _Route, messages: list[_Message]) -> None:
+        settled = 0  # messages of this group already sent or failed
         try:
-            batch, in_batch = self._new_batch(key), 0
-            for body in bodies:
+            batch, in_batch = self._new_batch(route), 0
+            for event_key, body in messages:
                 if self._abandon.is_set():
                     return
-                if not self._add(batch, body):
+                if not self._add(batch, event_key, body):
                     if in_batch:
                         self._send(batch, in_batch)
                         settled += in_batch
-                        batch, in_batch = self._new_batch(key), 0
-                    if not self._add(batch, body):
+                        batch, in_batch = self._new_batch(route), 0
+                    if not self._add(batch, event_key, body):
                         self._fail(1, ValueError(f"an event of {len(body)} bytes exceeds the largest batch"))
                         settled += 1
                         continue
@@ -177,15 +212,25 @@ class Forwarder:
                 self._send(batch, in_batch)
                 settled += in_batch
         except Exception as exc:  # create_batch opens the link: what it raises fails the rest of the group
-            self._fail(len(bodies) - settled, exc)
+            self._fail(len(messages) - settled, exc)
 
-    def _new_batch(self, key: str | None) -> EventDataBatch:
-        return self._producer.create_batch(partition_key=key) if key is not None else self._producer.create_batch()
+    def _new_batch(self, route: _Route) -> EventDataBatch:
+        key, partition = route
+        if key is not None:
+            return self._producer.create_batch(partition_key=key)
+        if partition is not None:
+            return self._producer.create_batch(partition_id=partition)
+        return self._producer.create_batch()
 
     @staticmethod
-    def _add(batch: EventDataBatch, body: bytes) -> bool:
+    def _add(batch: EventDataBatch, event_key: str | None, body: bytes) -> bool:
+        event = EventData(body)
+        if event_key is not None:
+            annotations = event.raw_amqp_message.annotations
+            if annotations is not None:
+                annotations[_PARTITION_KEY_ANNOTATION] = event_key
         try:
-            batch.add(EventData(body))
+            batch.add(event)
         except ValueError:  # the batch is full (or the event alone is too large)
             return False
         return True

@@ -2,56 +2,28 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.eventhub import EventHubProducerClient
 
-from pytest_iotperf.bridge.eventhub_access import EventHubTarget, Scrubber, client_options, describe_error
+from pytest_iotperf.bridge.eventhub_access import (
+    EventHubTarget,
+    Scrubber,
+    call_with_deadline,
+    client_options,
+    describe_error,
+)
 from pytest_iotperf.bridge.forwarder import Forwarder
 from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.bridge.subscriber import MqttSubscriber, SubscribeError
 from pytest_iotperf.bridge.topics import DeviceKeys
 
-_T = TypeVar("_T")
 _FENCE_SHARE = 0.5  # at most this share of the stop time goes to the MQTT fence
 
 
 class StartError(Exception):
     """The bridge could not start; the message names the endpoint, never a secret."""
-
-
-def call_with_deadline(call: Callable[[], _T], timeout_s: float, what: str) -> _T:
-    """Run ``call`` on a daemon thread and give up after ``timeout_s``.
-
-    The SDK has no overall timeout for opening a connection: a host that drops
-    packets would keep a management call waiting for the operating system's
-    TCP timeout (minutes).  An abandoned call dies with the process.
-
-    Raises:
-        TimeoutError: ``call`` did not return in time.
-        BaseException: whatever ``call`` raised.
-    """
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, call()))
-        except BaseException as exc:  # handed to the waiting thread
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, name=f"iotperf-{what}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if not outcome:
-        raise TimeoutError(f"{what} did not answer within {timeout_s:g}s")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    result: _T = value
-    return result
 
 
 class Bridge:
@@ -72,6 +44,7 @@ class Bridge:
             self.producer,
             DeviceKeys(spec.topic_template),
             scrubber,
+            grouping=spec.grouping,
             linger_s=spec.linger_ms / 1000.0,
             max_flush_events=spec.max_flush_events,
             send_timeout_s=spec.send_timeout_s,
@@ -96,7 +69,7 @@ class Bridge:
                 f"{describe_error(exc, self.scrubber)}"
             ) from None
         self.partition_ids = [str(p) for p in properties.get("partition_ids", [])]
-        self.forwarder.start()
+        self.forwarder.start(self.partition_ids)
         try:
             self.subscriber.start(max(deadline - time.monotonic(), 1.0))
         except SubscribeError as exc:

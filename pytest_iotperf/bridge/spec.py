@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_iotperf.bridge.forwarder import Grouping
 from pytest_iotperf.bridge.topics import template_pattern
 
 _SECRET_FIELDS = ("password", "connection_string", "shared_access_key", "key")
@@ -27,11 +28,12 @@ class BridgeSpec:
     username: str | None = None
     qos: int = 1
     client_id: str = ""
+    grouping: Grouping = "key"
     linger_ms: float = 5.0
     max_flush_events: int = 5000
     send_timeout_s: float = 10.0
     stop_timeout_s: float = 10.0
-    start_timeout_s: float = 12.0
+    start_timeout_s: float = 10.0
     client_options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
@@ -50,11 +52,12 @@ class BridgeSpec:
                 username=str(doc["username"]) if doc.get("username") else None,
                 qos=int(doc.get("qos", 1)),
                 client_id=str(doc.get("client_id") or f"iotperf-bridge-{doc.get('run_id', '')}-{uuid.uuid4().hex[:8]}"),
+                grouping=doc.get("grouping", "key"),
                 linger_ms=float(doc.get("linger_ms", 5.0)),
                 max_flush_events=int(doc.get("max_flush_events", 5000)),
                 send_timeout_s=float(doc.get("send_timeout_s", 10.0)),
                 stop_timeout_s=float(doc.get("stop_timeout_s", 10.0)),
-                start_timeout_s=float(doc.get("start_timeout_s", 12.0)),
+                start_timeout_s=float(doc.get("start_timeout_s", 10.0)),
                 client_options=tuple(
                     (name, doc[name]) for name in ("retry_total", "auth_timeout_s", "eventhub_name") if name in doc
                 ),
@@ -64,6 +67,8 @@ class BridgeSpec:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad value in the bridge spec: {exc}") from None
         template_pattern(spec.topic_template)  # raises ValueError with the template in the message
+        if spec.grouping not in ("key", "partition"):
+            raise ValueError(f"grouping must be 'key' or 'partition', not {spec.grouping!r}")
         if spec.qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {spec.qos}")
         if not 0 <= spec.linger_ms <= 1000:

@@ -33,6 +33,7 @@ from pytest_iotperf.process_guard import die_with_parent
 _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
+_PREPARE_TIMEOUT_S = 30.0
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -53,12 +54,27 @@ class MasterFleet:
         self.errors: list[str] = []
         runner.register_message("iotperf_status", self._on_status)
         runner.register_message("iotperf_report", self._on_report)
+        runner.register_message("iotperf_prepared", self._on_prepared)
+        self.prepared: set[str] = set()
 
     def _on_status(self, msg: Any, **_: Any) -> None:
         self.statuses[msg.node_id] = msg.data
 
     def _on_report(self, msg: Any, **_: Any) -> None:
         self.reports[msg.node_id] = msg.data
+
+    def _on_prepared(self, msg: Any, **_: Any) -> None:
+        self.prepared.add(msg.node_id)
+
+    def prepare(self, timeout_s: float = _PREPARE_TIMEOUT_S) -> None:
+        """Let every worker do its once-only work (a full GC) before T0 is fixed."""
+        self.runner.send_message("iotperf_prepare", {})
+        deadline = time.monotonic() + timeout_s
+        while not set(self._worker_ids()).issubset(self.prepared):
+            if time.monotonic() > deadline:
+                missing = len(set(self._worker_ids()) - self.prepared)
+                raise TimeoutError(f"{missing} worker(s) did not get ready to publish within {timeout_s:g}s")
+            gevent.sleep(0.01)
 
     def _total(self, key: str) -> int:
         return sum(int(s.get(key, 0)) for s in self.statuses.values())
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if connected == 0:
             first = next((s["first_error"] for s in fleet.statuses.values() if s.get("first_error")), None)
             raise ConnectionError(f"no device could connect: {first or 'no error reported'}")
+        fleet.prepare()
         fleet.publish()
     except (TimeoutError, ConnectionError) as exc:
         fleet.errors.append(str(exc))

@@ -4,6 +4,7 @@ Messages (Locust's own channel, ``register_message`` / ``send_message``):
 
 master -> worker
     ``iotperf_spec``   the FleetSpec as a dict, sent before any user is spawned
+    ``iotperf_prepare`` every device connected: do the slow once-only work now, answer ``iotperf_prepared``
     ``iotperf_go``     ``{"t0": epoch seconds}``: every device starts its schedule there
     ``iotperf_abort``  ``{"reason": str}``: stop publishing now and report
 worker -> master
@@ -128,11 +129,17 @@ class WorkerFleet:
 
     # -- called on master messages ------------------------------------------------
 
-    def on_go(self, t0: float) -> None:
+    def on_prepare(self) -> None:
+        """Every device connected: get the slow things done before T0 is set, then tell the master."""
         # Tens of thousands of long-lived client objects make every full GC
-        # pass a stall of hundreds of ms; freezing them keeps later passes small.
+        # pass a stall of hundreds of ms; freezing them keeps later passes
+        # small.  The collection itself takes that long once, so it runs here,
+        # not after the go (it would make the first second of the schedule late).
         gc.collect()
         gc.freeze()
+        self.runner.send_message("iotperf_prepared", {"worker_index": self.worker_index})
+
+    def on_go(self, t0: float) -> None:
         self.t0 = t0
         self._cpu_at_go = time.process_time()
         self.go.set()
@@ -274,6 +281,9 @@ def install_worker(environment: Environment) -> None:
     def on_spec(msg: Any, **_: Any) -> None:
         _fleets[environment] = WorkerFleet(FleetSpec(**msg.data), runner)  # type: ignore[arg-type]
 
+    def on_prepare(msg: Any, **_: Any) -> None:
+        fleet_of(environment).on_prepare()
+
     def on_go(msg: Any, **_: Any) -> None:
         fleet_of(environment).on_go(float(msg.data["t0"]))
 
@@ -283,5 +293,6 @@ def install_worker(environment: Environment) -> None:
             fleet.on_abort(str(msg.data.get("reason", "aborted")))
 
     runner.register_message("iotperf_spec", on_spec)
+    runner.register_message("iotperf_prepare", on_prepare)
     runner.register_message("iotperf_go", on_go)
     runner.register_message("iotperf_abort", on_abort)
