@@ -39,6 +39,9 @@ DEFAULT = "default"
 #: history, and an ini file ends up in git.
 MQTT_PASSWORD_ENV = "IOTPERF_MQTT_PASSWORD"
 
+#: Environment variable holding the Event Hubs connection string (it carries the SAS key).
+EVENTHUB_CONNECTION_STRING_ENV = "IOTPERF_EVENTHUB_CONNECTION_STRING"
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -137,12 +140,35 @@ def _broker(text: str) -> str:
     return value
 
 
-def _sink(text: str) -> str:
-    value = text.strip().lower()
-    if value == "eventhub":
-        raise ValueError("the 'eventhub' sink is not built yet; use 'mqtt'")
-    if value != "mqtt":
-        raise ValueError(f"expected 'mqtt' or 'eventhub', got {text!r}")
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(repr(c) for c in choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+_sink = _choice("mqtt", "eventhub")
+
+
+def _eventhub(text: str) -> str:
+    value = text.strip()
+    if value == "embedded":
+        return value
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}", value):
+        raise ValueError(
+            f"expected 'embedded' or an Event Hub name (the connection string comes from "
+            f"${EVENTHUB_CONNECTION_STRING_ENV}), got {text!r}"
+        )
+    return value
+
+
+def _consumer_group(text: str) -> str:
+    value = text.strip()
+    if not value or len(value) > 50:
+        raise ValueError(f"expected a consumer group name such as $Default, got {text!r}")
     return value
 
 
@@ -255,7 +281,12 @@ SETTINGS: tuple[Setting, ...] = (
         "topic",
     ),
     Setting(
-        "sink", _sink, "mqtt", "where telemetry is read back: mqtt (eventhub comes later)", "{mqtt,eventhub}", "sink"
+        "sink",
+        _sink,
+        "mqtt",
+        "where telemetry is read back: an MQTT topic, or Event Hubs through the platform",
+        "{mqtt,eventhub}",
+        "sink",
     ),
     Setting(
         "sink_topic",
@@ -272,6 +303,40 @@ SETTINGS: tuple[Setting, ...] = (
         "how long the sink keeps reading after publishing stops (ends early once all sent arrived)",
         "D",
         "drain",
+    ),
+    Setting(
+        "eventhub",
+        _eventhub,
+        "embedded",
+        f"'embedded' (our Event Hubs-compatible endpoint) or a hub name, with ${EVENTHUB_CONNECTION_STRING_ENV}",
+        "HUB",
+        "eventhub",
+    ),
+    Setting("consumer_group", _consumer_group, "$Default", "Event Hubs consumer group the sink reads", "NAME", None),
+    Setting(
+        "eventhub_consumers",
+        _positive_int,
+        1,
+        "Event Hubs sink processes; the hub's partitions are divided among them",
+        "N",
+        "eventhub_consumers",
+    ),
+    Setting(
+        "eventhub_transport",
+        _choice("amqp", "websocket"),
+        "amqp",
+        "how the Event Hubs clients connect: amqp (5671) or websocket (443, for firewalled CI)",
+        "{amqp,websocket}",
+        None,
+    ),
+    Setting(
+        "bridge",
+        _choice("embedded", "none"),
+        "embedded",
+        "with --iot-sink eventhub: 'embedded' forwards MQTT to Event Hubs (the IoT platform stand-in); "
+        "'none' when a real platform does it",
+        "{embedded,none}",
+        "bridge",
     ),
     Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json", "DIR", None),
 )

@@ -52,7 +52,15 @@ class ChildExited(IotPerfError):
 class Child:
     """One child process whose stdout is a stream of JSON events."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, *, stdin: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        stdin: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -64,7 +72,7 @@ class Child:
             stderr=self._log,
             text=True,
             bufsize=1,
-            env=child_environment(),
+            env=child_environment(env),  # secrets travel here, never in argv or spec files
             start_new_session=True,
         )
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -73,9 +81,16 @@ class Child:
 
     @classmethod
     def python_module(
-        cls, name: str, module: str, args: Iterable[str], log_path: Path, *, stdin: bool = False
+        cls,
+        name: str,
+        module: str,
+        args: Iterable[str],
+        log_path: Path,
+        *,
+        stdin: bool = False,
+        env: dict[str, str] | None = None,
     ) -> Child:
-        return cls(name, [sys.executable, "-m", module, *args], log_path, stdin=stdin)
+        return cls(name, [sys.executable, "-m", module, *args], log_path, stdin=stdin, env=env)
 
     @property
     def pid(self) -> int:

@@ -84,6 +84,7 @@ class RunResult:
     sources: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    eventhub: str | None = None  # the hub read back from, when the sink is eventhub
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     sent_delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)

@@ -27,6 +27,7 @@ from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup
+from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -62,9 +63,11 @@ class PerfRun:
         progress: ProgressCallback | None = None,
         workdir: Path | None = None,
         read_back: bool = True,
+        eventhub: EventHubAccess | None = None,
     ) -> None:
         self.settings = settings
         self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
+        self.eventhub = eventhub
         self.broker = broker
         self.run_id = new_run_id()
         self.progress = progress or (lambda state: None)
@@ -131,35 +134,25 @@ class PerfRun:
         spec_path = workdir / "fleet-spec.json"
         spec_path.write_text(self.fleet_spec.to_json())
         fleet_report_path = workdir / "fleet-report.json"
-        sink_report_path = workdir / "sink-report.json"
         errors: list[str] = []
-        fleet_report: dict[str, Any] | None = None
         sink_report: dict[str, Any] | None = None
+        readback = self._readback()
         with ProcessGroup() as group:
-            sink: Child | None = None
-            if self.read_back:
-                sink = group.add(self._start_sink(workdir, sink_report_path))
-                try:
-                    sink.wait_for("ready", _SINK_READY_S)
-                except ChildExited as exc:
-                    raise SinkError(f"the MQTT sink could not start: {exc}") from None
+            if readback is not None:
+                readback.start(group, workdir)
             try:
-                self._run_fleet(group, workdir, spec_path, fleet_report_path, sink)
+                self._run_fleet(group, workdir, spec_path, fleet_report_path, readback)
             except ChildExited as exc:
                 errors.append(str(exc))
             fleet_report = _read_json(fleet_report_path)
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
             expected = int(fleet_report["sent"]) if fleet_report else 0
-            if sink is not None:
+            if readback is not None:
                 self._progress_state.update(phase="draining", sent=expected)
                 self.progress(dict(self._progress_state))
-                try:
-                    sink.send({"cmd": "drain", "expected": expected, "timeout_s": float(self.settings["drain"])})
-                    sink.wait_for("done", float(self.settings["drain"]) + 30.0)
-                except ChildExited as exc:
-                    errors.append(str(exc))
-                sink_report = _read_json(sink_report_path)
+                sink_report, sink_errors = readback.finish(expected, float(self.settings["drain"]))
+                errors.extend(sink_errors)
         result = build_result(
             settings={"run_id": self.run_id, **self.settings.describe()},
             sources=self.settings.sources(),
@@ -169,33 +162,24 @@ class PerfRun:
             warnings=self.warnings(),
             errors=errors,
         )
-        if errors or fleet_report is None or (self.read_back and sink_report is None):
+        if self.eventhub is not None:
+            result.eventhub = self.eventhub.description
+        if errors or fleet_report is None or (readback is not None and sink_report is None):
             raise RunFailed("; ".join(errors) or "the run did not complete", result)
         return result
 
-    def _start_sink(self, workdir: Path, report_path: Path) -> Child:
-        spec = {
-            "run_id": self.run_id,
-            "host": self.broker.host,
-            "port": self.broker.port,
-            "tls": self.broker.tls,
-            "username": self.settings["username"],
-            "topic_filter": self.settings.sink_topic.replace("{run_id}", self.run_id),
-            "qos": int(self.settings["qos"]),
-            "timeline_slot_s": self.fleet_spec.timeline_slot_s,
-        }
-        spec_path = workdir / "sink-spec.json"
-        spec_path.write_text(json.dumps(spec))
-        return Child.python_module(
-            "mqtt sink",
-            "pytest_iotperf.sinks.mqtt_sink",
-            [str(spec_path), str(report_path)],
-            workdir / "sink.log",
-            stdin=True,
-        )
+    def _readback(self) -> Readback | None:
+        if not self.read_back:
+            return None
+        slot = self.fleet_spec.timeline_slot_s
+        if self.settings["sink"] == "eventhub":
+            if self.eventhub is None:
+                raise SinkError("--iot-sink eventhub needs an Event Hub; none was given to this run")
+            return EventHubReadback(self.settings, self.broker, self.eventhub, self.run_id, slot)
+        return MqttReadback(self.settings, self.broker, self.run_id, slot)
 
     def _run_fleet(
-        self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, sink: Child | None
+        self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, readback: Readback | None
     ) -> None:
         """Start master and workers, follow the master until it wrote its report."""
         master = group.add(
@@ -226,20 +210,19 @@ class PerfRun:
                 break
             if kind == "error":
                 failure = str(event.get("message"))
-            self._follow(event, sink)
+            self._follow(event, readback)
         if failure:
             raise ChildExited(failure)
 
-    def _follow(self, master_event: dict[str, Any], sink: Child | None) -> None:
+    def _follow(self, master_event: dict[str, Any], readback: Readback | None) -> None:
         """Fold the master's and the sink's latest figures into one progress snapshot."""
         state = self._progress_state
         if master_event.get("event") == "progress":
             state.update({k: v for k, v in master_event.items() if k != "event"})
         elif master_event.get("event") == "publishing":
             state.update(phase="publishing", t0=master_event.get("t0"))
-        for event in sink.pending_events() if sink is not None else []:
-            if event.get("event") == "progress":
-                state.update(received=event.get("received", 0), p95_delay_ms=event.get("p95_delay_ms"))
+        if readback is not None:
+            state.update(readback.pending_progress())
         self.progress(dict(state))
 
 

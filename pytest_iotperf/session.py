@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import shutil
+import tempfile
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -19,9 +22,12 @@ from typing import Any
 
 import pytest
 
-from pytest_iotperf.config import SessionSettings, SloSettings, marker_slos
+from pytest_iotperf.bridge.eventhub_access import parse_target
+from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, SessionSettings, SloSettings, marker_slos
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
-from pytest_iotperf.errors import ConfigError, IotPerfError
+from pytest_iotperf.errors import ConfigError, IotPerfError, SinkError
+from pytest_iotperf.processes import Child, ChildExited
+from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import SUMMARY_KEYS, summary_lines
@@ -43,6 +49,8 @@ class IotPerfSession:
         self.slos = slos or SloSettings()
         self._broker: EmbeddedBroker | None = None
         self._broker_lock = threading.Lock()
+        self._eventhub: tuple[Child, EventHubAccess] | None = None
+        self._eventhub_dir: Path | None = None
         self._rows: dict[str, dict[str, Any]] = defaultdict(dict)
 
     # -- broker -----------------------------------------------------------------
@@ -64,15 +72,68 @@ class IotPerfSession:
                     logger.warning(warning)
             return self._broker.endpoint
 
+    # -- Event Hubs ---------------------------------------------------------------
+
+    def eventhub_for(self, hub_setting: str) -> EventHubAccess:
+        """The hub an eventhub run reads from; the embedded endpoint starts on first use, in its own process."""
+        if hub_setting != "embedded":
+            connection_string = os.environ.get(EVENTHUB_CONNECTION_STRING_ENV, "").strip()
+            if not connection_string:
+                raise ConfigError(
+                    f"--iot-eventhub {hub_setting}: set ${EVENTHUB_CONNECTION_STRING_ENV} to the namespace's "
+                    "connection string (it is read from the environment only, never printed)"
+                )
+            target = parse_target(connection_string)
+            return EventHubAccess(
+                connection_string, f"{target.host}/{hub_setting} (external)", eventhub_name=hub_setting
+            )
+        with self._broker_lock:
+            if self._eventhub is None or not self._eventhub[0].alive():
+                self._stop_eventhub()
+                self._eventhub = self._start_embedded_eventhub()
+            return self._eventhub[1]
+
+    def _start_embedded_eventhub(self) -> tuple[Child, EventHubAccess]:
+        self._eventhub_dir = Path(tempfile.mkdtemp(prefix="iotperf-eventhub-"))
+        partitions = 4
+        child = Child.python_module(
+            "embedded Event Hubs endpoint",
+            "pytest_iotperf.embedded.eventhub",
+            ["--port", "0", "--hub", "telemetry", "--partitions", str(partitions), "--exit-on-stdin-close"],
+            self._eventhub_dir / "eventhub.log",
+            stdin=True,
+        )
+        try:
+            ready = child.wait_for("ready", 30.0)
+        except ChildExited as exc:
+            child.stop()
+            raise SinkError(f"the embedded Event Hubs endpoint did not start: {exc}") from None
+        access = EventHubAccess(
+            str(ready["connection_string"]),
+            f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({partitions} partitions)",
+            partitions=tuple(str(p) for p in range(partitions)),
+        )
+        return child, access
+
+    def _stop_eventhub(self) -> None:
+        if self._eventhub is not None:
+            self._eventhub[0].stop()
+            self._eventhub = None
+        if self._eventhub_dir is not None:
+            shutil.rmtree(self._eventhub_dir, ignore_errors=True)
+            self._eventhub_dir = None
+
     @property
     def broker_warnings(self) -> list[str]:
         return list(self._broker.warnings) if self._broker is not None else []
 
     def stop_broker(self) -> None:
+        """Stop every embedded server this session started."""
         with self._broker_lock:
             if self._broker is not None:
                 self._broker.stop()
                 self._broker = None
+            self._stop_eventhub()
 
     # -- progress ---------------------------------------------------------------
 
@@ -163,7 +224,12 @@ class IotPerf:
         failure: str | None = None
         try:
             broker = self._session.broker_for(str(run_settings["broker"]))
-            result = PerfRun(run_settings, broker, progress=progress).execute()
+            eventhub = (
+                self._session.eventhub_for(str(run_settings["eventhub"]))
+                if run_settings["sink"] == "eventhub"
+                else None
+            )
+            result = PerfRun(run_settings, broker, progress=progress, eventhub=eventhub).execute()
         except RunFailed as failed:
             self._record(failed.result)
             failure = f"perf run {failed.result.run_id} failed: {failed}"

@@ -54,6 +54,11 @@ def test_names_follow_one_scheme() -> None:
         "--iot-sink",
         "--iot-sink-topic",
         "--iot-drain",
+        "--iot-eventhub",
+        "--iot-consumer-group",
+        "--iot-eventhub-consumers",
+        "--iot-eventhub-transport",
+        "--iot-bridge",
         "--iot-report-dir",
     } == names
     devices = next(s for s in SETTINGS if s.name == "devices")
@@ -117,6 +122,7 @@ def test_derived_defaults() -> None:
     assert run.workers >= 1
     assert run.sink_topic == "devices/+/telemetry"
     assert topic_filter_for("t/{run_id}/{device_id}", "r1") == "t/r1/+"
+
 
 def test_bad_test_code_value_fails_even_when_the_cli_overrides_it() -> None:
     with pytest.raises(ConfigError, match="test code"):

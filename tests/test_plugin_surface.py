@@ -33,6 +33,11 @@ OPTIONS = [
     "--iot-sink",
     "--iot-sink-topic",
     "--iot-drain",
+    "--iot-eventhub",
+    "--iot-consumer-group",
+    "--iot-eventhub-consumers",
+    "--iot-eventhub-transport",
+    "--iot-bridge",
     "--iot-report-dir",
     "--iot-slo",
 ]

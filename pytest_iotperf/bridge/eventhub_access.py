@@ -138,6 +138,11 @@ def client_options(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.get("eventhub_name"):
         options["eventhub_name"] = str(spec["eventhub_name"])
+    if spec.get("transport") == "websocket":
+        # AMQP over websockets on 443, for CI runners behind a firewall that blocks 5671.
+        from azure.eventhub import TransportType
+
+        options["transport_type"] = TransportType.AmqpOverWebsocket
     return options
 
 

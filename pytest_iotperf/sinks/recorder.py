@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_iotperf.fleet.payload import decode
+from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD, decode
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
 
 
@@ -27,6 +27,7 @@ class SinkRecorder:
         self.arrivals = 0
         self.other_runs = 0
         self.malformed = 0
+        self.warmups = 0
         self.first_seen_us: int | None = None
         self.last_seen_us: int | None = None
         self._slot_s = timeline_slot_s
@@ -42,6 +43,9 @@ class SinkRecorder:
         self.arrivals += 1
         telemetry = decode(payload)
         if telemetry is None:
+            if payload == WARMUP_PAYLOAD:
+                self.warmups += 1
+                return
             self.malformed += 1
             return
         if telemetry.run_id != self.run_id:
@@ -70,6 +74,7 @@ class SinkRecorder:
             "arrivals": self.arrivals,
             "other_runs": self.other_runs,
             "malformed": self.malformed,
+            "warmups": self.warmups,
             "ledger": self.ledger.to_dict(),
             "delay": self.delay.to_dict(),
             "sent_delay": self.sent_delay.to_dict(),

@@ -1,0 +1,267 @@
+"""Reading the telemetry back: the processes on the far side of the system under test.
+
+Two implementations share one role (``Readback``): the MQTT sink (one
+subscriber process) and the Event Hubs path (an optional platform bridge,
+MQTT -> Event Hubs, and N consumer processes dividing the hub's partitions).
+The runner starts one before the fleet, asks it for progress while the
+fleet runs, and finishes it once the fleet reported what it sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, RunSettings, topic_filter_for
+from pytest_iotperf.embedded.broker import BrokerEndpoint
+from pytest_iotperf.errors import SinkError
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup
+from pytest_iotperf.sinks.merge import merge_sink_reports
+
+_READY_S = 30.0  # an Event Hubs consumer takes ~1.5 s per link to attach; several share a core
+_BRIDGE_STOP_S = 15.0
+_IDLE_S = 3.0
+
+
+@dataclass(frozen=True)
+class EventHubAccess:
+    """How to reach the hub. ``connection_string`` is a secret: it only travels in child environments."""
+
+    connection_string: str
+    description: str  # shown in results: no secret
+    partitions: tuple[str, ...] = ()  # known ones (embedded); empty: ask the hub
+    eventhub_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"EventHubAccess({self.description!r})"
+
+
+class Readback(Protocol):
+    """The far side of a run."""
+
+    def start(self, group: ProcessGroup, workdir: Path) -> None:
+        """Start the processes; return once they read (events from now on reach them)."""
+
+    def pending_progress(self) -> dict[str, Any]:
+        """Latest figures without waiting: ``received``, ``p95_delay_ms`` (may be empty)."""
+
+    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+        """Drain until ``expected`` distinct messages arrived or ``drain_s`` passed; the merged report and errors."""
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    for child in children:
+        for event in child.pending_events():
+            if event.get("event") == "progress":
+                latest[child.name] = event
+    if not latest:
+        return {}
+    p95s = [e["p95_delay_ms"] for e in latest.values() if e.get("p95_delay_ms") is not None]
+    return {
+        "received": sum(int(e.get("received", 0)) for e in latest.values()),
+        "p95_delay_ms": max(p95s) if p95s else None,  # the worst sink's: a bound, not a merge
+    }
+
+
+class MqttReadback:
+    """One subscriber on the output topic filter, measuring at receive time."""
+
+    def __init__(self, settings: RunSettings, broker: BrokerEndpoint, run_id: str, timeline_slot_s: int) -> None:
+        self.spec = {
+            "run_id": run_id,
+            "host": broker.host,
+            "port": broker.port,
+            "tls": broker.tls,
+            "username": settings["username"],
+            "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
+            "qos": int(settings["qos"]),
+            "timeline_slot_s": timeline_slot_s,
+        }
+        self._sink: Child | None = None
+        self._report_path: Path | None = None
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def start(self, group: ProcessGroup, workdir: Path) -> None:
+        self._report_path = workdir / "sink-report.json"
+        spec_path = _write_json(workdir / "sink-spec.json", self.spec)
+        self._sink = group.add(
+            Child.python_module(
+                "mqtt sink",
+                "pytest_iotperf.sinks.mqtt_sink",
+                [str(spec_path), str(self._report_path)],
+                workdir / "sink.log",
+                stdin=True,
+            )
+        )
+        try:
+            self._sink.wait_for("ready", _READY_S)
+        except ChildExited as exc:
+            raise SinkError(f"the MQTT sink could not start: {exc}") from None
+
+    def pending_progress(self) -> dict[str, Any]:
+        return _progress_of([self._sink], self._latest) if self._sink else {}
+
+    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+        assert self._sink is not None and self._report_path is not None
+        errors: list[str] = []
+        try:
+            self._sink.send({"cmd": "drain", "expected": expected, "timeout_s": drain_s})
+            self._sink.wait_for("done", drain_s + 30.0)
+        except ChildExited as exc:
+            errors.append(str(exc))
+        return _read_json(self._report_path), errors
+
+
+class EventHubReadback:
+    """Optional platform bridge (MQTT -> Event Hubs) plus N consumer processes; delay at enqueued time."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        broker: BrokerEndpoint,
+        hub: EventHubAccess,
+        run_id: str,
+        timeline_slot_s: int,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.hub = hub
+        self.run_id = run_id
+        self.timeline_slot_s = timeline_slot_s
+        self.bridge: Child | None = None
+        self.sinks: list[Child] = []
+        self._report_paths: list[Path] = []
+        self._bridge_report: Path | None = None
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._env = {EVENTHUB_CONNECTION_STRING_ENV: hub.connection_string}
+
+    def _client_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"transport": self.settings["eventhub_transport"]}
+        if self.hub.eventhub_name:
+            spec["eventhub_name"] = self.hub.eventhub_name
+        return spec
+
+    def start(self, group: ProcessGroup, workdir: Path) -> None:
+        # Read from a little before now: events of this run cannot be older,
+        # and the run id filters out the others.
+        start_time = time.time() - 1.0
+        consumers = self.settings["eventhub_consumers"]
+        partitions = list(self.hub.partitions)
+        shares: list[list[str]] = [partitions[i::consumers] for i in range(consumers)] if partitions else [[]]
+        shares = [share for share in shares if share] or [[]]
+        for index, share in enumerate(shares):
+            spec = {
+                "run_id": self.run_id,
+                "start_time_epoch_s": start_time,
+                "partitions": share or None,
+                "consumer_group": self.settings["consumer_group"],
+                "timeline_slot_s": self.timeline_slot_s,
+                "ready_timeout_s": _READY_S - 5,
+                **self._client_spec(),
+            }
+            report_path = workdir / f"eventhub-sink-{index}-report.json"
+            self._report_paths.append(report_path)
+            self.sinks.append(
+                group.add(
+                    Child.python_module(
+                        f"Event Hubs sink {index}",
+                        "pytest_iotperf.sinks.eventhub_sink",
+                        [str(_write_json(workdir / f"eventhub-sink-{index}-spec.json", spec)), str(report_path)],
+                        workdir / f"eventhub-sink-{index}.log",
+                        stdin=True,
+                        env=self._env,
+                    )
+                )
+            )
+        if self.settings["bridge"] == "embedded":
+            self._start_bridge(group, workdir)
+        for sink in self.sinks:
+            try:
+                sink.wait_for("ready", _READY_S)
+            except ChildExited as exc:
+                raise SinkError(f"the Event Hubs sink could not read from {self.hub.description}: {exc}") from None
+        if self.bridge is not None:
+            try:
+                self.bridge.wait_for("ready", _READY_S)
+            except ChildExited as exc:
+                raise SinkError(f"the platform bridge could not start: {exc}") from None
+
+    def _start_bridge(self, group: ProcessGroup, workdir: Path) -> None:
+        template = str(self.settings["topic"]).replace("{run_id}", self.run_id)
+        spec = {
+            "host": self.broker.host,
+            "port": self.broker.port,
+            "tls": self.broker.tls,
+            "username": self.settings["username"],
+            "qos": int(self.settings["qos"]),
+            "topic_filter": topic_filter_for(template, self.run_id),
+            "topic_template": template,
+            "run_id": self.run_id,
+            # One batch per partition (each event keeps its device id as partition key):
+            # per-device batches cost a round trip each and cap the bridge near 1,000 events/s.
+            "grouping": "partition",
+            **self._client_spec(),
+        }
+        self._bridge_report = workdir / "bridge-report.json"
+        self.bridge = group.add(
+            Child.python_module(
+                "platform bridge",
+                "pytest_iotperf.bridge",
+                [str(_write_json(workdir / "bridge-spec.json", spec)), str(self._bridge_report)],
+                workdir / "bridge.log",
+                stdin=True,
+                env=self._env,
+            )
+        )
+
+    def pending_progress(self) -> dict[str, Any]:
+        return _progress_of(self.sinks, self._latest)
+
+    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+        errors: list[str] = []
+        bridge_report: dict[str, Any] | None = None
+        if self.bridge is not None and self._bridge_report is not None:
+            # Stop the bridge first: it flushes what it holds, so afterwards every
+            # message it will ever forward is in the hub.
+            try:
+                self.bridge.send({"cmd": "stop", "timeout_s": _BRIDGE_STOP_S})
+                self.bridge.wait_for("done", _BRIDGE_STOP_S + 15.0)
+            except ChildExited as exc:
+                errors.append(str(exc))
+            bridge_report = _read_json(self._bridge_report)
+        single = len(self.sinks) == 1
+        for sink in self.sinks:
+            try:
+                # With several consumers none knows its share, so each ends once idle.
+                command = {"cmd": "drain", "expected": expected if single else -1, "timeout_s": drain_s}
+                sink.send(command | ({} if single else {"idle_s": min(_IDLE_S, drain_s)}))
+            except ChildExited as exc:
+                errors.append(str(exc))
+        for sink in self.sinks:
+            try:
+                sink.wait_for("done", drain_s + 30.0)
+            except ChildExited as exc:
+                errors.append(str(exc))
+        reports = [r for r in (_read_json(p) for p in self._report_paths) if r is not None]
+        if len(reports) < len(self._report_paths):
+            errors.append(f"{len(self._report_paths) - len(reports)} Event Hubs sink(s) wrote no report")
+        merged = merge_sink_reports(reports) if reports else None
+        if merged is not None and bridge_report is not None:
+            merged["bridge"] = bridge_report
+        return merged, errors
