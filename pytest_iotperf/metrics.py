@@ -399,6 +399,14 @@ class DeliveryLedger:
         """Number of new pairs whose seq was below the device's highest seq so far."""
         return self._out_of_order
 
+    def gaps(self) -> int:
+        """Seqs missing below each device's highest received seq: in flight, reordered or lost.
+
+        A lower bound of what will end up lost only once it stops shrinking;
+        the runner uses it to abort a run whose loss budget is already spent.
+        """
+        return sum(ends[-1] for ends in self._ends.values()) - self._received
+
     @property
     def devices(self) -> int:
         """Number of devices with at least one message received."""

@@ -48,6 +48,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"{SLO_HELP} [env {SLO_ENV}, ini {SLO_INI}] (several: ';' in the env, one per line in the ini)",
     )
     parser.addini(SLO_INI, help="SLOs every perf test must meet unless its marker says otherwise", type="linelist")
+    group.addoption(
+        "--iot-no-abort",
+        dest="iot_no_abort",
+        action="store_true",
+        default=False,
+        help="run to the end even when an SLO can no longer be met (default: stop early, like k6 abortOnFail) "
+        "[env IOTPERF_NO_ABORT=1, ini iot_abort = false]",
+    )
+    parser.addini("iot_abort", help="stop a run early when an SLO can no longer be met", type="bool", default=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,6 +66,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = _resolve_settings(config)
     session = IotPerfSession(config, settings, _resolve_slos(config))
+    session.abort_early = not (
+        config.getoption("iot_no_abort")
+        or os.environ.get("IOTPERF_NO_ABORT", "").strip().lower() in ("1", "true", "yes")
+        or not config.getini("iot_abort")
+    )
     config.stash[session_key] = session
     config.pluginmanager.register(session, "iotperf-session")
 

@@ -76,6 +76,7 @@ def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> di
     return {
         "received": sum(int(e.get("received", 0)) for e in latest.values()),
         "p95_delay_ms": max(p95s) if p95s else None,  # the worst sink's: a bound, not a merge
+        "gaps": sum(int(e.get("gaps", 0)) for e in latest.values()),
     }
 
 

@@ -14,6 +14,7 @@ Usable from a script::
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_iotperf.abort import AbortRule, AbortWatch
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
@@ -64,10 +66,14 @@ class PerfRun:
         workdir: Path | None = None,
         read_back: bool = True,
         eventhub: EventHubAccess | None = None,
+        abort_rule: AbortRule | None = None,
     ) -> None:
         self.settings = settings
         self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
         self.eventhub = eventhub
+        planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
+        self._abort = AbortWatch(abort_rule, planned) if abort_rule is not None else None
+        self._abort_file: Path | None = None
         self.broker = broker
         self.run_id = new_run_id()
         self.progress = progress or (lambda state: None)
@@ -168,6 +174,11 @@ class PerfRun:
             raise RunFailed("; ".join(errors) or "the run did not complete", result)
         return result
 
+    def _abort_file_path(self, workdir: Path) -> Path:
+        """Where this run asks the master to stop early (the master polls for it)."""
+        self._abort_file = workdir / "abort-reason.txt"
+        return self._abort_file
+
     def _readback(self) -> Readback | None:
         if not self.read_back:
             return None
@@ -186,7 +197,16 @@ class PerfRun:
             Child.python_module(
                 "Locust master",
                 "pytest_iotperf.fleet.master",
-                [str(spec_path), str(report_path), "--port", "0", "--worker-timeout", str(_STARTUP_S)],
+                [
+                    str(spec_path),
+                    str(report_path),
+                    "--port",
+                    "0",
+                    "--worker-timeout",
+                    str(_STARTUP_S),
+                    "--abort-file",
+                    str(self._abort_file_path(workdir)),
+                ],
                 workdir / "master.log",
             )
         )
@@ -223,6 +243,10 @@ class PerfRun:
             state.update(phase="publishing", t0=master_event.get("t0"))
         if readback is not None:
             state.update(readback.pending_progress())
+        if self._abort is not None and self._abort_file is not None and not self._abort_file.exists():
+            reason = self._abort.check(state)
+            if reason is not None:
+                self._abort_file.write_text(reason)
         self.progress(dict(state))
 
 

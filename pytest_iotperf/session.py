@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, SessionSettings, SloSettings, marker_slos
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
@@ -47,6 +48,7 @@ class IotPerfSession:
         self.config = config
         self.settings = settings
         self.slos = slos or SloSettings()
+        self.abort_early = True
         self._broker: EmbeddedBroker | None = None
         self._broker_lock = threading.Lock()
         self._eventhub: tuple[Child, EventHubAccess] | None = None
@@ -220,6 +222,7 @@ class IotPerf:
             config_error = str(exc)
         if config_error is not None:
             pytest.fail(config_error, pytrace=False)
+        slos = self.slos()
         progress = self._session.progress_reporter()
         failure: str | None = None
         try:
@@ -229,8 +232,14 @@ class IotPerf:
                 if run_settings["sink"] == "eventhub"
                 else None
             )
-            result = PerfRun(run_settings, broker, progress=progress, eventhub=eventhub).execute()
+            planned = math.ceil(run_settings.devices * run_settings.rate * run_settings.duration_s)
+            abort_rule = abort_rule_for(slos, planned) if self._session.abort_early else None
+            result = PerfRun(
+                run_settings, broker, progress=progress, eventhub=eventhub, abort_rule=abort_rule
+            ).execute()
         except RunFailed as failed:
+            # What was measured before the break still gets its verdicts, junit properties and JSON.
+            failed.result.slos = [_verdict_dict(v) for v in evaluate_all(slos, failed.result)]
             self._record(failed.result)
             failure = f"perf run {failed.result.run_id} failed: {failed}"
         except IotPerfError as exc:
@@ -242,7 +251,7 @@ class IotPerf:
             pytest.fail(failure, pytrace=False)
         if broker.kind != "external":
             result.warnings[:0] = self._session.broker_warnings
-        verdicts = evaluate_all(self.slos(), result)
+        verdicts = evaluate_all(slos, result)
         result.slos = [_verdict_dict(v) for v in verdicts]
         self._record(result)
         if any(not verdict.passed for verdict in verdicts):

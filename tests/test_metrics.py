@@ -550,3 +550,15 @@ def test_account_counts_straddling_intervals() -> None:
     assert result.unexpected == 5
     exact_end = account({"a": 4}, ledger)
     assert (exact_end.received, exact_end.lost) == (4, 0)
+
+
+def test_ledger_gaps_count_missing_seqs_below_each_devices_highest() -> None:
+    ledger = DeliveryLedger()
+    for seq in (0, 1, 4, 5):
+        ledger.record("a", seq)
+    ledger.record("b", 0)
+    assert ledger.gaps() == 2  # a: 2 and 3 missing below 5; b: none
+    ledger.record("a", 3)
+    assert ledger.gaps() == 1
+    ledger.record("a", 3)  # a duplicate changes nothing
+    assert ledger.gaps() == 1

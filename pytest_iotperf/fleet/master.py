@@ -45,13 +45,15 @@ def emit(event: str, **fields: Any) -> None:
 class MasterFleet:
     """Drives one run through its phases on a MasterRunner."""
 
-    def __init__(self, spec: FleetSpec, runner: MasterRunner) -> None:
+    def __init__(self, spec: FleetSpec, runner: MasterRunner, abort_file: Path | None = None) -> None:
         self.spec = spec
+        self.abort_file = abort_file  # the parent writes the reason here to stop the run early
         self.runner = runner
         self.statuses: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.t0: float | None = None
         self.errors: list[str] = []
+        self.aborted = False
         runner.register_message("iotperf_status", self._on_status)
         runner.register_message("iotperf_report", self._on_report)
         runner.register_message("iotperf_prepared", self._on_prepared)
@@ -135,6 +137,12 @@ class MasterFleet:
                     sent=self._total("sent"),
                     elapsed_s=max(0.0, now - t0),
                 )
+            if self.abort_file is not None and self.abort_file.exists() and not self.aborted:
+                reason = self.abort_file.read_text().strip() or "aborted by the parent"
+                self.aborted = True
+                self.errors.append(f"aborted early: {reason}")
+                emit("aborting", reason=reason)
+                self.abort(reason)
             missing = expected - set(self._worker_ids())
             if missing:
                 self.errors.append(f"{len(missing)} worker(s) left the run before reporting")
@@ -166,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind-host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
     parser.add_argument("--worker-timeout", type=float, default=60.0)
+    parser.add_argument("--abort-file", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
     die_with_parent()
     spec = FleetSpec.load(args.spec)
     environment = Environment(user_classes=[DeviceUser])
     runner = environment.create_master_runner(args.bind_host, args.port)
-    fleet = MasterFleet(spec, runner)
+    fleet = MasterFleet(spec, runner, args.abort_file)
     # Binding port 0 here (not a port picked by the parent) leaves no window
     # in which another process can take it.
     emit("listening", port=int(runner.server.port))
@@ -185,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConnectionError(f"no device could connect: {first or 'no error reported'}")
         fleet.prepare()
         fleet.publish()
+        if fleet.aborted:
+            emit("error", message=fleet.errors[0] if fleet.errors else "aborted early")
+            status = 1
     except (TimeoutError, ConnectionError) as exc:
         fleet.errors.append(str(exc))
         emit("error", message=str(exc))

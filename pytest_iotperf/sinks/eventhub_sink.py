@@ -169,7 +169,12 @@ class EnqueueAccounting:
         with self.changed:
             delay = self.recorder.delay
             p95 = delay.percentile(95) / 1000.0 if delay.count else None
-            return {"received": self.recorder.received, "arrivals": self.recorder.arrivals, "p95_delay_ms": p95}
+            return {
+                "received": self.recorder.received,
+                "arrivals": self.recorder.arrivals,
+                "p95_delay_ms": p95,
+                "gaps": self.recorder.ledger.gaps(),
+            }
 
     def report(self) -> dict[str, Any]:
         with self.changed:

@@ -83,7 +83,7 @@ class MqttSink:
             self._next_progress_us = seen_at_us + _PROGRESS_INTERVAL_US
             delay = self.recorder.delay
             p95 = delay.percentile(95) / 1000.0 if delay.count else None
-            emit("progress", received=self.recorder.received, p95_delay_ms=p95)
+            emit("progress", received=self.recorder.received, p95_delay_ms=p95, gaps=self.recorder.ledger.gaps())
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
