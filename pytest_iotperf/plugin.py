@@ -7,9 +7,11 @@ the run itself in ``runner``.  Nothing here imports locust.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from pytest_iotperf.baseline import BaselineSettings, BaselineStore, check_name, parse_margin
 from pytest_iotperf.config import (
     SETTINGS,
     SLO_CLI,
@@ -57,6 +59,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "[env IOTPERF_NO_ABORT=1, ini iot_abort = false]",
     )
     parser.addini("iot_abort", help="stop a run early when an SLO can no longer be met", type="bool", default=True)
+    group.addoption(
+        "--iot-save-baseline",
+        dest="iot_save_baseline",
+        metavar="NAME",
+        default=None,
+        help="save each perf test's result as baseline NAME",
+    )
+    group.addoption(
+        "--iot-compare",
+        dest="iot_compare",
+        metavar="NAME",
+        default=None,
+        help="compare each perf test's result with baseline NAME (shown in junit and the summary)",
+    )
+    group.addoption(
+        "--iot-compare-fail",
+        dest="iot_compare_fail",
+        metavar="METRIC:MARGIN",
+        action="append",
+        default=None,
+        help="fail a test whose METRIC got worse than the baseline by more than MARGIN "
+        "(e.g. p95_delay_ms:10%%, loss:0.001; repeatable)",
+    )
+    group.addoption(
+        "--iot-baseline-dir",
+        dest="iot_baseline_dir",
+        metavar="DIR",
+        default=None,
+        help="where baselines live (default: <rootdir>/.iotperf/baselines)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = _resolve_settings(config)
     session = IotPerfSession(config, settings, _resolve_slos(config))
+    session.baselines = _resolve_baselines(config)
     session.abort_early = not (
         config.getoption("iot_no_abort")
         or os.environ.get("IOTPERF_NO_ABORT", "").strip().lower() in ("1", "true", "yes")
@@ -88,6 +121,25 @@ def _resolve_settings(config: pytest.Config) -> SessionSettings:
         if config.getoption("help", False):
             return resolve({}, {}, {})  # let --help show how to fix the bad value
         raise pytest.UsageError(str(exc)) from None
+
+
+def _resolve_baselines(config: pytest.Config) -> BaselineSettings:
+    save = config.getoption("iot_save_baseline")
+    compare_name = config.getoption("iot_compare")
+    margins_raw = config.getoption("iot_compare_fail") or []
+    directory = config.getoption("iot_baseline_dir")
+    try:
+        if save is not None:
+            check_name(save, f"--iot-save-baseline={save} (command line)")
+        if compare_name is not None:
+            check_name(compare_name, f"--iot-compare={compare_name} (command line)")
+        margins = tuple(parse_margin(m, f"--iot-compare-fail={m} (command line)") for m in margins_raw)
+        if margins and compare_name is None:
+            raise ConfigError("--iot-compare-fail needs --iot-compare NAME (the baseline to compare with)")
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    root = Path(directory) if directory else config.rootpath / ".iotperf" / "baselines"
+    return BaselineSettings(BaselineStore(root), save, compare_name, margins)
 
 
 def _resolve_slos(config: pytest.Config) -> SloSettings:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from pytest_iotperf.abort import abort_rule_for
+from pytest_iotperf.baseline import BaselineSettings, compare
 from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, SessionSettings, SloSettings, marker_slos
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
@@ -49,6 +50,7 @@ class IotPerfSession:
         self.settings = settings
         self.slos = slos or SloSettings()
         self.abort_early = True
+        self.baselines: BaselineSettings | None = None
         self._broker: EmbeddedBroker | None = None
         self._broker_lock = threading.Lock()
         self._eventhub: tuple[Child, EventHubAccess] | None = None
@@ -253,10 +255,47 @@ class IotPerf:
             result.warnings[:0] = self._session.broker_warnings
         verdicts = evaluate_all(slos, result)
         result.slos = [_verdict_dict(v) for v in verdicts]
-        self._record(result)
+        failures = []
         if any(not verdict.passed for verdict in verdicts):
-            pytest.fail(f"perf run {result.run_id}: {failure_message(verdicts, result.sent)}", pytrace=False)
+            failures.append(failure_message(verdicts, result.sent))
+        regressions = self._compare_with_baseline(result)
+        if regressions:
+            failures.append(regressions)
+        self._record(result)
+        self._save_baseline(result)
+        if failures:
+            pytest.fail(f"perf run {result.run_id}: " + "\n".join(failures), pytrace=False)
         return result
+
+    def _compare_with_baseline(self, result: RunResult) -> str | None:
+        """Compare with the named baseline; the regressions past their margins as a message, or None."""
+        baselines = self._session.baselines
+        if baselines is None or baselines.compare_with is None:
+            return None
+        index = len(self.results) + 1
+        saved = baselines.store.load(baselines.compare_with, self._item.nodeid, index)
+        if saved is None:
+            result.warnings.append(f"no baseline {baselines.compare_with!r} saved for this test: nothing compared")
+            return None
+        comparisons = compare(saved, result.to_dict(), baselines.margins)
+        prefix = PROPERTY_PREFIX if index == 1 else f"{PROPERTY_PREFIX}run{index}."
+        for comparison in comparisons:
+            self._item.user_properties.append((f"{prefix}compare[{comparison.metric}]", comparison.describe()))
+        regressed = [c for c in comparisons if c.regressed]
+        if not regressed:
+            return None
+        lines = [f"{len(regressed)} metric(s) regressed against baseline {baselines.compare_with!r}:"]
+        lines += [f"  {c.describe()}" for c in regressed]
+        return "\n".join(lines)
+
+    def _save_baseline(self, result: RunResult) -> None:
+        baselines = self._session.baselines
+        if baselines is None or baselines.save is None:
+            return
+        try:
+            baselines.store.save(baselines.save, self._item.nodeid, len(self.results), result)
+        except OSError as exc:
+            result.errors.append(f"could not save baseline {baselines.save!r}: {exc.strerror or exc}")
 
     def slos(self) -> list[Slo]:
         """This test's SLOs: ini defaults, its perf markers (outermost first), then env and CLI overrides."""
