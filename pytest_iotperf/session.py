@@ -40,6 +40,7 @@ from pytest_iotperf.slo import Slo, SloVerdict, evaluate_all, failure_message, m
 logger = logging.getLogger("pytest_iotperf")
 
 PROPERTY_PREFIX = "iotperf."
+SLO_CASE_MARK = "iotperf_slo_case"  # keyword of the synthetic per-SLO reports
 
 
 class IotPerfSession:
@@ -171,6 +172,13 @@ class IotPerfSession:
         self.stop_broker()  # also when the session was interrupted before sessionfinish
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if SLO_CASE_MARK in report.keywords:
+            return
+        if report.when == "teardown" and not hasattr(self.config, "workerinput"):
+            # Emitted where the reports are collected: here, or on the xdist
+            # controller for its workers' tests (a worker may only report the
+            # test it is running).
+            self._report_slo_cases(report)
         if report.when != "call":
             return
         for name, value in report.user_properties:
@@ -184,6 +192,32 @@ class IotPerfSession:
                 row["slos_met"] = (met + str(value).startswith("PASS"), total + 1)
             else:
                 row[key] = value
+
+    def _report_slo_cases(self, teardown: pytest.TestReport) -> None:
+        """One junit testcase per SLO verdict, ``<test>::slo[<expression>]``, so CI UIs that show
+        testcases but not properties (GitLab, Jenkins, Azure DevOps) show every verdict."""
+        for name, value in teardown.user_properties:
+            if not name.startswith(PROPERTY_PREFIX):
+                continue
+            run, key = _split_property(name[len(PROPERTY_PREFIX) :])
+            if not key.startswith("slo["):
+                continue
+            nodeid = f"{teardown.nodeid}::{run + '.' if run else ''}{key}"
+            verdict = str(value)
+            passed = verdict.startswith("PASS")
+            for when in ("setup", "call", "teardown"):
+                outcome = "passed" if passed or when != "call" else "failed"
+                report = pytest.TestReport(
+                    nodeid=nodeid,
+                    location=teardown.location,
+                    keywords={SLO_CASE_MARK: 1},
+                    outcome=outcome,  # type: ignore[arg-type]
+                    longrepr=None if outcome == "passed" else f"{key[4:-1]}: {verdict}",
+                    when=when,  # type: ignore[arg-type]
+                    user_properties=[("iotperf.verdict", verdict)] if when == "call" else [],
+                    duration=0.0,
+                )
+                self.config.hook.pytest_runtest_logreport(report=report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self._rows:

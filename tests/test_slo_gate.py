@@ -54,7 +54,8 @@ def test_bad_ini_slo_names_the_ini(pytester: pytest.Pytester) -> None:
     assert "iot_slo line 'lost <= 3ms' (in tox.ini)" in outcome.stderr.str()
 
 
-def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester, xdist: list[str]) -> None:
     pytester.makepyfile(
         f"""
         import pytest
@@ -78,8 +79,10 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester) -
         "throughput_per_s >= 1",
         "--iot-slo",
         "max_delay_ms < 60s",
+        *xdist,
     )
-    outcome.assert_outcomes(passed=1, failed=1)
+    # Each SLO verdict is also a testcase of its own: 4 for test_met, 4 for test_violated (1 failing).
+    outcome.assert_outcomes(passed=1 + 4 + 3, failed=1 + 1)
     text = outcome.stdout.str()
     assert "1 of 4 SLOs violated" in text
     assert "p50_delay_ms < 0.001: measured" in text
@@ -92,3 +95,11 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester) -
     assert met["iotperf.slo[max_delay_ms < 60s]"].startswith("PASS measured")
     assert violated["iotperf.slo[p50_delay_ms < 0.001]"].startswith("FAIL measured")
     assert violated["iotperf.slo[loss < 1%]"].startswith("PASS")
+    per_case = {
+        (c.get("classname", "").rsplit(".", 1)[-1], c.get("name")): c  # the same under xdist and serially
+        for c in ET.parse(pytester.path / "junit.xml").iter("testcase")
+    }
+    failing = per_case[("test_violated", "slo[p50_delay_ms < 0.001]")]
+    assert failing.find("failure") is not None and "FAIL measured" in (failing.find("failure").get("message") or "")
+    assert per_case[("test_violated", "slo[loss < 1%]")].find("failure") is None
+    assert per_case[("test_met", "slo[max_delay_ms < 60s]")].find("failure") is None
