@@ -158,6 +158,12 @@ def build_result(
             f"generator saturated: fleet lateness p99 {lateness_p99:.1f} ms > {SATURATION_LATENESS_MS:g} ms; "
             "the delays describe the load generator as much as the system (add workers or lower the rate)"
         )
+    first_drop = fleet.get("first_drop_at")
+    if first_drop and fleet.get("t0"):
+        warnings.append(
+            f"{int(fleet.get('disconnects', 0))} device connection(s) dropped during the run, the first at "
+            f"t+{float(first_drop) - float(fleet['t0']):.1f}s"
+        )
     if sink.get("drain") == "timeout" and loss.lost:
         warnings.append(f"drain time ended with {loss.lost} message(s) still missing")
     errors.extend(fleet.get("errors", []))

@@ -342,6 +342,16 @@ class IotPerf:
         self.results.append(result)
         index = len(self.results)
         prefix = PROPERTY_PREFIX if index == 1 else f"{PROPERTY_PREFIX}run{index}."
+        report_dir: Path | None = self._session.settings["report_dir"]
+        if report_dir is not None:
+            path = result_path(Path(report_dir), self._item.nodeid, index)
+            try:
+                write_result(result, path)
+            except (OSError, ValueError) as exc:
+                # Disk full, read-only, not a directory: the run's outcome stands; the summary says why.
+                result.errors.append(
+                    f"could not write the JSON result to {path}: {getattr(exc, 'strerror', None) or exc}"
+                )
         figures = result.to_dict()
         for key in SUMMARY_KEYS:
             value = figures.get(key)
@@ -356,14 +366,6 @@ class IotPerf:
             self._item.user_properties.append(
                 (f"{prefix}slo[{verdict['slo']}]", f"{outcome} measured {verdict['measured_text']}")
             )
-        report_dir: Path | None = self._session.settings["report_dir"]
-        if report_dir is not None:
-            path = result_path(Path(report_dir), self._item.nodeid, index)
-            try:
-                write_result(result, path)
-            except OSError as exc:
-                logger.error("could not write the JSON result to %s: %s", path, exc)
-                result.errors.append(f"could not write the JSON result to {path}: {exc.strerror or exc}")
 
 
 _RUN_PREFIX = re.compile(r"(run\d+)\.(.*)", re.DOTALL)

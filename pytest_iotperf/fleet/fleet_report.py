@@ -83,6 +83,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
         "errors": [f"{message} (x{count})" if count > 1 else message for message, count in errors.most_common()],
         "workers": workers,
         "workers_reported": len(reports),
+        "first_drop_at": min((r["first_drop_at"] for r in reports if r.get("first_drop_at")), default=None),
     }
 
 

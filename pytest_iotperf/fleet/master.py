@@ -23,7 +23,7 @@ from typing import Any
 import gevent
 import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
 from locust.env import Environment
-from locust.runners import MasterRunner
+from locust.runners import STATE_MISSING, MasterRunner
 
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
 from pytest_iotperf.fleet.spec import FleetSpec
@@ -54,6 +54,7 @@ class MasterFleet:
         self.t0: float | None = None
         self.errors: list[str] = []
         self.aborted = False
+        self.lost_workers = False
         runner.register_message("iotperf_status", self._on_status)
         runner.register_message("iotperf_report", self._on_report)
         runner.register_message("iotperf_prepared", self._on_prepared)
@@ -138,15 +139,21 @@ class MasterFleet:
                     elapsed_s=max(0.0, now - t0),
                 )
             if self.abort_file is not None and self.abort_file.exists() and not self.aborted:
-                reason = self.abort_file.read_text().strip() or "aborted by the parent"
-                self.aborted = True
-                self.errors.append(f"aborted early: {reason}")
-                emit("aborting", reason=reason)
-                self.abort(reason)
-            missing = expected - set(self._worker_ids())
-            if missing:
-                self.errors.append(f"{len(missing)} worker(s) left the run before reporting")
-                expected -= missing
+                self._abort_run(self.abort_file.read_text().strip() or "aborted by the parent")
+            if not self.aborted and now > t0 + 1.0 and self._all_devices_dropped():
+                self._abort_run(
+                    f"every device lost its broker connection at t+{now - t0:.1f}s "
+                    f"({self._first_error() or 'no reason given'})"
+                )
+            lost = expected - set(self._live_worker_ids())
+            if lost:
+                # Locust marks a worker missing after ~3 missed heartbeats: killed, crashed or cut off.
+                self.errors.append(
+                    f"{len(lost)} worker(s) stopped answering at t+{now - t0:.1f}s, before reporting: "
+                    "their devices' sent counts are unknown (their messages show as unexpected)"
+                )
+                self.lost_workers = True
+                expected -= lost
             if now > deadline:
                 self.errors.append(
                     f"{len(expected - set(self.reports))} worker(s) did not report within "
@@ -154,6 +161,24 @@ class MasterFleet:
                 )
                 return
             gevent.sleep(0.05)
+
+    def _abort_run(self, reason: str) -> None:
+        self.aborted = True
+        self.errors.append(f"aborted early: {reason}")
+        emit("aborting", reason=reason)
+        self.abort(reason)
+
+    def _all_devices_dropped(self) -> bool:
+        connected_at_go = self._total("connected_at_go")
+        return (
+            connected_at_go > 0 and self._total("connected") == 0 and self._total("finished") < self._total("devices")
+        )
+
+    def _first_error(self) -> str | None:
+        return next((s["first_error"] for s in self.statuses.values() if s.get("first_error")), None)
+
+    def _live_worker_ids(self) -> list[str]:
+        return [node.id for node in self.runner.clients.values() if node.state != STATE_MISSING]
 
     def abort(self, reason: str) -> None:
         self.runner.send_message("iotperf_abort", {"reason": reason})
@@ -194,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConnectionError(f"no device could connect: {first or 'no error reported'}")
         fleet.prepare()
         fleet.publish()
-        if fleet.aborted:
-            emit("error", message=fleet.errors[0] if fleet.errors else "aborted early")
+        if fleet.aborted or fleet.lost_workers:
+            emit("error", message="; ".join(fleet.errors) or "aborted early")
             status = 1
     except (TimeoutError, ConnectionError) as exc:
         fleet.errors.append(str(exc))

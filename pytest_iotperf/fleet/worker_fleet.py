@@ -76,6 +76,8 @@ class WorkerFleet:
         self.connect_latency = DelayHistogram()
         self.sent_timeline: Counter[int] = Counter()
         self.go = gevent.event.Event()
+        self.connected_at_go = 0
+        self.first_drop_at: float | None = None
         self.schedules_done = gevent.event.Event()
         self.t0 = 0.0
         self.aborted = False
@@ -109,6 +111,8 @@ class WorkerFleet:
         self.connected -= 1
         self.disconnects += 1
         if not device.finished:
+            if self.first_drop_at is None and self.go.is_set():
+                self.first_drop_at = time.time()
             self._error(f"disconnected during the run: {reason}")
 
     def message_sent(self, due_us: int, sent_us: int) -> None:
@@ -140,6 +144,7 @@ class WorkerFleet:
         self.runner.send_message("iotperf_prepared", {"worker_index": self.worker_index})
 
     def on_go(self, t0: float) -> None:
+        self.connected_at_go = self.connected
         self.t0 = t0
         self._cpu_at_go = time.process_time()
         self.go.set()
@@ -207,6 +212,8 @@ class WorkerFleet:
             "sent": self.sent,
             "publish_errors": self.publish_errors,
             "first_error": first_error,
+            "connected_at_go": self.connected_at_go,
+            "finished": self.finished,
         }
 
     def _report_when_finished(self) -> None:
@@ -247,6 +254,7 @@ class WorkerFleet:
             "rss_bytes": current_rss_bytes(),
             "rss_before_devices_bytes": self._rss_before_devices,
             "aborted": self.aborted,
+            "first_drop_at": self.first_drop_at,
             "abort_reason": self.abort_reason,
         }
 

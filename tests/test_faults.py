@@ -1,0 +1,93 @@
+"""Faults end in a verdict within 30 s, with what was measured kept and no child process left.
+
+The faults are real: the broker process is killed, a Locust worker is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from pytest_iotperf.config import resolve
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
+from pytest_iotperf.runner import PerfRun, RunFailed
+
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+@pytest.fixture
+def no_child_left_behind() -> Iterator[None]:
+    before = _children()
+    yield
+    deadline = time.monotonic() + 5
+    while (_children() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (_children() - before), "the run left processes behind"
+
+
+def _settings(**extra: Any) -> Any:
+    return resolve({}, {}, {}).for_run(
+        {"devices": 20, "rate_per_device": 5, "duration": "60s", "drain": "3s", "qos": 0, **extra}
+    )
+
+
+def test_broker_killed_mid_run(no_child_left_behind: None) -> None:
+    broker = EmbeddedBroker(prefer="mosquitto")
+    endpoint = broker.start()
+
+    def kill_broker_after_a_second(state: dict[str, Any]) -> None:
+        if state.get("phase") == "publishing" and float(state.get("elapsed_s", 0)) >= 1.0 and broker.running:
+            os.kill(broker.pid or 0, signal.SIGKILL)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(RunFailed) as failure:
+            PerfRun(_settings(workers=1), endpoint, progress=kill_broker_after_a_second).execute()
+    finally:
+        broker.stop()
+    assert time.monotonic() - started < 30 + 15  # start-up + the 30 s budget after the fault
+    result = failure.value.result
+    assert "every device lost its broker connection at t+" in str(failure.value)
+    # What was sent before the fault is kept and accounted; what could not be sent shows as well.
+    assert 0 < result.sent < result.scheduled == 20 * 5 * 60
+    assert result.received <= result.sent
+    assert any("connection(s) dropped during the run, the first at t+" in w for w in result.warnings)
+
+
+def test_worker_killed_mid_run_keeps_the_other_workers_data(no_child_left_behind: None) -> None:
+    killed: list[int] = []
+
+    def kill_one_worker(state: dict[str, Any]) -> None:
+        if killed or state.get("phase") != "publishing" or float(state.get("elapsed_s", 0)) < 1.0:
+            return
+        workers = [
+            p
+            for p in psutil.Process().children(recursive=True)
+            if "pytest_iotperf.fleet.worker" in " ".join(p.cmdline())
+        ]
+        if workers:
+            killed.append(workers[0].pid)
+            workers[0].kill()
+
+    with EmbeddedBroker(prefer="mosquitto") as broker:
+        started = time.monotonic()
+        with pytest.raises(RunFailed) as failure:
+            PerfRun(_settings(workers=2, duration="20s"), broker.endpoint, progress=kill_one_worker).execute()
+        elapsed = time.monotonic() - started
+    assert killed
+    assert "worker(s) stopped answering" in str(failure.value)
+    result = failure.value.result
+    assert result.workers == 1 and len(result.worker_stats) == 1  # the survivor's report is kept
+    assert result.sent > 0 and result.received >= result.sent - result.lost
+    assert result.unexpected > 0  # the dead worker's messages reached the sink but have no sent count
+    assert elapsed < 20 + 30 + 15
