@@ -1,0 +1,84 @@
+"""Ctrl-C and pytest-timeout during a run: every child (master, workers, sink, embedded servers) is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pytest_iotperf.embedded.broker import find_mosquitto
+
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
+LONG_RUN = """
+import pytest
+
+@pytest.mark.perf
+def test_long(iot_perf):
+    iot_perf.run(devices=10, rate_per_device=2, duration="120s", workers=2)
+"""
+
+
+def _start(path: Path, *args: str) -> subprocess.Popen[str]:
+    (path / "test_long.py").write_text(LONG_RUN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "IOTPERF_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "test_long.py", *args],
+        cwd=path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _descendants_once_publishing(process: subprocess.Popen[str], timeout_s: float = 60) -> list[psutil.Process]:
+    """Wait for the progress line of the publishing phase; then every process the run started."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    for line in process.stdout:
+        if " connected | sent " in line:
+            break
+        assert time.monotonic() < deadline, "the run never reached the publishing phase"
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in descendants)
+    assert "pytest_iotperf.fleet.master" in names and "pytest_iotperf.fleet.worker" in names
+    assert "mosquitto" in names and "pytest_iotperf.sinks.mqtt_sink" in names
+    return descendants
+
+
+def _assert_all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> None:
+    _gone, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    assert not alive, f"left behind: {[' '.join(p.cmdline()) for p in alive]}"
+
+
+def test_ctrl_c_during_a_run_stops_every_child(tmp_path: Path) -> None:
+    process = _start(tmp_path)
+    try:
+        descendants = _descendants_once_publishing(process)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output
+    _assert_all_gone(descendants)
+
+
+def test_pytest_timeout_during_a_run_stops_every_child(tmp_path: Path) -> None:
+    process = _start(tmp_path, "--timeout", "20")
+    try:
+        descendants = _descendants_once_publishing(process)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Timeout" in output and "1 failed" in output, output[-2000:]
+    _assert_all_gone(descendants)
