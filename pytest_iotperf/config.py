@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.mqtt_options import MQTT_PASSWORD_ENV, MqttClientOptions
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
 
 CLI = "command line"
@@ -34,10 +35,6 @@ CODE = "test code"
 INI = "ini"
 DEFAULT = "default"
 
-#: Environment variable holding the MQTT password. It has no CLI option or
-#: ini key on purpose: a password on a command line ends up in ps and shell
-#: history, and an ini file ends up in git.
-MQTT_PASSWORD_ENV = "IOTPERF_MQTT_PASSWORD"
 
 #: Environment variable holding the Event Hubs connection string (it carries the SAS key).
 EVENTHUB_CONNECTION_STRING_ENV = "IOTPERF_EVENTHUB_CONNECTION_STRING"
@@ -202,6 +199,22 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _file(text: str) -> Path:
+    path = Path(text.strip()).expanduser()
+    if not text.strip() or not path.is_file():
+        raise ValueError(f"expected a readable file, got {text!r}")
+    return path
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 def _path(text: str) -> Path:
     if not text.strip():
         raise ValueError("expected a directory path, got an empty value")
@@ -223,6 +236,7 @@ class Setting:
     help: str
     metavar: str = "VALUE"
     run_kwarg: str | None = None  # the iot_perf.run() keyword, when test code may set it
+    flag: bool = False  # a switch on the command line (no value); 'true'/'false' in env and ini
 
     @property
     def cli(self) -> str:
@@ -337,6 +351,18 @@ SETTINGS: tuple[Setting, ...] = (
         "'none' when a real platform does it",
         "{embedded,none}",
         "bridge",
+    ),
+    Setting("tls_ca", _file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
+    Setting("tls_cert", _file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
+    Setting("tls_key", _file, None, "private key of the client certificate", "FILE", None),
+    Setting(
+        "tls_insecure",
+        _bool,
+        False,
+        "do not verify the broker's certificate and host name (only for test brokers)",
+        "",
+        None,
+        flag=True,
     ),
     Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json", "DIR", None),
 )
@@ -482,6 +508,17 @@ class RunSettings(SessionSettings):
             return str(explicit)
         return topic_filter_for(str(self["topic"]))
 
+    def mqtt_options(self, tls: bool) -> MqttClientOptions:
+        """How this run's MQTT clients connect to a broker (``tls``: the broker URL is mqtts)."""
+        return MqttClientOptions(
+            tls=tls,
+            ca_file=_str_or_none(self["tls_ca"]),
+            cert_file=_str_or_none(self["tls_cert"]),
+            key_file=_str_or_none(self["tls_key"]),
+            insecure=bool(self["tls_insecure"]),
+            username=self["username"],
+        )
+
     def sources(self) -> dict[str, str]:
         return {name: resolved.source for name, resolved in self.values.items()}
 
@@ -495,6 +532,10 @@ class RunSettings(SessionSettings):
         out["workers"] = self.workers
         out["sink_topic"] = self.sink_topic
         return out
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value is not None else None
 
 
 def topic_filter_for(template: str, run_id: str = "{run_id}") -> str:

@@ -33,13 +33,20 @@ session_key = pytest.StashKey[IotPerfSession]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("iotperf", "IoT end-to-end load tests (pytest-iotperf)")
     for setting in SETTINGS:
-        group.addoption(
-            setting.cli,
-            dest="iot_" + setting.name,
-            metavar=setting.metavar,
-            default=None,
-            help=f"{setting.help} [env {setting.env}, ini {setting.ini}]",
-        )
+        help_text = f"{setting.help} [env {setting.env}, ini {setting.ini}]"
+        if setting.flag:
+            group.addoption(
+                setting.cli,
+                dest="iot_" + setting.name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=help_text,
+            )
+        else:
+            group.addoption(
+                setting.cli, dest="iot_" + setting.name, metavar=setting.metavar, default=None, help=help_text
+            )
         parser.addini(setting.ini, help=setting.help, default="")
     group.addoption(
         SLO_CLI,

@@ -92,6 +92,7 @@ class MqttReadback:
             "username": settings["username"],
             "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
             "qos": int(settings["qos"]),
+            "mqtt_options": settings.mqtt_options(broker.tls).to_dict(),
             "timeline_slot_s": timeline_slot_s,
         }
         self._sink: Child | None = None
@@ -214,6 +215,7 @@ class EventHubReadback:
             "topic_filter": topic_filter_for(template, self.run_id),
             "topic_template": template,
             "run_id": self.run_id,
+            "mqtt_options": self.settings.mqtt_options(self.broker.tls).to_dict(),
             # One batch per partition (each event keeps its device id as partition key):
             # per-device batches cost a round trip each and cap the bridge near 1,000 events/s.
             "grouping": "partition",

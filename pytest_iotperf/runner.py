@@ -104,6 +104,7 @@ class PerfRun:
             expect_workers=settings.workers,
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
+            mqtt_options=settings.mqtt_options(broker.tls).to_dict(),
         )
 
     def warnings(self) -> list[str]:
@@ -120,7 +121,9 @@ class PerfRun:
     def execute(self) -> RunResult:
         """Run it; RunFailed (carrying the partial result) when it broke halfway."""
         try:
-            wait_for_mqtt(self.broker.host, self.broker.port, _BROKER_CHECK_S, tls=self.broker.tls)
+            wait_for_mqtt(
+                self.broker.host, self.broker.port, _BROKER_CHECK_S, options=self.settings.mqtt_options(self.broker.tls)
+            )
         except BrokerError as exc:
             raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
         workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))

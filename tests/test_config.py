@@ -59,6 +59,10 @@ def test_names_follow_one_scheme() -> None:
         "--iot-eventhub-consumers",
         "--iot-eventhub-transport",
         "--iot-bridge",
+        "--iot-tls-ca",
+        "--iot-tls-cert",
+        "--iot-tls-key",
+        "--iot-tls-insecure",
         "--iot-report-dir",
     } == names
     devices = next(s for s in SETTINGS if s.name == "devices")

@@ -38,6 +38,10 @@ OPTIONS = [
     "--iot-eventhub-consumers",
     "--iot-eventhub-transport",
     "--iot-bridge",
+    "--iot-tls-ca",
+    "--iot-tls-cert",
+    "--iot-tls-key",
+    "--iot-tls-insecure",
     "--iot-report-dir",
     "--iot-slo",
 ]

@@ -7,11 +7,12 @@ the Event Hubs connection string from ``IOTPERF_EVENTHUB_CONNECTION_STRING``.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_iotperf.bridge.forwarder import Grouping
 from pytest_iotperf.bridge.topics import template_pattern
+from pytest_iotperf.mqtt_options import MqttClientOptions
 
 _SECRET_FIELDS = ("password", "connection_string", "shared_access_key", "key")
 
@@ -35,6 +36,7 @@ class BridgeSpec:
     stop_timeout_s: float = 10.0
     start_timeout_s: float = 10.0
     client_options: tuple[tuple[str, Any], ...] = ()
+    mqtt_options: MqttClientOptions = field(default_factory=MqttClientOptions)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> BridgeSpec:
@@ -58,6 +60,9 @@ class BridgeSpec:
                 send_timeout_s=float(doc.get("send_timeout_s", 10.0)),
                 stop_timeout_s=float(doc.get("stop_timeout_s", 10.0)),
                 start_timeout_s=float(doc.get("start_timeout_s", 10.0)),
+                mqtt_options=MqttClientOptions.from_dict(
+                    doc.get("mqtt_options") or {"tls": bool(doc.get("tls", False)), "username": doc.get("username")}
+                ),
                 client_options=tuple(
                     (name, doc[name]) for name in ("retry_total", "auth_timeout_s", "eventhub_name") if name in doc
                 ),

@@ -10,7 +10,6 @@ acknowledged) has been handed to the forwarder.  No waiting for "quiet".
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.bridge.spec import BridgeSpec
-from pytest_iotperf.config import MQTT_PASSWORD_ENV
+from pytest_iotperf.mqtt_options import configure_client
 
 _log = logging.getLogger(__name__)
 
@@ -46,10 +45,7 @@ class MqttSubscriber:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        if spec.username:
-            self.client.username_pw_set(spec.username, os.environ.get(MQTT_PASSWORD_ENV))
-        if spec.tls:
-            self.client.tls_set()
+        configure_client(self.client, spec.mqtt_options)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

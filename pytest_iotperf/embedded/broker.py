@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.mqtt_options import MqttClientOptions, configure_client
 from pytest_iotperf.process_guard import raise_nofile_limit
 
 __all__ = [
@@ -202,7 +203,9 @@ def amqtt_version() -> str | None:
         return "unknown version"
 
 
-def wait_for_mqtt(host: str, port: int, timeout: float, *, tls: bool = False) -> None:
+def wait_for_mqtt(
+    host: str, port: int, timeout: float, *, tls: bool = False, options: MqttClientOptions | None = None
+) -> None:
     """Connect an MQTT client to ``host:port``, wait for a successful CONNACK, disconnect.
 
     Args:
@@ -210,6 +213,7 @@ def wait_for_mqtt(host: str, port: int, timeout: float, *, tls: bool = False) ->
         port: Broker port.
         timeout: Seconds for the whole exchange (TCP connect, TLS, CONNACK).
         tls: Connect with TLS, verifying the broker against the system CAs.
+        options: TLS files and credentials, as the run's clients will use them (overrides ``tls``).
 
     Raises:
         BrokerError: naming ``host:port`` and what happened (refused, timed out,
@@ -236,7 +240,9 @@ def wait_for_mqtt(host: str, port: int, timeout: float, *, tls: bool = False) ->
     client.on_connect = on_connect
     client.connect_timeout = max(timeout, 0.01)
     try:
-        if tls:
+        if options is not None:
+            configure_client(client, options)
+        elif tls:
             client.tls_set()
         try:
             client.connect(host, port, keepalive=max(5, int(timeout) + 5))

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.fleet.spec import device_id_for, phase_for
+from pytest_iotperf.mqtt_options import configure_client
 
 if TYPE_CHECKING:
     from pytest_iotperf.fleet.worker_fleet import WorkerFleet
@@ -99,10 +100,7 @@ class Device:
             clean_session=True,
         )
         client.max_inflight_messages_set(0)  # 0 = unlimited: never hold a due message back
-        if self.spec.username:
-            client.username_pw_set(self.spec.username, self.fleet.password)
-        if self.spec.broker_tls:
-            client.tls_set()
+        configure_client(client, self.fleet.mqtt_options)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         return client

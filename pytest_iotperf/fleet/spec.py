@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Golden-ratio step used to spread device phases evenly over one period
 #: without knowing how many devices a worker will get.
@@ -36,6 +37,7 @@ class FleetSpec:
     expect_workers: int = 1
     timeline_slot_s: int = 1
     connect_budget_s: float = 20.0  # per device: how long it keeps retrying a refused connect
+    mqtt_options: dict[str, Any] = field(default_factory=dict)  # MqttClientOptions.to_dict(): TLS files, user
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -30,10 +30,10 @@ from typing import IO, TYPE_CHECKING, Any
 import gevent
 import gevent.event
 
-from pytest_iotperf.config import MQTT_PASSWORD_ENV
 from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.spec import FleetSpec, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
+from pytest_iotperf.mqtt_options import MqttClientOptions
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -62,7 +62,9 @@ class WorkerFleet:
         self.spec = spec
         self.runner = runner
         self.worker_index = max(0, int(runner.worker_index))
-        self.password = os.environ.get(MQTT_PASSWORD_ENV)
+        # One SSL context for every device: building one per client costs ~1 ms and memory each.
+        options = MqttClientOptions.from_dict(spec.mqtt_options or {"tls": spec.broker_tls, "username": spec.username})
+        self.mqtt_options = options
         self.devices: list[Device] = []
         self.connected = 0
         self.connect_failed = 0

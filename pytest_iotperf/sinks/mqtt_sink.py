@@ -23,7 +23,7 @@ from typing import Any
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pytest_iotperf.config import MQTT_PASSWORD_ENV
+from pytest_iotperf.mqtt_options import MqttClientOptions, configure_client
 from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
@@ -51,10 +51,12 @@ class MqttSink:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        if spec.get("username"):
-            self.client.username_pw_set(spec["username"], os.environ.get(MQTT_PASSWORD_ENV))
-        if spec.get("tls"):
-            self.client.tls_set()
+        configure_client(
+            self.client,
+            MqttClientOptions.from_dict(
+                spec.get("mqtt_options") or {"tls": spec.get("tls"), "username": spec.get("username")}
+            ),
+        )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
