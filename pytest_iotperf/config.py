@@ -36,6 +36,9 @@ INI = "ini"
 DEFAULT = "default"
 
 
+#: Environment variable holding the InfluxDB token (a secret: no CLI option, no ini key).
+INFLUX_TOKEN_ENV = "IOTPERF_INFLUX_TOKEN"
+
 #: Environment variable holding the Event Hubs connection string (it carries the SAS key).
 EVENTHUB_CONNECTION_STRING_ENV = "IOTPERF_EVENTHUB_CONNECTION_STRING"
 
@@ -197,6 +200,13 @@ def _topic_filter(text: str) -> str:
 
 def _text(text: str) -> str:
     return text.strip()
+
+
+def _http_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/@]+(:\d{1,5})?", value):
+        raise ValueError(f"expected the server root such as http://localhost:8086, got {text!r}")
+    return value
 
 
 def _file(text: str) -> Path:
@@ -364,7 +374,17 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         flag=True,
     ),
-    Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json", "DIR", None),
+    Setting(
+        "influx_url",
+        _http_url,
+        None,
+        f"export each run to InfluxDB v2 at URL (token from ${INFLUX_TOKEN_ENV})",
+        "URL",
+        None,
+    ),
+    Setting("influx_org", _text, "iotperf", "InfluxDB organization", "ORG", None),
+    Setting("influx_bucket", _text, "iotperf", "InfluxDB bucket", "BUCKET", None),
+    Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json and .html", "DIR", None),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -85,6 +85,8 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     eventhub: str | None = None  # the hub read back from, when the sink is eventhub
+    # The seed's aggregate (Event Hubs sink): {enqueue minute epoch s: {delay ms: count}}, for the Influx export.
+    per_minute: dict[str, dict[str, int]] = field(default_factory=dict)
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     sent_delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
@@ -212,6 +214,7 @@ def build_result(
         timeline=_timeline(fleet, sink),
         worst_devices=loss.worst_devices,
         missing=_missing(sent_by_device, ledger),
+        per_minute=dict(sink.get("per_minute", {})),
         worker_stats=list(fleet.get("workers", [])),
         settings=settings,
         sources=sources,

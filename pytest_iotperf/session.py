@@ -25,11 +25,18 @@ import pytest
 from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.baseline import BaselineSettings, compare
 from pytest_iotperf.bridge.eventhub_access import parse_target
-from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, SessionSettings, SloSettings, marker_slos
+from pytest_iotperf.config import (
+    EVENTHUB_CONNECTION_STRING_ENV,
+    INFLUX_TOKEN_ENV,
+    SessionSettings,
+    SloSettings,
+    marker_slos,
+)
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
 from pytest_iotperf.errors import ConfigError, IotPerfError, SinkError
 from pytest_iotperf.processes import Child, ChildExited
 from pytest_iotperf.readback import EventHubAccess
+from pytest_iotperf.report.html import write_html
 from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import SUMMARY_KEYS, summary_lines
@@ -301,6 +308,24 @@ class IotPerf:
             pytest.fail(f"perf run {result.run_id}: " + "\n".join(failures), pytrace=False)
         return result
 
+    def _export_to_influx(self, result: RunResult) -> None:
+        """Optional InfluxDB export; a failure is a warning on the run, never a different test outcome."""
+        settings = self._session.settings
+        if settings["influx_url"] is None:
+            return
+        from pytest_iotperf.report.influx import InfluxTarget, export_run, per_minute_from_report
+
+        target = InfluxTarget(
+            url=settings["influx_url"],
+            org=settings["influx_org"],
+            bucket=settings["influx_bucket"],
+            token=os.environ.get(INFLUX_TOKEN_ENV, ""),
+        )
+        data = result.to_dict()
+        report = export_run(target, data, test_id=self._item.nodeid, per_minute=per_minute_from_report(data))
+        if report.error:
+            result.warnings.append(f"InfluxDB export failed (the run's outcome stands): {report.error}")
+
     def _compare_with_baseline(self, result: RunResult) -> str | None:
         """Compare with the named baseline; the regressions past their margins as a message, or None."""
         baselines = self._session.baselines
@@ -342,11 +367,13 @@ class IotPerf:
         self.results.append(result)
         index = len(self.results)
         prefix = PROPERTY_PREFIX if index == 1 else f"{PROPERTY_PREFIX}run{index}."
+        self._export_to_influx(result)
         report_dir: Path | None = self._session.settings["report_dir"]
         if report_dir is not None:
             path = result_path(Path(report_dir), self._item.nodeid, index)
             try:
                 write_result(result, path)
+                write_html(result.to_dict(), path.with_suffix(".html"), title=self._item.nodeid)
             except (OSError, ValueError) as exc:
                 # Disk full, read-only, not a directory: the run's outcome stands; the summary says why.
                 result.errors.append(

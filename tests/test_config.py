@@ -63,6 +63,9 @@ def test_names_follow_one_scheme() -> None:
         "--iot-tls-cert",
         "--iot-tls-key",
         "--iot-tls-insecure",
+        "--iot-influx-url",
+        "--iot-influx-org",
+        "--iot-influx-bucket",
         "--iot-report-dir",
     } == names
     devices = next(s for s in SETTINGS if s.name == "devices")

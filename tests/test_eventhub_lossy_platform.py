@@ -7,9 +7,11 @@ deterministic set of ``(device_id, seq)`` and forwards the rest unchanged,
 keyed by device id.  It keeps its own record, independent of the plugin.
 
 Delay is measured at the hub's enqueued time, i.e. after the hold, so the
-measured minimum is at least 200 ms and the median a little above it; loss
-must equal the relay's drops exactly, pair for pair.  The sink never gets
-every message sent, so its drain waits all of ``DRAIN`` (kept short).
+measured minimum is at least 200 ms (less the 1 ms resolution of enqueued
+times) and the median a little above it; loss must equal the relay's drops
+exactly, pair for pair, and what was read back exactly what it forwarded.
+The sink never gets every message sent, so its drain waits all of ``DRAIN``
+(kept short).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ RATE_PER_DEVICE = 5.0
 DURATION = "4s"  # 20 messages a device, seq 0..19
 DRAIN = "3s"
 HOLD_MS = 200.0
+#: Enqueued times are whole milliseconds (AMQP timestamps; the hub floors its clock), so a delay measured at
+#: enqueued time reads up to 1 ms short of the true one: a message enqueued 200.3 ms after its due time may
+#: read 200.0 - 0.7 = 199.x ms.  Measured minimum over 5 runs: 200.1-200.6 ms.
+ENQUEUED_RESOLUTION_MS = 1.0
 P50_SLACK_MS = 150.0  # p50 within [200, 200 + this]
 PARTITIONS = 4
 PUBLISH_TOPIC = "devices/{device_id}/telemetry"
@@ -169,9 +175,10 @@ def test_delay_and_loss_match_what_the_platform_did(
     dropped_by_device = Counter(device_id for device_id, _seq in stats.dropped)
     assert result.worst_devices == sorted(dropped_by_device.items(), key=lambda item: (-item[1], item[0]))[:10]
 
-    # Delay is measured at enqueued time, after the hold: never below it, the median just above it.
+    # Delay is measured at enqueued time, after the hold: never below it (but for the enqueued time's
+    # millisecond resolution), the median just above it.
     min_delay_ms = (result.delay_histogram.min_us or 0) / 1000.0
-    assert min_delay_ms >= HOLD_MS, context
+    assert min_delay_ms >= HOLD_MS - ENQUEUED_RESOLUTION_MS, context
     assert HOLD_MS <= result.p50_delay_ms <= HOLD_MS + P50_SLACK_MS, context
 
     # Nothing of the run is left running but the module's servers.

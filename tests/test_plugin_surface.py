@@ -42,6 +42,9 @@ OPTIONS = [
     "--iot-tls-cert",
     "--iot-tls-key",
     "--iot-tls-insecure",
+    "--iot-influx-url",
+    "--iot-influx-org",
+    "--iot-influx-bucket",
     "--iot-report-dir",
     "--iot-slo",
 ]
