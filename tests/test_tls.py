@@ -33,7 +33,7 @@ def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMo
 
 def _run(
     broker: TlsMosquitto, cli: dict[str, str], monkeypatch: pytest.MonkeyPatch, password: str = PASSWORD
-) -> object:
+) -> RunResult:
     monkeypatch.setenv("IOTPERF_MQTT_PASSWORD", password)
     settings = resolve({"broker": broker.url, "username": USER, **cli}, {}, {}).for_run(
         {"devices": 5, "rate_per_device": 2, "duration": "2s", "workers": 1, "drain": "5s"}
