@@ -202,6 +202,13 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:5557, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def _http_url(text: str) -> str:
     value = text.strip().rstrip("/")
     if not re.fullmatch(r"https?://[^\s/@]+(:\d{1,5})?", value):
@@ -274,7 +281,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ramp_up",
     ),
     Setting(
-        "workers", _positive_int, None, "local Locust worker processes (default: cores - 1, at least 1)", "N", "workers"
+        "workers",
+        _non_negative_int,
+        None,
+        "local Locust worker processes (default: cores - 1, at least 1; 0 with remote workers only)",
+        "N",
+        "workers"
     ),
     Setting(
         "broker",
@@ -361,6 +373,22 @@ SETTINGS: tuple[Setting, ...] = (
         "'none' when a real platform does it",
         "{embedded,none}",
         "bridge",
+    ),
+    Setting(
+        "master_bind",
+        _host_port,
+        ("127.0.0.1", 0),
+        "where the Locust master listens for workers, e.g. 0.0.0.0:5557 for remote workers (port 0: any free port)",
+        "HOST:PORT",
+        None,
+    ),
+    Setting(
+        "expect_workers",
+        _positive_int,
+        None,
+        "Locust workers (local and remote together) the run waits for before it starts (default: --iot-workers)",
+        "N",
+        None,
     ),
     Setting("tls_ca", _file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
     Setting("tls_cert", _file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
@@ -522,6 +550,11 @@ class RunSettings(SessionSettings):
         return int(explicit) if explicit is not None else default_workers()
 
     @property
+    def expect_workers(self) -> int:
+        explicit = self["expect_workers"]
+        return int(explicit) if explicit is not None else max(self.workers, 1)
+
+    @property
     def sink_topic(self) -> str:
         explicit = self["sink_topic"]
         if explicit is not None:
@@ -550,6 +583,9 @@ class RunSettings(SessionSettings):
             out[name] = str(value) if isinstance(value, Path) else value
         out["ramp_up"] = self.ramp_up_s
         out["workers"] = self.workers
+        out["expect_workers"] = self.expect_workers
+        host, port = self["master_bind"]
+        out["master_bind"] = f"{host}:{port}"
         out["sink_topic"] = self.sink_topic
         return out
 

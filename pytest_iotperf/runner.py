@@ -101,7 +101,7 @@ class PerfRun:
             qos=int(settings["qos"]),
             payload_bytes=int(settings["payload_bytes"]),
             topic_template=str(settings["topic"]),
-            expect_workers=settings.workers,
+            expect_workers=settings.expect_workers,
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
             mqtt_options=settings.mqtt_options(broker.tls).to_dict(),
@@ -177,6 +177,10 @@ class PerfRun:
             raise RunFailed("; ".join(errors) or "the run did not complete", result)
         return result
 
+    def _local_master_host(self) -> str:
+        host = str(self.settings["master_bind"][0])
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "*", "") else host
+
     def _abort_file_path(self, workdir: Path) -> Path:
         """Where this run asks the master to stop early (the master polls for it)."""
         self._abort_file = workdir / "abort-reason.txt"
@@ -203,8 +207,10 @@ class PerfRun:
                 [
                     str(spec_path),
                     str(report_path),
+                    "--bind-host",
+                    str(self.settings["master_bind"][0]),
                     "--port",
-                    "0",
+                    str(self.settings["master_bind"][1]),
                     "--worker-timeout",
                     str(_STARTUP_S),
                     "--abort-file",
@@ -219,7 +225,7 @@ class PerfRun:
                 Child.python_module(
                     f"Locust worker {index}",
                     "pytest_iotperf.fleet.worker",
-                    ["--master-port", str(port)],
+                    ["--master-host", self._local_master_host(), "--master-port", str(port)],
                     workdir / f"worker-{index}.log",
                 )
             )

@@ -59,6 +59,8 @@ def test_names_follow_one_scheme() -> None:
         "--iot-eventhub-consumers",
         "--iot-eventhub-transport",
         "--iot-bridge",
+        "--iot-master-bind",
+        "--iot-expect-workers",
         "--iot-tls-ca",
         "--iot-tls-cert",
         "--iot-tls-key",

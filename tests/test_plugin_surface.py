@@ -38,6 +38,8 @@ OPTIONS = [
     "--iot-eventhub-consumers",
     "--iot-eventhub-transport",
     "--iot-bridge",
+    "--iot-master-bind",
+    "--iot-expect-workers",
     "--iot-tls-ca",
     "--iot-tls-cert",
     "--iot-tls-key",

@@ -13,8 +13,11 @@ from locust.runners import WorkerRunner
 
 from pytest_iotperf.fleet.user import DeviceUser
 from pytest_iotperf.fleet.worker_fleet import install_worker
+from pytest_iotperf.process_guard import raise_nofile_limit
 
 __all__ = ["DeviceUser"]
+
+raise_nofile_limit()  # one socket per device
 
 
 @events.init.add_listener  # type: ignore[untyped-decorator]

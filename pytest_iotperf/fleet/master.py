@@ -30,6 +30,7 @@ from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
 from pytest_iotperf.process_guard import die_with_parent
 
+_LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
@@ -91,7 +92,8 @@ class MasterFleet:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"only {len(self.runner.clients.ready)} of {self.spec.expect_workers} Locust workers "
-                    f"connected within {timeout_s:g}s"
+                    f"connected within {timeout_s:g}s; start remote ones with: locust --worker --master-host "
+                    f"<this host> --master-port {self.runner.server.port} -f {_LOCUSTFILE}"
                 )
             gevent.sleep(0.05)
         emit("workers", count=len(self.runner.clients.ready))
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet = MasterFleet(spec, runner, args.abort_file)
     # Binding port 0 here (not a port picked by the parent) leaves no window
     # in which another process can take it.
-    emit("listening", port=int(runner.server.port))
+    emit("listening", host=args.bind_host, port=int(runner.server.port), locustfile=_LOCUSTFILE)
     status = 0
     try:
         fleet.wait_for_workers(args.worker_timeout)
