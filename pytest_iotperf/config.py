@@ -286,7 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "local Locust worker processes (default: cores - 1, at least 1; 0 with remote workers only)",
         "N",
-        "workers"
+        "workers",
     ),
     Setting(
         "broker",
@@ -389,6 +389,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Locust workers (local and remote together) the run waits for before it starts (default: --iot-workers)",
         "N",
         None,
+    ),
+    Setting(
+        "clock_correction",
+        _bool,
+        False,
+        "correct each worker's times by its clock offset to the master (measured NTP-style every run)",
+        "",
+        None,
+        flag=True,
     ),
     Setting("tls_ca", _file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
     Setting("tls_cert", _file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),

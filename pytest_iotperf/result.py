@@ -16,6 +16,9 @@ from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger, account
 #: the numbers then describe the load generator as much as the system.
 SATURATION_LATENESS_MS = 50.0
 
+#: A worker clock further off than this (and than its estimate's uncertainty) is worth a warning.
+CLOCK_WARN_MS = 5.0
+
 #: The result lists at most this many missing seq ranges (the counts stay exact).
 MISSING_RANGES_MAX = 1000
 
@@ -85,6 +88,11 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     eventhub: str | None = None  # the hub read back from, when the sink is eventhub
+    # Worker clock - master clock per worker index: {"offset_ms", "uncertainty_ms", "samples"}.
+    clock_offsets: dict[str, dict[str, float]] = field(default_factory=dict)
+    clock_offset_ms: float = 0.0  # the largest |offset| of any worker
+    clock_uncertainty_ms: float = 0.0  # the largest uncertainty of any worker's estimate
+    clock_corrected: bool = False
     # The seed's aggregate (Event Hubs sink): {enqueue minute epoch s: {delay ms: count}}, for the Influx export.
     per_minute: dict[str, dict[str, int]] = field(default_factory=dict)
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
@@ -160,6 +168,15 @@ def build_result(
             f"generator saturated: fleet lateness p99 {lateness_p99:.1f} ms > {SATURATION_LATENESS_MS:g} ms; "
             "the delays describe the load generator as much as the system (add workers or lower the rate)"
         )
+    clocks: dict[str, dict[str, float]] = dict(fleet.get("clocks", {}))
+    clock_offset_ms = max((abs(float(c["offset_ms"])) for c in clocks.values()), default=0.0)
+    clock_uncertainty_ms = max((float(c["uncertainty_ms"]) for c in clocks.values()), default=0.0)
+    corrected = bool(fleet.get("clock_corrected"))
+    if not corrected and clock_offset_ms > max(CLOCK_WARN_MS, clock_uncertainty_ms):
+        warnings.append(
+            f"a worker's clock differs from the master's by {clock_offset_ms:.1f} ms (± {clock_uncertainty_ms:.1f}); "
+            "delays are off by up to that much: use --iot-clock-correction"
+        )
     first_drop = fleet.get("first_drop_at")
     if first_drop and fleet.get("t0"):
         warnings.append(
@@ -215,6 +232,10 @@ def build_result(
         worst_devices=loss.worst_devices,
         missing=_missing(sent_by_device, ledger),
         per_minute=dict(sink.get("per_minute", {})),
+        clock_offsets=clocks,
+        clock_offset_ms=clock_offset_ms,
+        clock_uncertainty_ms=clock_uncertainty_ms,
+        clock_corrected=corrected,
         worker_stats=list(fleet.get("workers", [])),
         settings=settings,
         sources=sources,

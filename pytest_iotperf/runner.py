@@ -105,6 +105,7 @@ class PerfRun:
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
             mqtt_options=settings.mqtt_options(broker.tls).to_dict(),
+            clock_correction=bool(settings["clock_correction"]),
         )
 
     def warnings(self) -> list[str]:

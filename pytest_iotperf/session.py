@@ -296,6 +296,7 @@ class IotPerf:
             result.warnings[:0] = self._session.broker_warnings
         verdicts = evaluate_all(slos, result)
         result.slos = [_verdict_dict(v) for v in verdicts]
+        result.warnings.extend(_clock_warnings(slos, result))
         failures = []
         if any(not verdict.passed for verdict in verdicts):
             failures.append(failure_message(verdicts, result.sent))
@@ -402,6 +403,18 @@ def _split_property(name: str) -> tuple[str, str]:
     """``run2.sent`` -> (``run2``, ``sent``); ``slo[loss < 0.1%]`` -> ("", ``slo[loss < 0.1%]``)."""
     match = _RUN_PREFIX.fullmatch(name)
     return (match.group(1), match.group(2)) if match else ("", name)
+
+
+def _clock_warnings(slos: list[Slo], result: RunResult) -> list[str]:
+    """A delay SLO whose threshold is within 10x of the clock error cannot be judged reliably."""
+    error_ms = result.clock_uncertainty_ms + (0.0 if result.clock_corrected else result.clock_offset_ms)
+    out = []
+    for slo in slos:
+        if slo.unit == "ms" and "delay" in slo.metric and error_ms > 0 and slo.threshold <= 10 * error_ms:
+            out.append(
+                f"SLO {slo.text}: the workers' clock error (up to {error_ms:.1f} ms) is comparable to its threshold"
+            )
+    return out
 
 
 def _verdict_dict(verdict: SloVerdict) -> dict[str, Any]:

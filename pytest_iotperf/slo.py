@@ -79,6 +79,8 @@ METRICS: Mapping[str, str] = MappingProxyType(
         "connect_p50_ms": _MS,
         "connect_p99_ms": _MS,
         "connect_retries": _COUNT,
+        "clock_offset_ms": _MS,
+        "clock_uncertainty_ms": _MS,
         "unexpected": _COUNT,
         "other_runs": _COUNT,
         "malformed": _COUNT,

@@ -61,6 +61,7 @@ def test_names_follow_one_scheme() -> None:
         "--iot-bridge",
         "--iot-master-bind",
         "--iot-expect-workers",
+        "--iot-clock-correction",
         "--iot-tls-ca",
         "--iot-tls-cert",
         "--iot-tls-key",

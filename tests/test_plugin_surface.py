@@ -40,6 +40,7 @@ OPTIONS = [
     "--iot-bridge",
     "--iot-master-bind",
     "--iot-expect-workers",
+    "--iot-clock-correction",
     "--iot-tls-ca",
     "--iot-tls-cert",
     "--iot-tls-key",

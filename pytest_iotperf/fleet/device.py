@@ -215,8 +215,9 @@ class Device:
         """
         fleet = self.fleet
         due = self._start + self._k * self._period
-        due_us = int(due * 1_000_000)
-        now_us = int(now * 1_000_000)
+        shift = fleet.record_shift_s  # worker clock -> master clock, when correcting
+        due_us = int((due - shift) * 1_000_000)
+        now_us = int((now - shift) * 1_000_000)
         if self.connected:
             client = self.client
             info = client.publish(self.topic, self.template.render(self.sent, due_us, now_us), self._qos)

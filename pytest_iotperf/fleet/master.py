@@ -25,6 +25,7 @@ import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
 
+from pytest_iotperf.fleet.clock import ClockEstimate, ClockSample, estimate
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
@@ -35,6 +36,7 @@ _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
 _PREPARE_TIMEOUT_S = 30.0
+_CLOCK_ROUNDS = 8
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -59,6 +61,9 @@ class MasterFleet:
         runner.register_message("iotperf_status", self._on_status)
         runner.register_message("iotperf_report", self._on_report)
         runner.register_message("iotperf_prepared", self._on_prepared)
+        runner.register_message("iotperf_clock_pong", self._on_pong)
+        self.clock_samples: dict[str, list[ClockSample]] = {}
+        self.clocks: dict[str, ClockEstimate] = {}
         self.prepared: set[str] = set()
 
     def _on_status(self, msg: Any, **_: Any) -> None:
@@ -70,8 +75,28 @@ class MasterFleet:
     def _on_prepared(self, msg: Any, **_: Any) -> None:
         self.prepared.add(msg.node_id)
 
+    def _on_pong(self, msg: Any, **_: Any) -> None:
+        data = msg.data
+        sample = ClockSample(float(data["t1"]), float(data["t2"]), float(data["t3"]), time.time())
+        self.clock_samples.setdefault(msg.node_id, []).append(sample)
+
+    def measure_clocks(self, rounds: int = _CLOCK_ROUNDS) -> None:
+        """NTP-style exchanges with every worker, one at a time so they do not queue behind each other."""
+        for node_id in self._live_worker_ids():
+            for _ in range(rounds):
+                before = len(self.clock_samples.get(node_id, []))
+                self.runner.send_message("iotperf_clock_ping", {"t1": time.time()}, client_id=node_id)
+                deadline = time.monotonic() + 2.0
+                while len(self.clock_samples.get(node_id, [])) == before and time.monotonic() < deadline:
+                    gevent.sleep(0.001)
+        for node_id, samples in self.clock_samples.items():
+            found = estimate(samples)
+            if found is not None:
+                self.clocks[node_id] = found
+
     def prepare(self, timeout_s: float = _PREPARE_TIMEOUT_S) -> None:
-        """Let every worker do its once-only work (a full GC) before T0 is fixed."""
+        """Let every worker do its once-only work (a full GC) before T0 is fixed; measure their clocks."""
+        self.measure_clocks()
         self.runner.send_message("iotperf_prepare", {})
         deadline = time.monotonic() + timeout_s
         while not set(self._worker_ids()).issubset(self.prepared):
@@ -124,7 +149,8 @@ class MasterFleet:
     def publish(self) -> None:
         t0 = time.time() + _GO_LEAD_S
         self.t0 = t0
-        self.runner.send_message("iotperf_go", {"t0": t0})
+        offsets = {node: clock.offset_s for node, clock in self.clocks.items()}
+        self.runner.send_message("iotperf_go", {"t0": t0, "offsets": offsets, "correct": self.spec.clock_correction})
         emit("publishing", t0=t0)
         deadline = t0 + self.spec.duration_s + _REPORT_GRACE_S
         expected = set(self._worker_ids())
@@ -188,6 +214,11 @@ class MasterFleet:
     def write_report(self, path: Path) -> None:
         report = merge_worker_reports(self.spec, list(self.reports.values()))
         report["t0"] = self.t0
+        report["clocks"] = {
+            str(self.reports.get(node, {}).get("worker_index", node)): clock.to_dict()
+            for node, clock in self.clocks.items()
+        }
+        report["clock_corrected"] = self.spec.clock_correction
         report["errors"] = self.errors + report["errors"]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(report))

@@ -38,6 +38,7 @@ class FleetSpec:
     timeline_slot_s: int = 1
     connect_budget_s: float = 20.0  # per device: how long it keeps retrying a refused connect
     mqtt_options: dict[str, Any] = field(default_factory=dict)  # MqttClientOptions.to_dict(): TLS files, user
+    clock_correction: bool = False  # shift each worker's times by its measured offset to the master
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 import gevent
 import gevent.event
 
+from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
 from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.spec import FleetSpec, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
@@ -78,6 +79,8 @@ class WorkerFleet:
         self.connect_latency = DelayHistogram()
         self.sent_timeline: Counter[int] = Counter()
         self.go = gevent.event.Event()
+        self.record_shift_s = 0.0
+        self._test_clock_shift = float(os.environ.get(TEST_CLOCK_SHIFT_ENV, "0") or 0)
         self.connected_at_go = 0
         self.first_drop_at: float | None = None
         self.schedules_done = gevent.event.Event()
@@ -145,12 +148,24 @@ class WorkerFleet:
         gc.freeze()
         self.runner.send_message("iotperf_prepared", {"worker_index": self.worker_index})
 
-    def on_go(self, t0: float) -> None:
+    def now(self) -> float:
+        """This worker's clock (shifted in tests by $IOTPERF_TEST_CLOCK_SHIFT_S)."""
+        return time.time() + self._test_clock_shift
+
+    def on_go(self, t0: float, offset_s: float = 0.0, correct: bool = False) -> None:
+        """Start the schedule at master time ``t0``.
+
+        Without correction T0 is read on this worker's clock as it is (what a
+        plain distributed Locust run does).  With it, the schedule runs at the
+        master's T0 and every recorded time is converted to master time, so a
+        wrong worker clock does not leak into the delays.
+        """
+        self.record_shift_s = offset_s if correct else 0.0
         self.connected_at_go = self.connected
         self.t0 = t0
         self._cpu_at_go = time.process_time()
         self.go.set()
-        gevent.spawn(self._run_schedules, t0)
+        gevent.spawn(self._run_schedules, t0 + self.record_shift_s)
         gevent.spawn(self._report_when_finished)
 
     def _run_schedules(self, t0: float) -> None:
@@ -169,7 +184,7 @@ class WorkerFleet:
         published = 0
         while heap:
             due, index, device = heap[0]
-            now = time.time()
+            now = self.now()
             if due > now:
                 gevent.sleep(due - now)
                 continue
@@ -295,7 +310,16 @@ def install_worker(environment: Environment) -> None:
         fleet_of(environment).on_prepare()
 
     def on_go(msg: Any, **_: Any) -> None:
-        fleet_of(environment).on_go(float(msg.data["t0"]))
+        offsets = msg.data.get("offsets") or {}
+        offset = float(offsets.get(getattr(runner, "client_id", ""), 0.0))
+        fleet_of(environment).on_go(float(msg.data["t0"]), offset, bool(msg.data.get("correct")))
+
+    def on_clock_ping(msg: Any, **_: Any) -> None:
+        fleet = _fleets.get(environment)
+        received = fleet.now() if fleet is not None else time.time()
+        runner.send_message(
+            "iotperf_clock_pong", {"t1": msg.data["t1"], "t2": received, "t3": fleet.now() if fleet else time.time()}
+        )
 
     def on_abort(msg: Any, **_: Any) -> None:
         fleet = _fleets.get(environment)
@@ -305,4 +329,5 @@ def install_worker(environment: Environment) -> None:
     runner.register_message("iotperf_spec", on_spec)
     runner.register_message("iotperf_prepare", on_prepare)
     runner.register_message("iotperf_go", on_go)
+    runner.register_message("iotperf_clock_ping", on_clock_ping)
     runner.register_message("iotperf_abort", on_abort)
