@@ -93,6 +93,9 @@ class RunResult:
     clock_offset_ms: float = 0.0  # the largest |offset| of any worker
     clock_uncertainty_ms: float = 0.0  # the largest uncertainty of any worker's estimate
     clock_corrected: bool = False
+    # Event Hubs: consumer read time - enqueued time (two clocks); a negative minimum reveals their skew.
+    eventhub_read_lag_min_ms: float | None = None
+    eventhub_read_lag_max_ms: float | None = None
     # The seed's aggregate (Event Hubs sink): {enqueue minute epoch s: {delay ms: count}}, for the Influx export.
     per_minute: dict[str, dict[str, int]] = field(default_factory=dict)
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
@@ -177,6 +180,12 @@ def build_result(
             f"a worker's clock differs from the master's by {clock_offset_ms:.1f} ms (± {clock_uncertainty_ms:.1f}); "
             "delays are off by up to that much: use --iot-clock-correction"
         )
+    lag_min = sink.get("read_lag_min_us")
+    if lag_min is not None and lag_min < -CLOCK_WARN_MS * 1000:
+        warnings.append(
+            f"the Event Hubs consumer read events {-lag_min / 1000:.1f} ms before they were enqueued: its clock is "
+            "behind the service's by at least that much (delays use the service's enqueued time)"
+        )
     first_drop = fleet.get("first_drop_at")
     if first_drop and fleet.get("t0"):
         warnings.append(
@@ -236,6 +245,8 @@ def build_result(
         clock_offset_ms=clock_offset_ms,
         clock_uncertainty_ms=clock_uncertainty_ms,
         clock_corrected=corrected,
+        eventhub_read_lag_min_ms=_ms(sink["read_lag_min_us"]) if sink.get("read_lag_min_us") is not None else None,
+        eventhub_read_lag_max_ms=_ms(sink["read_lag_max_us"]) if sink.get("read_lag_max_us") is not None else None,
         worker_stats=list(fleet.get("workers", [])),
         settings=settings,
         sources=sources,

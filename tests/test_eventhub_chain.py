@@ -53,6 +53,12 @@ def test_full_chain_with_two_consumers_is_exact(broker: BrokerEndpoint, hub: Eve
     # Delay is enqueued time - intended time: positive and far below a second on one machine.
     assert 0 < result.p50_delay_ms <= result.p99_delay_ms < 1000
     assert result.eventhub == "embedded hub (test)"
+    # Same machine, same clock: reading never precedes enqueueing by more than rounding.
+    assert result.eventhub_read_lag_min_ms is not None and result.eventhub_read_lag_min_ms > -2
+    assert (
+        result.eventhub_read_lag_max_ms is not None
+        and result.eventhub_read_lag_max_ms >= result.eventhub_read_lag_min_ms
+    )
     assert result.settings["sink"] == "eventhub" and result.sources["sink"] == "test code"
     assert sum(point.received for point in result.timeline) == result.received
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before == set()

@@ -118,6 +118,8 @@ class EnqueueAccounting:
         self.recorder = SinkRecorder(run_id, timeline_slot_s)
         self.per_minute: dict[int, dict[int, int]] = {}
         self.missing_enqueued_time = 0
+        self.read_lag_min_us: int | None = None
+        self.read_lag_max_us: int | None = None
         # Wall-clock receive times of the first and last batch with events: how fast this process read.
         self.first_read_us: int | None = None
         self.last_read_us: int | None = None
@@ -127,11 +129,18 @@ class EnqueueAccounting:
     def record_batch(self, rows: list[tuple[bytes, int | None]]) -> None:
         """Account for events read together (one lock round for the whole batch)."""
         recorder = self.recorder
+        read_us = time.time_ns() // 1000
         with self.changed:
             for payload, enqueued_us in rows:
                 if enqueued_us is None:
                     self.missing_enqueued_time += 1
-                    enqueued_us = time.time_ns() // 1000
+                    enqueued_us = read_us
+                else:
+                    # Read time (our clock) - enqueued time (the service's): a lag that can never be
+                    # negative unless the clocks disagree, so its minimum bounds the skew.
+                    lag = read_us - enqueued_us
+                    self.read_lag_min_us = lag if self.read_lag_min_us is None else min(self.read_lag_min_us, lag)
+                    self.read_lag_max_us = lag if self.read_lag_max_us is None else max(self.read_lag_max_us, lag)
                 before = recorder.received
                 recorder.record(payload, enqueued_us)
                 if recorder.received != before:
@@ -184,6 +193,8 @@ class EnqueueAccounting:
                 for minute, buckets in sorted(self.per_minute.items())
             }
             report["missing_enqueued_time"] = self.missing_enqueued_time
+            report["read_lag_min_us"] = self.read_lag_min_us
+            report["read_lag_max_us"] = self.read_lag_max_us
             report["first_read_us"] = self.first_read_us
             report["last_read_us"] = self.last_read_us
             return report

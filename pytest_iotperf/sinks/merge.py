@@ -39,7 +39,11 @@ def merge_sink_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
             first_seen.append(int(report["first_seen_us"]))
         if report.get("last_seen_us") is not None:
             last_seen.append(int(report["last_seen_us"]))
+    lags_min = [int(r["read_lag_min_us"]) for r in reports if r.get("read_lag_min_us") is not None]
+    lags_max = [int(r["read_lag_max_us"]) for r in reports if r.get("read_lag_max_us") is not None]
     merged: dict[str, Any] = {
+        "read_lag_min_us": min(lags_min) if lags_min else None,
+        "read_lag_max_us": max(lags_max) if lags_max else None,
         "run_id": reports[0].get("run_id"),
         "received": ledger.received,
         "duplicates": ledger.duplicates,
