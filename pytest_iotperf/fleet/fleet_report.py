@@ -12,6 +12,18 @@ from typing import Any
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.metrics import DelayHistogram
 
+#: Per-worker counts whose fleet total is their sum.
+_SUMMED = (
+    "devices",
+    "connected_at_go",
+    "connect_failed",
+    "connect_retries",
+    "disconnects",
+    "scheduled",
+    "sent",
+    "publish_errors",
+)
+
 
 def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One JSON-ready dict for the whole fleet; ``workers`` keeps each worker's own figures."""
@@ -31,16 +43,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
         sent_by_device.update(report["sent_by_device"])
         sent_timeline.update({slot: int(n) for slot, n in report["sent_timeline"].items()})
         errors.update(report["errors"])
-        for key in (
-            "devices",
-            "connected_at_go",
-            "connect_failed",
-            "connect_retries",
-            "disconnects",
-            "scheduled",
-            "sent",
-            "publish_errors",
-        ):
+        for key in _SUMMED:
             totals[key] += int(report[key])
         wall_s = max(float(report["wall_s"]), 1e-9)
         devices = max(int(report["devices"]), 1)
@@ -63,19 +66,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
     return {
         "run_id": spec.run_id,
         "devices_requested": spec.devices,
-        **{
-            key: totals[key]
-            for key in (
-                "devices",
-                "connected_at_go",
-                "connect_failed",
-                "connect_retries",
-                "disconnects",
-                "scheduled",
-                "sent",
-                "publish_errors",
-            )
-        },
+        **{key: totals[key] for key in _SUMMED},
         "sent_by_device": sent_by_device,
         "lateness": lateness.to_dict(),
         "connect_latency": connect_latency.to_dict(),
