@@ -444,8 +444,10 @@ def test_real_run_junit_json_summary_cli_override_and_second_run(pytester: pytes
     assert int(props["iotperf.sent"]) == first["sent"]
     assert int(props["iotperf.run2.received"]) == second["received"]
 
-    # JSON: <id>.json and <id>.run2.json, same figures, provenance recorded
-    files = sorted(p.name for p in (pytester.path / "reports").iterdir())
+    # JSON: <id>.json and <id>.run2.json, same figures, provenance recorded (each with its HTML page beside it)
+    names = sorted(p.name for p in (pytester.path / "reports").iterdir())
+    files = [name for name in names if name.endswith(".json")]
+    assert sorted(name[: -len(".html")] for name in names if name.endswith(".html")) == [f[:-5] for f in files]
     assert len(files) == 2, files
     run2_name = next((name for name in files if name.endswith(".run2.json")), None)
     assert run2_name is not None, files
