@@ -1,8 +1,8 @@
 """The product's card, runnable: a fleet of devices through the embedded broker, gated on SLOs.
 
-    pytest -m perf examples/
-    pytest -m perf examples/ --iot-devices 200 --iot-duration 10s --iot-report-dir out/
-    pytest -m perf examples/ --iot-slo "p99_delay_ms < 50"      # tighten the gate from CI
+pytest -m perf examples/
+pytest -m perf examples/ --iot-devices 200 --iot-duration 10s --iot-report-dir out/
+pytest -m perf examples/ --iot-slo "p99_delay_ms < 50"      # tighten the gate from CI
 """
 
 import pytest

@@ -17,6 +17,7 @@ The sink never gets every message sent, so its drain waits all of ``DRAIN``
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -91,6 +92,7 @@ def hub() -> Iterator[tuple[Child, EventHubAccess]]:
         yield child, access
     finally:
         child.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _expand(missing: dict[str, list[tuple[int, int]]]) -> set[tuple[str, int]]:

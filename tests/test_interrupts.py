@@ -73,7 +73,7 @@ def test_ctrl_c_during_a_run_stops_every_child(tmp_path: Path) -> None:
 
 
 def test_pytest_timeout_during_a_run_stops_every_child(tmp_path: Path) -> None:
-    process = _start(tmp_path, "--timeout", "20")
+    process = _start(tmp_path, "--timeout", "12")
     try:
         descendants = _descendants_once_publishing(process)
         output, _ = process.communicate(timeout=90)

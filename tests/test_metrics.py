@@ -25,18 +25,13 @@ def exact_percentile(sorted_values: list[int], q: float) -> int:
     """Reference nearest-rank percentile, computed with decimals independently."""
     if q == 0:
         return sorted_values[0]
-    rank = (Decimal(str(q)) * len(sorted_values) / 100).to_integral_value(
-        rounding=ROUND_CEILING
-    )
+    rank = (Decimal(str(q)) * len(sorted_values) / 100).to_integral_value(rounding=ROUND_CEILING)
     return sorted_values[max(1, int(rank)) - 1]
 
 
 def lognormal_delays(rng: random.Random, n: int) -> list[int]:
     # Median ~20 ms, clipped to 0.05 ms .. 60 s like a real delay spread.
-    return [
-        min(60_000_000, max(50, int(rng.lognormvariate(math.log(20_000), 2.0))))
-        for _ in range(n)
-    ]
+    return [min(60_000_000, max(50, int(rng.lognormvariate(math.log(20_000), 2.0)))) for _ in range(n)]
 
 
 def skewed_delays(rng: random.Random, n: int) -> list[int]:
@@ -183,9 +178,7 @@ def test_empty_histogram() -> None:
     assert histogram.min_us is None
     assert histogram.max_us is None
     assert histogram.buckets() == []
-    assert DelayHistogram.from_dict(json.loads(json.dumps(histogram.to_dict()))) == (
-        histogram
-    )
+    assert DelayHistogram.from_dict(json.loads(json.dumps(histogram.to_dict()))) == (histogram)
     assert "count=0" in repr(histogram)
 
 
@@ -451,9 +444,7 @@ def test_ledger_round_trip_through_json() -> None:
     # A restored ledger keeps working like the original.
     for device_id in ledger.device_ids():
         next_seq = (ledger.highest_seq(device_id) or 0) + 1
-        assert restored.record(device_id, next_seq) is ledger.record(
-            device_id, next_seq
-        )
+        assert restored.record(device_id, next_seq) is ledger.record(device_id, next_seq)
     assert restored == ledger
 
 

@@ -64,7 +64,6 @@ from pytest_iotperf.bridge.eventhub_access import (
     read_connection_string,
 )
 from pytest_iotperf.bridge.protocol import EventWriter, Ticker, commands, write_json_atomically
-from pytest_iotperf.fleet.payload import decode
 from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
@@ -141,16 +140,12 @@ class EnqueueAccounting:
                     lag = read_us - enqueued_us
                     self.read_lag_min_us = lag if self.read_lag_min_us is None else min(self.read_lag_min_us, lag)
                     self.read_lag_max_us = lag if self.read_lag_max_us is None else max(self.read_lag_max_us, lag)
-                before = recorder.received
-                recorder.record(payload, enqueued_us)
-                if recorder.received != before:
-                    # Counted, so it decodes; the recorder does not hand back the telemetry it decoded.
-                    telemetry = decode(payload)
-                    if telemetry is not None:
-                        minute = enqueued_us // 60_000_000 * 60
-                        delay_ms = (enqueued_us - telemetry.intended_at_us) // 1000
-                        buckets = self.per_minute.setdefault(minute, {})
-                        buckets[delay_ms] = buckets.get(delay_ms, 0) + 1
+                telemetry = recorder.record(payload, enqueued_us)
+                if telemetry is not None:  # a new message of this run
+                    minute = enqueued_us // 60_000_000 * 60
+                    delay_ms = (enqueued_us - telemetry.intended_at_us) // 1000
+                    buckets = self.per_minute.setdefault(minute, {})
+                    buckets[delay_ms] = buckets.get(delay_ms, 0) + 1
             self.last_arrival = time.monotonic()
             self.last_read_us = time.time_ns() // 1000
             if self.first_read_us is None:

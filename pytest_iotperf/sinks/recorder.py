@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD, decode
+from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD, Telemetry, decode
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
 
 
@@ -38,21 +38,24 @@ class SinkRecorder:
         """Distinct messages of this run seen so far."""
         return self.ledger.received
 
-    def record(self, payload: bytes, seen_at_us: int) -> None:
-        """Account for one message as it arrived at ``seen_at_us`` (epoch microseconds)."""
+    def record(self, payload: bytes, seen_at_us: int) -> Telemetry | None:
+        """Account for one message as it arrived at ``seen_at_us`` (epoch microseconds).
+
+        Returns the decoded telemetry when it counted as a new message of this run, else None.
+        """
         self.arrivals += 1
         telemetry = decode(payload)
         if telemetry is None:
             if payload == WARMUP_PAYLOAD:
                 self.warmups += 1
-                return
+                return None
             self.malformed += 1
-            return
+            return None
         if telemetry.run_id != self.run_id:
             self.other_runs += 1
-            return
+            return None
         if not self.ledger.record(telemetry.device_id, telemetry.seq):
-            return
+            return None
         delay_us = seen_at_us - telemetry.intended_at_us
         self.delay.record(delay_us)
         self.sent_delay.record(seen_at_us - telemetry.sent_at_us)
@@ -64,6 +67,7 @@ class SinkRecorder:
         if self.first_seen_us is None:
             self.first_seen_us = seen_at_us
         self.last_seen_us = seen_at_us
+        return telemetry
 
     def report(self) -> dict[str, Any]:
         return {
