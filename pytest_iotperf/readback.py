@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +35,8 @@ class EventHubAccess:
     description: str  # shown in results: no secret
     partitions: tuple[str, ...] = ()  # known ones (embedded); empty: ask the hub
     eventhub_name: str | None = None
+    # Embedded endpoint only: why it is gone, or None while it runs.
+    failure: Callable[[], str | None] | None = None
 
     def __repr__(self) -> str:
         return f"EventHubAccess({self.description!r})"
@@ -47,6 +50,9 @@ class Readback(Protocol):
 
     def pending_progress(self) -> dict[str, Any]:
         """Latest figures without waiting: ``received``, ``p95_delay_ms`` (may be empty)."""
+
+    def failure(self) -> str | None:
+        """Why the far side can no longer read (a process died), or None while it can."""
 
     def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
         """Drain until ``expected`` distinct messages arrived or ``drain_s`` passed; the merged report and errors."""
@@ -63,6 +69,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _exited(children: list[Child]) -> str | None:
+    for child in children:
+        code = child.process.poll()
+        if code is not None:
+            return f"the {child.name} exited with code {code} during the run"
+    return None
 
 
 def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -118,6 +132,9 @@ class MqttReadback:
 
     def pending_progress(self) -> dict[str, Any]:
         return _progress_of([self._sink], self._latest) if self._sink else {}
+
+    def failure(self) -> str | None:
+        return _exited([self._sink]) if self._sink else None
 
     def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
         assert self._sink is not None and self._report_path is not None
@@ -235,6 +252,10 @@ class EventHubReadback:
 
     def pending_progress(self) -> dict[str, Any]:
         return _progress_of(self.sinks, self._latest)
+
+    def failure(self) -> str | None:
+        hub_gone = self.hub.failure() if self.hub.failure is not None else None
+        return hub_gone or _exited([*([self.bridge] if self.bridge else []), *self.sinks])
 
     def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
         errors: list[str] = []

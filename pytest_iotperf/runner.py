@@ -253,10 +253,14 @@ class PerfRun:
             state.update(phase="publishing", t0=master_event.get("t0"))
         if readback is not None:
             state.update(readback.pending_progress())
-        if self._abort is not None and self._abort_file is not None and not self._abort_file.exists():
+        if self._abort_file is None or self._abort_file.exists():
+            return
+        # A dead reader cannot measure anything more: stop now, keep what was measured.
+        reason = readback.failure() if readback is not None else None
+        if reason is None and self._abort is not None:
             reason = self._abort.check(state)
-            if reason is not None:
-                self._abort_file.write_text(reason)
+        if reason is not None:
+            self._abort_file.write_text(reason)
         self.progress(dict(state))
 
 

@@ -120,10 +120,16 @@ class IotPerfSession:
         except ChildExited as exc:
             child.stop()
             raise SinkError(f"the embedded Event Hubs endpoint did not start: {exc}") from None
+
+        def failure() -> str | None:
+            code = child.process.poll()
+            return None if code is None else f"the embedded Event Hubs endpoint exited with code {code} during the run"
+
         access = EventHubAccess(
             str(ready["connection_string"]),
             f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({partitions} partitions)",
             partitions=tuple(str(p) for p in range(partitions)),
+            failure=failure,
         )
         return child, access
 
