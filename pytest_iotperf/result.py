@@ -96,7 +96,7 @@ class RunResult:
     # Event Hubs: consumer read time - enqueued time (two clocks); a negative minimum reveals their skew.
     eventhub_read_lag_min_ms: float | None = None
     eventhub_read_lag_max_ms: float | None = None
-    # The seed's aggregate (Event Hubs sink): {enqueue minute epoch s: {delay ms: count}}, for the Influx export.
+    # The seed's aggregate: {minute seen (MQTT: received, Event Hubs: enqueued), epoch s: {delay ms: count}}.
     per_minute: dict[str, dict[str, int]] = field(default_factory=dict)
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)

@@ -77,6 +77,7 @@ def test_distributed_run_through_mosquitto_is_exact(mosquitto: BrokerEndpoint, n
     assert result.broker.startswith("mosquitto")
     assert sum(point.sent for point in result.timeline) == result.sent
     assert sum(point.received for point in result.timeline) == result.received
+    assert sum(n for buckets in result.per_minute.values() for n in buckets.values()) == result.received
     # The pytest process drove the fleet without importing locust (gevent would patch the stdlib).
     assert "locust" not in sys.modules and "gevent" not in sys.modules
 

@@ -115,7 +115,6 @@ class EnqueueAccounting:
 
     def __init__(self, run_id: str, timeline_slot_s: int) -> None:
         self.recorder = SinkRecorder(run_id, timeline_slot_s)
-        self.per_minute: dict[int, dict[int, int]] = {}
         self.missing_enqueued_time = 0
         self.read_lag_min_us: int | None = None
         self.read_lag_max_us: int | None = None
@@ -140,12 +139,7 @@ class EnqueueAccounting:
                     lag = read_us - enqueued_us
                     self.read_lag_min_us = lag if self.read_lag_min_us is None else min(self.read_lag_min_us, lag)
                     self.read_lag_max_us = lag if self.read_lag_max_us is None else max(self.read_lag_max_us, lag)
-                telemetry = recorder.record(payload, enqueued_us)
-                if telemetry is not None:  # a new message of this run
-                    minute = enqueued_us // 60_000_000 * 60
-                    delay_ms = (enqueued_us - telemetry.intended_at_us) // 1000
-                    buckets = self.per_minute.setdefault(minute, {})
-                    buckets[delay_ms] = buckets.get(delay_ms, 0) + 1
+                recorder.record(payload, enqueued_us)
             self.last_arrival = time.monotonic()
             self.last_read_us = time.time_ns() // 1000
             if self.first_read_us is None:
@@ -183,10 +177,6 @@ class EnqueueAccounting:
     def report(self) -> dict[str, Any]:
         with self.changed:
             report = self.recorder.report()
-            report["per_minute"] = {
-                str(minute): {str(ms): n for ms, n in sorted(buckets.items())}
-                for minute, buckets in sorted(self.per_minute.items())
-            }
             report["missing_enqueued_time"] = self.missing_enqueued_time
             report["read_lag_min_us"] = self.read_lag_min_us
             report["read_lag_max_us"] = self.read_lag_max_us

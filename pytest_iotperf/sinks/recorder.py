@@ -28,6 +28,7 @@ class SinkRecorder:
         self.other_runs = 0
         self.malformed = 0
         self.warmups = 0
+        self.per_minute: dict[int, dict[int, int]] = {}
         self.first_seen_us: int | None = None
         self.last_seen_us: int | None = None
         self._slot_s = timeline_slot_s
@@ -64,6 +65,13 @@ class SinkRecorder:
         if histogram is None:
             histogram = self.timeline[slot] = DelayHistogram()
         histogram.record(delay_us)
+        # The seed's aggregate: per minute seen (receive or enqueue time) and whole-ms delay, a count.
+        minute = seen_at_us // 60_000_000 * 60
+        buckets = self.per_minute.get(minute)
+        if buckets is None:
+            buckets = self.per_minute[minute] = {}
+        delay_ms = delay_us // 1000
+        buckets[delay_ms] = buckets.get(delay_ms, 0) + 1
         if self.first_seen_us is None:
             self.first_seen_us = seen_at_us
         self.last_seen_us = seen_at_us
@@ -83,6 +91,10 @@ class SinkRecorder:
             "delay": self.delay.to_dict(),
             "sent_delay": self.sent_delay.to_dict(),
             "timeline": {str(slot * self._slot_s): h.to_dict() for slot, h in sorted(self.timeline.items())},
+            "per_minute": {
+                str(minute): {str(ms): n for ms, n in sorted(buckets.items())}
+                for minute, buckets in sorted(self.per_minute.items())
+            },
             "first_seen_us": self.first_seen_us,
             "last_seen_us": self.last_seen_us,
         }
