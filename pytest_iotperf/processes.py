@@ -45,6 +45,15 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A report a child wrote (atomically); None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class ChildExited(IotPerfError):
     """A child process ended or went silent before the event we waited for."""
 

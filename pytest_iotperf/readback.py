@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, RunSettings, topic_filter_for
 from pytest_iotperf.embedded.broker import BrokerEndpoint
 from pytest_iotperf.errors import SinkError
-from pytest_iotperf.processes import Child, ChildExited, ProcessGroup
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.sinks.merge import merge_sink_reports
 
 _READY_S = 30.0  # an Event Hubs consumer takes ~1.5 s per link to attach; several share a core
@@ -61,14 +61,6 @@ class Readback(Protocol):
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data))
     return path
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _exited(children: list[Child]) -> str | None:
@@ -144,7 +136,7 @@ class MqttReadback:
             self._sink.wait_for("done", drain_s + 30.0)
         except ChildExited as exc:
             errors.append(str(exc))
-        return _read_json(self._report_path), errors
+        return read_json(self._report_path), errors
 
 
 class EventHubReadback:
@@ -268,7 +260,7 @@ class EventHubReadback:
                 self.bridge.wait_for("done", _BRIDGE_STOP_S + 15.0)
             except ChildExited as exc:
                 errors.append(str(exc))
-            bridge_report = _read_json(self._bridge_report)
+            bridge_report = read_json(self._bridge_report)
         single = len(self.sinks) == 1
         for sink in self.sinks:
             try:
@@ -282,7 +274,7 @@ class EventHubReadback:
                 sink.wait_for("done", drain_s + 30.0)
             except ChildExited as exc:
                 errors.append(str(exc))
-        reports = [r for r in (_read_json(p) for p in self._report_paths) if r is not None]
+        reports = [r for r in (read_json(p) for p in self._report_paths) if r is not None]
         if len(reports) < len(self._report_paths):
             errors.append(f"{len(self._report_paths) - len(reports)} Event Hubs sink(s) wrote no report")
         merged = merge_sink_reports(reports) if reports else None

@@ -13,7 +13,6 @@ Usable from a script::
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -28,14 +27,13 @@ from pytest_iotperf.config import RunSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
-from pytest_iotperf.processes import Child, ChildExited, ProcessGroup
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 _BROKER_CHECK_S = 5.0
-_SINK_READY_S = 20.0
 _STARTUP_S = 60.0  # interpreter + locust import + workers joining, on a busy 2-core machine
 _CONNECT_BUDGET_S = 20.0
 _AMQTT_DEVICES = 250
@@ -154,7 +152,7 @@ class PerfRun:
                 self._run_fleet(group, workdir, spec_path, fleet_report_path, readback)
             except ChildExited as exc:
                 errors.append(str(exc))
-            fleet_report = _read_json(fleet_report_path)
+            fleet_report = read_json(fleet_report_path)
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
             expected = int(fleet_report["sent"]) if fleet_report else 0
@@ -262,14 +260,6 @@ class PerfRun:
         if reason is not None:
             self._abort_file.write_text(reason)
         self.progress(dict(state))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 __all__ = ["PerfRun", "RunFailed", "new_run_id"]

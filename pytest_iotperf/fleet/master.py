@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from pytest_iotperf.fleet.clock import ClockEstimate, ClockSample, estimate
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
-from pytest_iotperf.process_guard import die_with_parent
+from pytest_iotperf.process_guard import die_with_parent, emit
 
 _LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 _PROGRESS_INTERVAL_S = 1.0
@@ -37,12 +36,6 @@ _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
 _PREPARE_TIMEOUT_S = 30.0
 _CLOCK_ROUNDS = 8
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One JSON line to the pytest process."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 class MasterFleet:

@@ -24,16 +24,11 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.mqtt_options import MqttClientOptions, configure_client
-from pytest_iotperf.process_guard import die_with_parent
+from pytest_iotperf.process_guard import die_with_parent, emit
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 _READY_TIMEOUT_S = 10.0
 _PROGRESS_INTERVAL_US = 1_000_000
-
-
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 class MqttSink:
