@@ -50,7 +50,8 @@ from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerCl
 from pytest_iotperf.bridge.eventhub_access import CONNECTION_STRING_ENV
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.fleet.payload import PayloadTemplate
-from pytest_iotperf.processes import Child, ChildExited, child_environment
+from pytest_iotperf.processes import Child, child_environment
+from pytest_iotperf.readback import start_embedded_eventhub
 
 PAYLOAD_BYTES = 150
 DEVICES = 570
@@ -209,19 +210,8 @@ def default_consumer(filled: list[int], timeout_s: float) -> int:
 
 
 def start_hub(partitions: int, workdir: Path) -> tuple[Child, str]:
-    hub = Child.python_module(
-        "embedded Event Hubs endpoint",
-        "pytest_iotperf.embedded.eventhub",
-        ["--port", "0", "--hub", "telemetry", "--partitions", str(partitions), "--exit-on-stdin-close"],
-        workdir / "eventhub.log",
-        stdin=True,
-    )
-    try:
-        ready = hub.wait_for("ready", 30.0)
-    except ChildExited:
-        hub.stop()
-        raise
-    return hub, str(ready["connection_string"])
+    child, access = start_embedded_eventhub(workdir, partitions)
+    return child, access.connection_string
 
 
 def rate(events: int, span_s: float) -> float:

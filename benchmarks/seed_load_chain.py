@@ -43,8 +43,8 @@ import psutil
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
 from pytest_iotperf.process_guard import raise_nofile_limit
-from pytest_iotperf.processes import Child, ChildExited
-from pytest_iotperf.readback import EventHubAccess
+from pytest_iotperf.processes import Child
+from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
 
@@ -169,25 +169,8 @@ def bottleneck(cpu: list[tuple[str, float]], machine: float) -> str:
 
 
 def start_endpoint(workdir: Path) -> tuple[Child, EventHubAccess]:
-    """The embedded endpoint in its own process, as ``IotPerfSession._start_embedded_eventhub`` starts it."""
-    child = Child.python_module(
-        "embedded Event Hubs endpoint",
-        "pytest_iotperf.embedded.eventhub",
-        ["--port", "0", "--hub", "telemetry", "--partitions", str(PARTITIONS), "--exit-on-stdin-close"],
-        workdir / "eventhub.log",
-        stdin=True,
-    )
-    try:
-        ready = child.wait_for("ready", 30.0)
-    except ChildExited:
-        child.stop()
-        raise
-    access = EventHubAccess(
-        str(ready["connection_string"]),  # a secret: never printed
-        f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({PARTITIONS} partitions)",
-        partitions=tuple(str(p) for p in range(PARTITIONS)),
-    )
-    return child, access
+    """The embedded endpoint in its own process, as the plugin's session starts it."""
+    return start_embedded_eventhub(workdir, partitions=PARTITIONS)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,37 @@ class EventHubAccess:
         return f"EventHubAccess({self.description!r})"
 
 
+def start_embedded_eventhub(workdir: Path, partitions: int = 4) -> tuple[Child, EventHubAccess]:
+    """Our Event Hubs-compatible endpoint in its own process (hub ``telemetry``); the caller stops the child.
+
+    The access it returns reports the endpoint's death (``failure``), so a run stops at once.
+    """
+    child = Child.python_module(
+        "embedded Event Hubs endpoint",
+        "pytest_iotperf.embedded.eventhub",
+        ["--port", "0", "--hub", "telemetry", "--partitions", str(partitions), "--exit-on-stdin-close"],
+        workdir / "eventhub.log",
+        stdin=True,
+    )
+    try:
+        ready = child.wait_for("ready", _READY_S)
+    except ChildExited as exc:
+        child.stop()
+        raise SinkError(f"the embedded Event Hubs endpoint did not start: {exc}") from None
+
+    def failure() -> str | None:
+        code = child.process.poll()
+        return None if code is None else f"the embedded Event Hubs endpoint exited with code {code} during the run"
+
+    access = EventHubAccess(
+        str(ready["connection_string"]),  # a secret: it only travels in child environments
+        f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({partitions} partitions)",
+        partitions=tuple(str(p) for p in range(partitions)),
+        failure=failure,
+    )
+    return child, access
+
+
 class Readback(Protocol):
     """The far side of a run."""
 

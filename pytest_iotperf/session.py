@@ -33,9 +33,9 @@ from pytest_iotperf.config import (
     marker_slos,
 )
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
-from pytest_iotperf.errors import ConfigError, IotPerfError, SinkError
-from pytest_iotperf.processes import Child, ChildExited
-from pytest_iotperf.readback import EventHubAccess
+from pytest_iotperf.errors import ConfigError, IotPerfError
+from pytest_iotperf.processes import Child
+from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.report.html import write_html
 from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.report.progress import ProgressReporter
@@ -107,31 +107,7 @@ class IotPerfSession:
 
     def _start_embedded_eventhub(self) -> tuple[Child, EventHubAccess]:
         self._eventhub_dir = Path(tempfile.mkdtemp(prefix="iotperf-eventhub-"))
-        partitions = 4
-        child = Child.python_module(
-            "embedded Event Hubs endpoint",
-            "pytest_iotperf.embedded.eventhub",
-            ["--port", "0", "--hub", "telemetry", "--partitions", str(partitions), "--exit-on-stdin-close"],
-            self._eventhub_dir / "eventhub.log",
-            stdin=True,
-        )
-        try:
-            ready = child.wait_for("ready", 30.0)
-        except ChildExited as exc:
-            child.stop()
-            raise SinkError(f"the embedded Event Hubs endpoint did not start: {exc}") from None
-
-        def failure() -> str | None:
-            code = child.process.poll()
-            return None if code is None else f"the embedded Event Hubs endpoint exited with code {code} during the run"
-
-        access = EventHubAccess(
-            str(ready["connection_string"]),
-            f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({partitions} partitions)",
-            partitions=tuple(str(p) for p in range(partitions)),
-            failure=failure,
-        )
-        return child, access
+        return start_embedded_eventhub(self._eventhub_dir)
 
     def _stop_eventhub(self) -> None:
         if self._eventhub is not None:

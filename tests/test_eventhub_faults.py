@@ -18,7 +18,7 @@ from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import IotPerfError, SinkError
 from pytest_iotperf.processes import Child
-from pytest_iotperf.readback import EventHubAccess
+from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.runner import PerfRun, RunFailed
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -33,21 +33,9 @@ def broker() -> Iterator[BrokerEndpoint]:
 @pytest.fixture
 def endpoint(tmp_path: Path) -> Iterator[tuple[Child, EventHubAccess]]:
     """The embedded endpoint as its own process, as the plugin's session runs it."""
-    child = Child.python_module(
-        "embedded Event Hubs endpoint",
-        "pytest_iotperf.embedded.eventhub",
-        ["--port", "0", "--hub", "telemetry", "--partitions", "2", "--exit-on-stdin-close"],
-        tmp_path / "eventhub.log",
-        stdin=True,
-    )
+    child, access = start_embedded_eventhub(tmp_path, partitions=2)
     try:
-        ready = child.wait_for("ready", 30)
-
-        def failure() -> str | None:
-            code = child.process.poll()
-            return None if code is None else f"the embedded Event Hubs endpoint exited with code {code} during the run"
-
-        yield child, EventHubAccess(str(ready["connection_string"]), "test hub", ("0", "1"), failure=failure)
+        yield child, access
     finally:
         child.stop()
 

@@ -31,7 +31,7 @@ from eh_relay import EventHubRelay
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
 from pytest_iotperf.processes import Child
-from pytest_iotperf.readback import EventHubAccess
+from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
 
@@ -75,20 +75,8 @@ def broker() -> Iterator[BrokerEndpoint]:
 def hub() -> Iterator[tuple[Child, EventHubAccess]]:
     """The endpoint in its own process, as the plugin's session runs it (its connection string is never shown)."""
     workdir = Path(tempfile.mkdtemp(prefix="iotperf-eh-lossy-"))
-    child = Child.python_module(
-        "embedded Event Hubs endpoint",
-        "pytest_iotperf.embedded.eventhub",
-        ["--port", "0", "--hub", "telemetry", "--partitions", str(PARTITIONS), "--exit-on-stdin-close"],
-        workdir / "eventhub.log",
-        stdin=True,
-    )
+    child, access = start_embedded_eventhub(workdir, partitions=PARTITIONS)
     try:
-        ready = child.wait_for("ready", 30.0)
-        access = EventHubAccess(
-            str(ready["connection_string"]),
-            "embedded hub (lossy platform test)",
-            partitions=tuple(str(p) for p in range(PARTITIONS)),
-        )
         yield child, access
     finally:
         child.stop()
