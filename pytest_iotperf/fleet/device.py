@@ -2,9 +2,10 @@
 
 No OS thread per client and no ``select()``: paho's own loops call
 ``select.select``, which caps a process at FD_SETSIZE (1,024) sockets.  Here
-a reader greenlet waits for readability with gevent's hub (epoll) and calls
-``loop_read``; publishing writes straight to the socket from the device's
-schedule, and ``loop_write`` only runs when the kernel buffer was full.
+an io watcher on gevent's hub (epoll) calls ``loop_read`` when the socket is
+readable; publishing writes a pre-framed PUBLISH straight to the socket from
+the device's schedule (see ``device_client``), and ``loop_write`` only runs
+when the kernel buffer was full.
 
 Only imported inside Locust processes (gevent-patched); never by pytest.
 """
@@ -12,7 +13,6 @@ Only imported inside Locust processes (gevent-patched); never by pytest.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import random
 import socket
 import time
@@ -24,8 +24,10 @@ from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from pytest_iotperf.fleet.device_client import DeviceClient
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.fleet.spec import device_id_for, phase_for
+from pytest_iotperf.fleet.wire import PublishFramer
 from pytest_iotperf.mqtt_options import configure_client
 
 if TYPE_CHECKING:
@@ -33,38 +35,6 @@ if TYPE_CHECKING:
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONNACK_TIMEOUT_S = 10.0
-
-
-class _DeviceClient(mqtt.Client):
-    """paho's client, connecting without a name lookup or an explicit bind.
-
-    paho resolves the host with getaddrinfo (under gevent: a thread-pool round
-    trip) and binds to ("", 0) before connecting (an ephemeral-port search in
-    the kernel that grows with every open socket).  At thousands of devices
-    both dominate the ramp, so an IP literal is connected to directly.
-    """
-
-    def _create_socket_connection(self) -> socket.socket:
-        host, port = self._host, self._port
-        if self._get_proxy() or self._bind_address or self._bind_port or not _is_ip_literal(host):
-            return super()._create_socket_connection()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self._connect_timeout)
-            sock.connect((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Device:
@@ -78,13 +48,13 @@ class Device:
         self.phase_s = phase_for(fleet.worker_index, local_index, spec.rate)
         self.topic = spec.topic_for(self.device_id)
         self.template = PayloadTemplate(spec.run_id, self.device_id, spec.payload_bytes)
+        self.framer = PublishFramer(self.topic, spec.qos)
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
         self.finished = False
         self.last_error: str | None = None
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._reader: Any = None  # the hub's io watcher for our socket
-        self._last_info: mqtt.MQTTMessageInfo | None = None
         self._flusher: gevent.Greenlet | None = None
         self._period = 1.0 / spec.rate
         self._qos = spec.qos
@@ -92,14 +62,13 @@ class Device:
         self._k = 0
         self.client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
-        client = _DeviceClient(
+    def _make_client(self) -> DeviceClient:
+        client = DeviceClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"{self.spec.run_id}-{self.device_id}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        client.max_inflight_messages_set(0)  # 0 = unlimited: never hold a due message back
         configure_client(client, self.fleet.mqtt_options)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -220,17 +189,18 @@ class Device:
         now_us = int((now - shift) * 1_000_000)
         if self.connected:
             client = self.client
-            info = client.publish(self.topic, self.template.render(self.sent, due_us, now_us), self._qos)
-            if info.rc == _SUCCESS:
+            payload = self.template.render(self.sent, due_us, now_us)
+            packet = self.framer.frame(payload, client.packet_id() if self._qos else 0)
+            rc = client.send_publish(packet, self._qos)
+            if rc == _SUCCESS:
                 self.sent += 1
-                self._last_info = info
                 fleet.message_sent(due_us, now_us)
                 if client.want_write() and self._flusher is None:
                     # The kernel buffer is full: write the rest out in the background,
                     # the scheduler must not wait on one device.
                     self._flusher = gevent.spawn(self._flush)
             else:
-                fleet.publish_failed(mqtt.error_string(info.rc))
+                fleet.publish_failed(mqtt.error_string(rc))
         else:
             fleet.publish_failed("not connected")
         self._k += 1
@@ -263,10 +233,9 @@ class Device:
             self._flusher = None
 
     def wait_acknowledged(self, timeout_s: float) -> bool:
-        """QoS 1: wait until the broker acknowledged the last message sent."""
-        info = self._last_info
+        """QoS 1: wait until the broker acknowledged every message sent."""
         deadline = time.monotonic() + timeout_s
-        while info is not None and not info.is_published() and self.connected:
+        while self.client.unacked and self.connected:
             if time.monotonic() >= deadline:
                 return False
             gevent.sleep(0.02)
