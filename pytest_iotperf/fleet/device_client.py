@@ -202,4 +202,3 @@ def _is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
