@@ -49,7 +49,7 @@ def _packets(data: bytes) -> list[tuple[int, bytes]]:
 
 def _read_all(sock: socket.socket) -> bytes:
     sock.setblocking(False)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = sock.recv(65536)
@@ -134,7 +134,7 @@ def test_every_qos1_publish_reaches_a_subscriber_in_order_and_is_acknowledged() 
         count = 2000
 
         def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
-            received.append(message.payload)
+            received.append(bytes(message.payload))
             if len(received) == count:
                 all_in.set()
 
