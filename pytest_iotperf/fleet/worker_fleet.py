@@ -211,8 +211,12 @@ class WorkerFleet:
         interval = max(1.0, self.spec.keepalive_s / 4)
         while True:
             gevent.sleep(interval)
-            for device in list(self.devices):
+            for index, device in enumerate(list(self.devices)):
                 device.keep_alive()
+                if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    # A whole sweep over 20,000 clients takes ~90 ms; in one piece it
+                    # made every message due meanwhile that late.
+                    gevent.sleep(0)
 
     def _status_loop(self) -> None:
         while not self._reported:
