@@ -9,48 +9,26 @@ within D, writes REPORT and prints ``done``.  A start failure prints
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-from pathlib import Path
-
-from pytest_iotperf.bridge.eventhub_access import (
-    EventHubConfigError,
-    Scrubber,
-    describe_error,
-    install_scrubbed_logging,
-    read_connection_string,
-)
-from pytest_iotperf.bridge.protocol import EventWriter, Ticker, commands, write_json_atomically
+from pytest_iotperf.bridge.child import start_child
+from pytest_iotperf.bridge.protocol import Ticker, commands, write_json_atomically
 from pytest_iotperf.bridge.service import Bridge, StartError
 from pytest_iotperf.bridge.spec import BridgeSpec
-from pytest_iotperf.process_guard import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bridge until stopped; the exit code is 0 once the report is written."""
-    parser = argparse.ArgumentParser(prog="python -m pytest_iotperf.bridge", description=__doc__)
-    parser.add_argument("spec", type=Path, help="bridge spec (JSON, no secrets)")
-    parser.add_argument("report", type=Path, help="where to write the report (JSON)")
-    args = parser.parse_args(argv)
-    die_with_parent()
-    scrubber = Scrubber()
-    install_scrubbed_logging(scrubber)
-    emit = EventWriter(scrub=scrubber)
-    try:
-        spec = BridgeSpec.from_dict(json.loads(args.spec.read_text()))
-        connection_string, target = read_connection_string(dict(os.environ), scrubber)
-    except (OSError, ValueError, EventHubConfigError) as exc:
-        emit("error", message=f"bridge: {describe_error(exc, scrubber)}")
-        return 2
-    bridge = Bridge(spec, connection_string, target, scrubber)
+    child = start_child("python -m pytest_iotperf.bridge", __doc__, "bridge", BridgeSpec.from_dict, argv)
+    if isinstance(child, int):
+        return child
+    spec, emit = child.spec, child.emit
+    bridge = Bridge(spec, child.connection_string, child.target, child.scrubber)
     try:
         bridge.start()
     except StartError as exc:
-        emit("error", message=f"bridge: {scrubber(str(exc))}")
+        emit("error", message=f"bridge: {child.scrubber(str(exc))}")
         bridge.close_after_failed_start()
         return 1
-    emit("ready", eventhub=target.describe(), partition_ids=bridge.partition_ids, topic_filter=spec.topic_filter)
+    emit("ready", eventhub=child.target.describe(), partition_ids=bridge.partition_ids, topic_filter=spec.topic_filter)
     ticker = Ticker(lambda: emit("progress", **bridge.progress())).start()
     timeout_s, how = spec.stop_timeout_s, "stdin closed"
     for command in commands():
@@ -60,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     bridge.stop(timeout_s)
     ticker.stop()
     report = {**bridge.report(), "stopped_by": how}
-    write_json_atomically(args.report, report)
+    write_json_atomically(child.report_path, report)
     emit("done", received=report["received"], forwarded=report["forwarded"], failed=report["failed"])
     return 0
 

@@ -41,30 +41,23 @@ over 4 partitions of the embedded hub.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
-import os
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Final, cast
 
 from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext
 
+from pytest_iotperf.bridge.child import start_child
 from pytest_iotperf.bridge.eventhub_access import (
-    EventHubConfigError,
     EventHubTarget,
     Scrubber,
     call_with_deadline,
     client_options,
     describe_error,
-    install_scrubbed_logging,
-    read_connection_string,
 )
-from pytest_iotperf.bridge.protocol import EventWriter, Ticker, commands, write_json_atomically
-from pytest_iotperf.process_guard import die_with_parent
+from pytest_iotperf.bridge.protocol import Ticker, commands, write_json_atomically
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -350,29 +343,23 @@ class EventHubSink:
         return report
 
 
+def _sink_spec(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict) or "run_id" not in doc:
+        raise ValueError("the sink spec must be a JSON object with a run_id")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sink until drained; the exit code is 0 once the report is written."""
-    parser = argparse.ArgumentParser(prog="python -m pytest_iotperf.sinks.eventhub_sink", description=__doc__)
-    parser.add_argument("spec", type=Path, help="sink spec (JSON, no secrets)")
-    parser.add_argument("report", type=Path, help="where to write the report (JSON)")
-    args = parser.parse_args(argv)
-    die_with_parent()
-    scrubber = Scrubber()
-    install_scrubbed_logging(scrubber)
-    emit = EventWriter(scrub=scrubber)
-    try:
-        spec = json.loads(args.spec.read_text())
-        if not isinstance(spec, dict) or "run_id" not in spec:
-            raise ValueError("the sink spec must be a JSON object with a run_id")
-        connection_string, target = read_connection_string(dict(os.environ), scrubber)
-    except (OSError, ValueError, EventHubConfigError) as exc:
-        emit("error", message=f"Event Hubs sink: {describe_error(exc, scrubber)}")
-        return 2
-    sink = EventHubSink(spec, connection_string, target, scrubber)
+    child = start_child("python -m pytest_iotperf.sinks.eventhub_sink", __doc__, "Event Hubs sink", _sink_spec, argv)
+    if isinstance(child, int):
+        return child
+    emit = child.emit
+    sink = EventHubSink(child.spec, child.connection_string, child.target, child.scrubber)
     try:
         sink.start()
     except SinkStartError as exc:
-        emit("error", message=f"Event Hubs sink could not read from {target.describe()}: {exc}")
+        emit("error", message=f"Event Hubs sink could not read from {child.target.describe()}: {exc}")
         return 1  # the receive threads are daemons: leaving ends them
     emit("ready", partitions=[r.partition_id for r in sink.readers])
     ticker = Ticker(lambda: emit("progress", **sink.accounting.progress())).start()
@@ -388,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     ticker.stop()
     sink.stop()
     report = sink.report(drain_result)
-    write_json_atomically(args.report, report)
+    write_json_atomically(child.report_path, report)
     emit("done", received=report["received"])
     return 0
 
