@@ -130,7 +130,7 @@ class Device:
     def _start_reader(self) -> None:
         """Read from the hub's epoll loop: a persistent io watcher, no greenlet per device.
 
-        The callback runs in the hub; paho's loop_read only does non-blocking
+        The callback runs in the hub; the client's loop_read only does non-blocking
         recv calls and our callbacks never block, so nothing here switches.
         """
         sock = self.client.socket()
