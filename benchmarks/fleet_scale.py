@@ -57,6 +57,7 @@ def measure_ours(
         "lateness_p99_ms": result.lateness_p99_ms,
         "lateness_max_ms": (result.lateness_histogram.max_us or 0) / 1000.0,
         "cpu_percent": sum(w["cpu_percent"] for w in stats) / max(len(stats), 1),
+        "cpu_us_per_message": sum(w["cpu_us_per_message"] * w["sent"] for w in stats) / max(result.sent, 1),
         "rss_bytes_per_device": sum(w["rss_bytes_per_device"] * w["devices"] for w in stats) / max(devices, 1),
         "error": error,
     }
@@ -89,7 +90,8 @@ def print_row(row: dict[str, Any]) -> None:
         f"{row['impl']:<28} N={row['devices']:>6} qos{row['qos']}  connected {row['connected']:>6}  "
         f"sent {row['sent']:>8}/{row['scheduled']:<8} lateness p50/p99/max "
         f"{row['lateness_p50_ms']:7.2f}/{row['lateness_p99_ms']:8.2f}/{row['lateness_max_ms']:8.1f} ms  "
-        f"cpu {row['cpu_percent']:5.1f}%  rss/device {row['rss_bytes_per_device'] / 1024:5.1f} KB  {verdict}{error}",
+        f"cpu {row['cpu_percent']:5.1f}% {row.get('cpu_us_per_message', float('nan')):5.1f} us/msg  "
+        f"rss/device {row['rss_bytes_per_device'] / 1024:5.1f} KB  {verdict}{error}",
         flush=True,
     )
 
@@ -137,6 +139,9 @@ def main() -> None:
                 def run_locust(n: int, q: int = qos, s: bool = selectors) -> dict[str, Any]:
                     row = measure_locust(n, q, 1.0, args.duration, s, endpoint.host, endpoint.port)
                     row.setdefault("lateness_max_ms", float("nan"))
+                    if row.get("cpu_percent") and row.get("sent") and row.get("duration_s"):
+                        cpu_s = row["cpu_percent"] / 100 * row["duration_s"]
+                        row["cpu_us_per_message"] = 1e6 * cpu_s / row["sent"]
                     return row
 
                 best[(key, qos)] = sweep(key, run_locust, sizes)

@@ -105,7 +105,11 @@ def test_3000_devices_in_one_worker(mosquitto: BrokerEndpoint, no_child_left_beh
     # driver must carry far past it in a single worker process.
     result = _run(mosquitto, devices=3000, rate_per_device=0.5, duration="3s", workers=1, ramp_up="3s", qos=0)
     _assert_exact(result, 3000)
-    assert result.workers == 1 and result.worker_stats[0]["devices"] == 3000
+    stats = result.worker_stats[0]
+    assert result.workers == 1 and stats["devices"] == 3000 and stats["sent"] == result.sent
+    # The generator's own cost is reported: CPU per message, consistent with its CPU share.
+    assert 0 < stats["cpu_us_per_message"] < 1e6
+    assert stats["cpu_percent"] > 0
 
 
 def test_run_through_amqtt(no_child_left_behind: None) -> None:

@@ -55,6 +55,8 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
                 "devices": report["devices"],
                 "sent": report["sent"],
                 "cpu_percent": 100.0 * float(report["cpu_s"]) / wall_s,
+                # The generator's cost per message (schedule, framing, socket, acks): comparable across sizes.
+                "cpu_us_per_message": 1e6 * float(report["cpu_s"]) / max(int(report["sent"]), 1),
                 # What the devices cost: resident memory now minus before the first device existed.
                 "rss_bytes_per_device": max(0, int(report["rss_bytes"]) - int(report["rss_before_devices_bytes"]))
                 / devices,
