@@ -4,7 +4,7 @@ No OS thread per client and no ``select()``: paho's own loops call
 ``select.select``, which caps a process at FD_SETSIZE (1,024) sockets.  Here
 an io watcher on gevent's hub (epoll) calls ``loop_read`` when the socket is
 readable; publishing writes a pre-framed PUBLISH straight to the socket from
-the device's schedule (see ``device_client``), and ``loop_write`` only runs
+the device's schedule (see ``lean_mqtt``), and ``loop_write`` only runs
 when the kernel buffer was full.
 
 Only imported inside Locust processes (gevent-patched); never by pytest.
@@ -24,11 +24,11 @@ from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from pytest_iotperf.fleet.device_client import DeviceClient
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.fleet.spec import device_id_for, phase_for
-from pytest_iotperf.fleet.wire import PublishFramer
+from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_options import configure_client
+from pytest_iotperf.mqtt_wire import PublishFramer
 
 if TYPE_CHECKING:
     from pytest_iotperf.fleet.worker_fleet import WorkerFleet
@@ -62,8 +62,8 @@ class Device:
         self._k = 0
         self.client = self._make_client()
 
-    def _make_client(self) -> DeviceClient:
-        client = DeviceClient(
+    def _make_client(self) -> LeanClient:
+        client = LeanClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"{self.spec.run_id}-{self.device_id}",
             protocol=mqtt.MQTTv311,

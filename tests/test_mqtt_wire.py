@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.client import MQTTMessage
 
-from pytest_iotperf.fleet.wire import PublishFramer, encode_remaining_length, next_packet
+from pytest_iotperf.mqtt_wire import PublishFramer, encode_remaining_length, next_packet
 
 
 @pytest.mark.parametrize(

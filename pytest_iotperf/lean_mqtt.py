@@ -1,21 +1,26 @@
-"""paho's MQTT client with a lean hot path for a simulated device.
+"""paho's MQTT client with a lean path for telemetry, both ways.
 
-paho keeps the connection (CONNECT/CONNACK, TLS, auth, keep-alive, DISCONNECT,
-anything unexpected from the broker).  Two things are replaced, because at
-thousands of devices per process they were most of the CPU (py-spy at 7,500
-QoS 1 devices: publish 36 %, reading PUBACKs 33 % of samples, 93 % of a core):
+paho keeps the session (CONNECT/CONNACK, TLS, auth, SUBSCRIBE, keep-alive,
+DISCONNECT, anything unusual from the broker).  The per-message work is
+replaced, because at thousands of messages a second it was most of the CPU:
+py-spy at 7,500 QoS 1 devices showed publish 36 % and reading PUBACKs 33 % of
+samples at 93 % of a core; the MQTT sink at 12,000 msg/s spent 87 % of a core,
+a ``select()`` and four ``recv`` calls per message among it.
 
-* :meth:`DeviceClient.send_publish` writes a PUBLISH framed by
-  :class:`~pytest_iotperf.fleet.wire.PublishFramer` straight to the socket:
+* :meth:`LeanClient.send_publish` writes a PUBLISH framed by
+  :class:`~pytest_iotperf.mqtt_wire.PublishFramer` straight to the socket:
   no ``MQTTMessage``/``MQTTMessageInfo`` objects, no locks, no mid search.
-* :meth:`DeviceClient.loop_read` takes every complete packet from one ``recv``;
-  a PUBACK only decrements :attr:`DeviceClient.unacked`; every other packet is
-  handed to paho's own handlers exactly as paho's reader would.
+* :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
+  a PUBACK only decrements :attr:`LeanClient.unacked`; with
+  :attr:`LeanClient.on_payload` set, a QoS 0/1 PUBLISH hands its payload over
+  and the PUBACKs of one read leave in one write; every other packet goes to
+  paho's own handlers exactly as paho's reader would.
 
-Devices never subscribe and publish only through ``send_publish``, so packet
-ids (a counter here) cannot collide with paho's own.  It overrides private
-paho methods, hence the ``paho-mqtt<3`` pin; ``tests/test_device_client.py``
-runs it against a real broker.  Only used inside Locust processes.
+Telemetry is published only through ``send_publish``, with packet ids from a
+counter here, so they cannot collide with paho's (a PUBACK paho is waiting for
+is still given to paho).  It overrides private paho methods, hence the
+``paho-mqtt<3`` pin; ``tests/test_lean_mqtt.py`` checks the bytes both ways
+and runs it against a real broker.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
-from pytest_iotperf.fleet.wire import MAX_PACKET_ID, PUBACK, next_packet
+from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _READ_CHUNK = 65536
@@ -50,12 +56,15 @@ def _in_packet(command: int = 0, body: bytes = b"") -> Any:
     }
 
 
-class DeviceClient(mqtt.Client):
-    """One device's connection: paho for the session, our framing for telemetry."""
+class LeanClient(mqtt.Client):
+    """One connection: paho for the session, our framing for telemetry."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unacked = 0  # QoS 1 publishes the broker has not acknowledged yet
+        #: Receives the payload of every QoS 0/1 PUBLISH without paho's per-message objects;
+        #: when None, PUBLISH packets go to paho (``on_message``).
+        self.on_payload: Callable[[bytes], None] | None = None
         self._next_packet_id = 0
         self._unparsed = b""  # the start of a packet whose rest has not arrived
 
@@ -100,6 +109,15 @@ class DeviceClient(mqtt.Client):
         Order is kept: while paho has anything queued the packet goes behind it,
         and ``want_write()`` tells the caller a flush is needed.
         """
+        rc = self._write(packet, qos)
+        if rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
+            return self._loop_rc_handle(rc)
+        if rc == _SUCCESS and qos:
+            self.unacked += 1
+        return rc
+
+    def _write(self, packet: bytes, qos: int = 0) -> MQTTErrorCode:
+        """Send now if nothing is queued, queue the rest; CONN_LOST is for the caller to handle."""
         sock = self._sock
         if sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -110,7 +128,7 @@ class DeviceClient(mqtt.Client):
             except _WOULD_BLOCK:
                 written = 0
             except OSError:
-                return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
         if written < len(packet):
             self._out_packet.append(
                 {
@@ -120,11 +138,9 @@ class DeviceClient(mqtt.Client):
                     "pos": written,
                     "to_process": len(packet) - written,
                     "packet": packet,
-                    "info": mqtt.MQTTMessageInfo(0),  # paho marks QoS 0 packets published on write
+                    "info": mqtt.MQTTMessageInfo(0),  # paho marks QoS 0 PUBLISH packets published on write
                 }
             )
-        if qos:
-            self.unacked += 1
         # Keep-alive: paho pings only after keepalive seconds without anything sent.
         self._last_msg_out = mqtt.time_func()
         return _SUCCESS
@@ -157,26 +173,44 @@ class DeviceClient(mqtt.Client):
     def _handle_bytes(self, buffer: bytes) -> MQTTErrorCode:
         pos = 0
         end = len(buffer)
+        acks = bytearray()  # PUBACKs for the QoS 1 PUBLISH packets of this read: one write
+        on_payload = self.on_payload
+        rc = _SUCCESS
         while pos < end:
-            # The hot case first: a 3.1.1 PUBACK is always exactly 0x40 0x02 id id.
-            if buffer[pos] == PUBACK and end - pos >= 4 and buffer[pos + 1] == 2:
+            command = buffer[pos]
+            # The hot case of a publisher: a 3.1.1 PUBACK is always exactly 0x40 0x02 id id.
+            if command == PUBACK and end - pos >= 4 and buffer[pos + 1] == 2:
                 self._acknowledged((buffer[pos + 2] << 8) | buffer[pos + 3])
                 pos += 4
                 continue
             try:
                 found = next_packet(buffer, pos)
             except ValueError:
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+                rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                break
             if found is None:
                 break
-            command, body_start, body_end = found
-            rc = self._handle_with_paho(command, buffer[body_start:body_end])
+            _, body_start, body_end = found
             pos = body_end
+            qos = (command >> 1) & 3
+            if on_payload is not None and command & 0xF0 == PUBLISH and qos < 2:
+                # The hot case of a subscriber: topic length, topic, [packet id], payload.
+                payload_start = body_start + 2 + ((buffer[body_start] << 8) | buffer[body_start + 1])
+                if qos:
+                    acks += b"\x40\x02" + buffer[payload_start : payload_start + 2]
+                    payload_start += 2
+                if payload_start > body_end:
+                    rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                    break
+                on_payload(buffer[payload_start:body_end])
+                continue
+            rc = self._handle_with_paho(command, buffer[body_start:body_end])
             if rc != _SUCCESS or self._sock is None:
-                self._unparsed = b""
-                return rc
-        self._unparsed = buffer[pos:]
-        return _SUCCESS
+                break
+        self._unparsed = buffer[pos:] if rc == _SUCCESS and self._sock is not None else b""
+        if acks and rc == _SUCCESS and self._sock is not None:
+            rc = self._write(bytes(acks))
+        return rc
 
     def _acknowledged(self, packet_id: int) -> None:
         if self._out_messages and packet_id in self._out_messages:
