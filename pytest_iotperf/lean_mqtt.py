@@ -12,8 +12,8 @@ a ``select()`` and four ``recv`` calls per message among it.
   no ``MQTTMessage``/``MQTTMessageInfo`` objects, no locks, no mid search.
 * :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
   a PUBACK only decrements :attr:`LeanClient.unacked`; with
-  :attr:`LeanClient.on_payload` set, a QoS 0/1 PUBLISH hands its payload over
-  and the PUBACKs of one read leave in one write; every other packet goes to
+  :attr:`LeanClient.on_raw_message` set, a QoS 0/1 PUBLISH hands over its
+  topic and payload as bytes and the PUBACKs of one read leave in one write; every other packet goes to
   paho's own handlers exactly as paho's reader would.
 
 Telemetry is published only through ``send_publish``, with packet ids from a
@@ -62,9 +62,9 @@ class LeanClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unacked = 0  # QoS 1 publishes the broker has not acknowledged yet
-        #: Receives the payload of every QoS 0/1 PUBLISH without paho's per-message objects;
-        #: when None, PUBLISH packets go to paho (``on_message``).
-        self.on_payload: Callable[[bytes], None] | None = None
+        #: Receives ``(topic, payload)`` of every QoS 0/1 PUBLISH without paho's per-message
+        #: objects; when None, PUBLISH packets go to paho (``on_message``).
+        self.on_raw_message: Callable[[bytes, bytes], None] | None = None
         self._next_packet_id = 0
         self._unparsed = b""  # the start of a packet whose rest has not arrived
 
@@ -174,7 +174,7 @@ class LeanClient(mqtt.Client):
         pos = 0
         end = len(buffer)
         acks = bytearray()  # PUBACKs for the QoS 1 PUBLISH packets of this read: one write
-        on_payload = self.on_payload
+        on_raw_message = self.on_raw_message
         rc = _SUCCESS
         while pos < end:
             command = buffer[pos]
@@ -193,16 +193,17 @@ class LeanClient(mqtt.Client):
             _, body_start, body_end = found
             pos = body_end
             qos = (command >> 1) & 3
-            if on_payload is not None and command & 0xF0 == PUBLISH and qos < 2:
+            if on_raw_message is not None and command & 0xF0 == PUBLISH and qos < 2:
                 # The hot case of a subscriber: topic length, topic, [packet id], payload.
-                payload_start = body_start + 2 + ((buffer[body_start] << 8) | buffer[body_start + 1])
+                topic_end = body_start + 2 + ((buffer[body_start] << 8) | buffer[body_start + 1])
+                payload_start = topic_end
                 if qos:
                     acks += b"\x40\x02" + buffer[payload_start : payload_start + 2]
                     payload_start += 2
                 if payload_start > body_end:
                     rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
                     break
-                on_payload(buffer[payload_start:body_end])
+                on_raw_message(buffer[body_start + 2 : topic_end], buffer[payload_start:body_end])
                 continue
             rc = self._handle_with_paho(command, buffer[body_start:body_end])
             if rc != _SUCCESS or self._sock is None:

@@ -133,12 +133,18 @@ def _publish(topic: bytes, payload: bytes, qos: int, packet_id: int = 0, dup: bo
     return bytes([0x30 | (0x08 if dup else 0) | (qos << 1), len(body)]) + body
 
 
-def test_inbound_publishes_split_at_every_byte_reach_on_payload_and_are_acked(
+def test_inbound_publishes_split_at_every_byte_are_handed_over_and_acked(
     wired: tuple[LeanClient, socket.socket],
 ) -> None:
     client, broker = wired
     payloads: list[bytes] = []
-    client.on_payload = payloads.append
+    topics: list[bytes] = []
+
+    def on_raw_message(topic: bytes, payload: bytes) -> None:
+        topics.append(topic)
+        payloads.append(payload)
+
+    client.on_raw_message = on_raw_message
     stream = (
         _publish(b"out/d1", b"first", qos=1, packet_id=7)
         + _publish(b"out/d2", b"second", qos=0)
@@ -155,13 +161,14 @@ def test_inbound_publishes_split_at_every_byte_reach_on_payload_and_are_acked(
             assert payloads == [b"first"]
             assert broker.recv(16) == b"\x40\x02\x00\x07"
     assert payloads == [b"first", b"second", b"third"]
+    assert topics == [b"out/d1", b"out/d2", b"out/d1"]
     assert _read_all(broker) == b"\x40\x02\x00\x08"  # QoS 0 is not acknowledged
 
 
 def test_acks_of_one_read_leave_in_one_write(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
     payloads: list[bytes] = []
-    client.on_payload = payloads.append
+    client.on_raw_message = lambda _topic, payload: payloads.append(payload)
     broker.send(b"".join(_publish(b"t", b"%d" % i, qos=1, packet_id=i + 1) for i in range(50)))
     assert client.loop_read() == OK
     assert payloads == [b"%d" % i for i in range(50)]
@@ -173,11 +180,11 @@ def test_qos2_and_untaken_publishes_are_left_to_paho(wired: tuple[LeanClient, so
     fast: list[bytes] = []
     by_paho: list[tuple[str, bytes, int]] = []
     client.on_message = lambda _c, _u, m: by_paho.append((m.topic, bytes(m.payload), m.qos))
-    client.on_payload = fast.append
+    client.on_raw_message = lambda _topic, payload: fast.append(payload)
     broker.send(_publish(b"t/2", b"exactly-once", qos=2, packet_id=9))
     assert client.loop_read() == OK
     assert fast == [] and broker.recv(16) == b"\x50\x02\x00\x09"  # paho answers PUBREC
-    client.on_payload = None  # without the fast path, QoS 1 goes to paho's on_message too
+    client.on_raw_message = None  # without the fast path, QoS 1 goes to paho's on_message too
     broker.send(_publish(b"t/1", b"plain", qos=1, packet_id=10))
     assert client.loop_read() == OK
     assert ("t/1", b"plain", 1) in by_paho and broker.recv(16) == b"\x40\x02\x00\x0a"
@@ -185,7 +192,7 @@ def test_qos2_and_untaken_publishes_are_left_to_paho(wired: tuple[LeanClient, so
 
 def test_a_publish_whose_topic_overruns_it_is_a_protocol_error(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
-    client.on_payload = lambda payload: None
+    client.on_raw_message = lambda topic, payload: None
     broker.send(b"\x32\x04\x00\x09ab")  # topic length 9 in a 4-byte body
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
     assert client.socket() is None
@@ -246,13 +253,14 @@ def test_a_lean_subscriber_gets_everything_and_its_acks_reach_the_broker() -> No
         received: list[bytes] = []
         all_in, subscribed = threading.Event(), threading.Event()
 
-        def on_payload(payload: bytes) -> None:
+        def on_raw_message(topic: bytes, payload: bytes) -> None:
+            assert topic == b"out/d1"
             received.append(payload)
             if len(received) == count:
                 all_in.set()
 
         subscriber = LeanClient(CallbackAPIVersion.VERSION2, client_id="lean-sub", clean_session=False)
-        subscriber.on_payload = on_payload
+        subscriber.on_raw_message = on_raw_message
         subscriber.on_subscribe = lambda *_: subscribed.set()
         subscriber.connect(host, port)
         subscriber.subscribe("out/#", qos=1)

@@ -19,6 +19,7 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.bridge.spec import BridgeSpec
+from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_options import configure_client
 
 _log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class MqttSubscriber:
         self._subscribed = threading.Event()
         self._fence_usable = False
         self._fence_back = threading.Event()
-        self.client = mqtt.Client(
+        self._fence_topic_bytes = self.fence_topic.encode()
+        # The lean client hands each message over as bytes, without paho's per-message objects.
+        self.client = LeanClient(
             CallbackAPIVersion.VERSION2,
             client_id=spec.client_id,
             protocol=mqtt.MQTTv311,
@@ -48,7 +51,8 @@ class MqttSubscriber:
         configure_client(self.client, spec.mqtt_options)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        self.client.on_raw_message = self._on_raw_message
+        self.client.on_message = self._on_message  # what paho still handles itself (QoS 2)
         self.client.on_disconnect = self._on_disconnect
 
     def start(self, timeout_s: float) -> None:
@@ -104,10 +108,13 @@ class MqttSubscriber:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self.fence_topic:
+        self._on_raw_message(message.topic.encode(), bytes(message.payload))
+
+    def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
+        if topic == self._fence_topic_bytes:
             self._fence_back.set()
             return
-        self._deliver(message.topic, bytes(message.payload))
+        self._deliver(topic.decode("utf-8", "replace"), payload)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:

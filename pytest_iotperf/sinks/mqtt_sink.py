@@ -57,7 +57,7 @@ class MqttSink:
         )
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
-        self.client.on_payload = self._on_payload
+        self.client.on_raw_message = self._on_raw_message
         self.client.on_message = self._on_message  # what paho still handles itself (QoS 2)
         self.client.on_disconnect = self._on_disconnect
 
@@ -77,9 +77,9 @@ class MqttSink:
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._on_payload(bytes(message.payload))
+        self._on_raw_message(b"", bytes(message.payload))
 
-    def _on_payload(self, payload: bytes) -> None:
+    def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
         seen_at_us = time.time_ns() // 1000
         self.recorder.record(payload, seen_at_us)
         # Progress from the thread that owns the recorder: no locking, no copy.
