@@ -11,7 +11,7 @@ eventhub=EventHubAccess(...))``.
 Fleet shape: by default 1 msg/s per device, so 5,700 devices.  That is the seed's shape (about 6k
 devices, one telemetry a second each, 24 Locust containers of ~250 devices).  Downstream of the
 broker only the message rate matters (bridge, endpoint and consumers work per message, not per
-device), and one of our workers keeps 10,000 devices at 1 msg/s on schedule at QoS 0 (fleet_scale.py), so
+device), and one of our workers keeps 15,000 devices at 1 msg/s on schedule at QoS 1 (fleet_scale.py), so
 the device count costs the chain little besides a ~11 s connect ramp; ``--rate 10`` runs 570 devices
 x 10 msg/s for comparison.
 
@@ -21,9 +21,11 @@ the CPU% (of one core) of every process of the chain, sampled with psutil over t
 window (from 2 s after T0 to the end of the schedule), and names the bottleneck.  Not a test: run by
 hand on an otherwise idle machine; it has 2 cores, so the sum of CPU% tops out near 200%.
 
-Measured here (QoS 1, 30 s): at 5,700 msg/s the chain takes ~300 us of CPU per message (bridge ~100,
-worker ~95, sink ~50, broker ~35, endpoint ~35), 1.8-1.9 of the 2 cores, so the seed's rate passes
-(loss 0, p99 0.4-0.46 s) only with 1 consumer on an otherwise idle machine; 2,850 msg/s passes always.
+Measured here (QoS 1, 30 s, 2026-11-27): at 5,700 msg/s the chain takes ~285 us of CPU per message
+(bridge 85, sink 62, endpoint 52, worker 48, broker 36), ~1.6 of the 2 cores, and the seed's rate
+passes with 1 consumer (loss 0, p99 306 ms) and with 2 (p99 172 ms).  Before devices, bridge and
+MQTT sink used the lean MQTT path it was ~300 us (worker 95) and passed only with 1 consumer on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
