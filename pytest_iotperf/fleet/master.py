@@ -255,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         fleet.write_report(args.report)
-        emit("done", status=status)
+        # Quit before saying done: the parent stops this process once it reads "done",
+        # and a remote worker (``locust --worker``) only ends on the quit message.
         runner.quit()
+        emit("done", status=status)
     return status
 
 
