@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -19,20 +18,6 @@ from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.runner import PerfRun, RunFailed
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
-
-
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
-
-
-@pytest.fixture
-def no_child_left_behind() -> Iterator[None]:
-    before = _children()
-    yield
-    deadline = time.monotonic() + 5
-    while (_children() - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not (_children() - before), "the run left processes behind"
 
 
 def _settings(**extra: Any) -> Any:

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from pytest_iotperf.config import resolve
@@ -24,27 +23,12 @@ from pytest_iotperf.runner import PerfRun
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
 
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
-
-
 @pytest.fixture(scope="module")
 def mosquitto() -> Iterator[BrokerEndpoint]:
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed")
     with EmbeddedBroker(prefer="mosquitto") as broker:
         yield broker.endpoint
-
-
-@pytest.fixture
-def no_child_left_behind() -> Iterator[None]:
-    before = _children()
-    yield
-    deadline = time.monotonic() + 5
-    while (_children() - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = _children() - before
-    assert not left, f"processes left behind by the run: {[psutil.Process(p).cmdline() for p in left]}"
 
 
 def _run(broker: BrokerEndpoint, **settings: object) -> RunResult:
