@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,23 @@ DropPredicate = Callable[[str, int], bool]
 def never(device_id: str, seq: int) -> bool:
     """The default drop predicate: forward everything."""
     return False
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def drop_by_rules(rules: dict[int, tuple[int, int]]) -> DropPredicate:
+    """Drop ``seq % modulus == residue`` for devices whose id ends with a number in ``rules``.
+
+    ``rules`` maps that number to ``(modulus, residue)``; other devices lose nothing.
+    """
+
+    def drop(device_id: str, seq: int) -> bool:
+        match = _TRAILING_NUMBER.search(device_id)
+        rule = rules.get(int(match.group(1))) if match else None
+        return rule is not None and seq % rule[0] == rule[1]
+
+    return drop
 
 
 class Held(NamedTuple):

@@ -16,7 +16,6 @@ The sink never gets every message sent, so its drain waits all of ``DRAIN``
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 from eh_relay import EventHubRelay
+from relay_base import drop_by_rules
 
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
@@ -56,13 +56,7 @@ RELAY_INPUT = "devices/+/telemetry"
 #: Devices (by the number their id ends with) that lose messages, and which: seq % modulus == residue.
 #: Over seq 0..19 they lose 4, 5, 3 and 2 messages, the first (seq 0) and last (seq 19) included.
 DROP_RULES: dict[int, tuple[int, int]] = {2: (5, 0), 7: (4, 3), 13: (7, 6), 18: (10, 9)}
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
-
-
-def should_drop(device_id: str, seq: int) -> bool:
-    match = _TRAILING_NUMBER.search(device_id)
-    rule = DROP_RULES.get(int(match.group(1))) if match else None
-    return rule is not None and seq % rule[0] == rule[1]
+should_drop = drop_by_rules(DROP_RULES)
 
 
 @pytest.fixture(scope="module")

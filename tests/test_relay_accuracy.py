@@ -13,7 +13,6 @@ so each run ends with its drain timing out (kept short).
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 from relay import MqttRelay, RelayStats
+from relay_base import drop_by_rules
 
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
@@ -49,13 +49,7 @@ SINK_TOPIC = "out/+/telemetry"
 #: 2, 5, 3 and 4 messages, the first one (seq 0) and the last one (seq 14)
 #: included, so the per-device counts are distinct and ordered.
 DROP_RULES: dict[int, tuple[int, int]] = {1: (10, 3), 6: (3, 0), 11: (5, 4), 16: (4, 1)}
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
-
-
-def should_drop(device_id: str, seq: int) -> bool:
-    match = _TRAILING_NUMBER.search(device_id)
-    rule = DROP_RULES.get(int(match.group(1))) if match else None
-    return rule is not None and seq % rule[0] == rule[1]
+should_drop = drop_by_rules(DROP_RULES)
 
 
 @dataclass(frozen=True)
