@@ -13,7 +13,8 @@ a ``select()`` and four ``recv`` calls per message among it.
 * :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
   a PUBACK only decrements :attr:`LeanClient.unacked`; with
   :attr:`LeanClient.on_raw_message` set, a QoS 0/1 PUBLISH hands over its
-  topic and payload as bytes and the PUBACKs of one read leave in one write; every other packet goes to
+  topic and payload as bytes and the PUBACKs of one read leave in one write
+  (QoS 2 reaches it too, after paho's handshake); every other packet goes to
   paho's own handlers exactly as paho's reader would.
 
 Telemetry is published only through ``send_publish``, with packet ids from a
@@ -62,8 +63,8 @@ class LeanClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unacked = 0  # QoS 1 publishes the broker has not acknowledged yet
-        #: Receives ``(topic, payload)`` of every QoS 0/1 PUBLISH without paho's per-message
-        #: objects; when None, PUBLISH packets go to paho (``on_message``).
+        #: Receives ``(topic, payload)`` of every message: QoS 0/1 without paho's per-message
+        #: objects, QoS 2 once paho finished its handshake.  When None, paho's ``on_message`` does.
         self.on_raw_message: Callable[[bytes, bytes], None] | None = None
         self._next_packet_id = 0
         self._unparsed = b""  # the start of a packet whose rest has not arrived
@@ -212,6 +213,14 @@ class LeanClient(mqtt.Client):
         if acks and rc == _SUCCESS and self._sock is not None:
             rc = self._write(bytes(acks))
         return rc
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """Where paho delivers what it read itself (QoS 2): to ``on_raw_message`` when set."""
+        on_raw_message = self.on_raw_message
+        if on_raw_message is None:
+            super()._handle_on_message(message)
+        else:
+            on_raw_message(message.topic.encode(), bytes(message.payload))
 
     def _acknowledged(self, packet_id: int) -> None:
         if self._out_messages and packet_id in self._out_messages:

@@ -175,19 +175,23 @@ def test_acks_of_one_read_leave_in_one_write(wired: tuple[LeanClient, socket.soc
     assert _read_all(broker) == b"".join(b"\x40\x02" + (i + 1).to_bytes(2, "big") for i in range(50))
 
 
-def test_qos2_and_untaken_publishes_are_left_to_paho(wired: tuple[LeanClient, socket.socket]) -> None:
+def test_qos2_goes_through_paho_and_untaken_publishes_stay_with_paho(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
-    fast: list[bytes] = []
+    raw: list[tuple[bytes, bytes]] = []
     by_paho: list[tuple[str, bytes, int]] = []
     client.on_message = lambda _c, _u, m: by_paho.append((m.topic, bytes(m.payload), m.qos))
-    client.on_raw_message = lambda _topic, payload: fast.append(payload)
+    client.on_raw_message = lambda topic, payload: raw.append((topic, payload))
     broker.send(_publish(b"t/2", b"exactly-once", qos=2, packet_id=9))
     assert client.loop_read() == OK
-    assert fast == [] and broker.recv(16) == b"\x50\x02\x00\x09"  # paho answers PUBREC
-    client.on_raw_message = None  # without the fast path, QoS 1 goes to paho's on_message too
+    assert raw == [] and broker.recv(16) == b"\x50\x02\x00\x09"  # paho answers PUBREC and holds it
+    broker.send(b"\x62\x02\x00\x09")  # PUBREL
+    assert client.loop_read() == OK
+    assert broker.recv(16) == b"\x70\x02\x00\x09"  # PUBCOMP
+    assert raw == [(b"t/2", b"exactly-once")] and by_paho == []  # delivered once, as raw bytes
+    client.on_raw_message = None  # without the fast path, QoS 1 goes to paho's on_message
     broker.send(_publish(b"t/1", b"plain", qos=1, packet_id=10))
     assert client.loop_read() == OK
-    assert ("t/1", b"plain", 1) in by_paho and broker.recv(16) == b"\x40\x02\x00\x0a"
+    assert by_paho == [("t/1", b"plain", 1)] and broker.recv(16) == b"\x40\x02\x00\x0a"
 
 
 def test_a_publish_whose_topic_overruns_it_is_a_protocol_error(wired: tuple[LeanClient, socket.socket]) -> None:

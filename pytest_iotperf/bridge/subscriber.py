@@ -52,7 +52,6 @@ class MqttSubscriber:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
-        self.client.on_message = self._on_message  # what paho still handles itself (QoS 2)
         self.client.on_disconnect = self._on_disconnect
 
     def start(self, timeout_s: float) -> None:
@@ -106,9 +105,6 @@ class MqttSubscriber:
         # A broker's ACL may refuse the fence topic; stopping then goes without the fence.
         self._fence_usable = len(reasons) > 1 and not reasons[1].is_failure
         self._subscribed.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._on_raw_message(message.topic.encode(), bytes(message.payload))
 
     def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
         if topic == self._fence_topic_bytes:

@@ -58,7 +58,6 @@ class MqttSink:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
-        self.client.on_message = self._on_message  # what paho still handles itself (QoS 2)
         self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -75,9 +74,6 @@ class MqttSink:
         if any(r.is_failure for r in reasons):
             self.errors.append(f"subscription to {self.spec['topic_filter']!r} refused: {reasons[0]}")
         self.subscribed.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._on_raw_message(b"", bytes(message.payload))
 
     def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
         seen_at_us = time.time_ns() // 1000
