@@ -13,7 +13,7 @@ a ``select()`` and four ``recv`` calls per message among it.
 * :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
   a PUBACK only decrements :attr:`LeanClient.unacked`; with
   :attr:`LeanClient.on_raw_message` set, a QoS 0/1 PUBLISH hands over its
-  topic and payload as bytes and the PUBACKs of one read leave in one write
+  topic and payload as bytes, after the PUBACKs of one read left in one write
   (QoS 2 reaches it too, after paho's handshake); every other packet goes to
   paho's own handlers exactly as paho's reader would.
 
@@ -55,6 +55,16 @@ def _in_packet(command: int = 0, body: bytes = b"") -> Any:
         "to_process": 0,
         "pos": 0,
     }
+
+
+class _Taken:
+    """QoS 0/1 messages read from one buffer, waiting to be acknowledged and delivered."""
+
+    __slots__ = ("acks", "messages")
+
+    def __init__(self) -> None:
+        self.acks = bytearray()  # their PUBACKs, written together
+        self.messages: list[tuple[bytes, bytes]] = []  # (topic, payload)
 
 
 class LeanClient(mqtt.Client):
@@ -174,7 +184,7 @@ class LeanClient(mqtt.Client):
     def _handle_bytes(self, buffer: bytes) -> MQTTErrorCode:
         pos = 0
         end = len(buffer)
-        acks = bytearray()  # PUBACKs for the QoS 1 PUBLISH packets of this read: one write
+        taken = _Taken()
         on_raw_message = self.on_raw_message
         rc = _SUCCESS
         while pos < end:
@@ -199,19 +209,41 @@ class LeanClient(mqtt.Client):
                 topic_end = body_start + 2 + ((buffer[body_start] << 8) | buffer[body_start + 1])
                 payload_start = topic_end
                 if qos:
-                    acks += b"\x40\x02" + buffer[payload_start : payload_start + 2]
+                    taken.acks += b"\x40\x02" + buffer[payload_start : payload_start + 2]
                     payload_start += 2
                 if payload_start > body_end:
                     rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
                     break
-                on_raw_message(buffer[body_start + 2 : topic_end], buffer[payload_start:body_end])
+                taken.messages.append((buffer[body_start + 2 : topic_end], buffer[payload_start:body_end]))
                 continue
-            rc = self._handle_with_paho(command, buffer[body_start:body_end])
+            rc = self._hand_over(taken, on_raw_message)  # keep the order of what paho sees next
+            if rc == _SUCCESS:
+                rc = self._handle_with_paho(command, buffer[body_start:body_end])
             if rc != _SUCCESS or self._sock is None:
                 break
         self._unparsed = buffer[pos:] if rc == _SUCCESS and self._sock is not None else b""
-        if acks and rc == _SUCCESS and self._sock is not None:
-            rc = self._write(bytes(acks))
+        if rc == _SUCCESS:
+            return self._hand_over(taken, on_raw_message)
+        self._hand_over(taken, on_raw_message, acknowledge=False)  # well-formed before the error
+        return rc
+
+    def _hand_over(
+        self, taken: _Taken, on_raw_message: Callable[[bytes, bytes], None] | None, acknowledge: bool = True
+    ) -> MQTTErrorCode:
+        """Acknowledge what was taken in one write, then deliver it.
+
+        Acknowledging first means a ``disconnect()`` called from a delivery (or from
+        another thread once the last message arrived) is queued behind the acks,
+        not ahead of them.
+        """
+        rc = _SUCCESS
+        if taken.acks and acknowledge and self._sock is not None:
+            rc = self._write(bytes(taken.acks))
+        if on_raw_message is not None:
+            for topic, payload in taken.messages:
+                on_raw_message(topic, payload)
+        taken.acks.clear()
+        taken.messages.clear()
         return rc
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:

@@ -175,6 +175,15 @@ def test_acks_of_one_read_leave_in_one_write(wired: tuple[LeanClient, socket.soc
     assert _read_all(broker) == b"".join(b"\x40\x02" + (i + 1).to_bytes(2, "big") for i in range(50))
 
 
+def test_a_disconnect_on_delivery_goes_out_after_the_acks(wired: tuple[LeanClient, socket.socket]) -> None:
+    # The sink stops once the last message arrived: its PUBACKs must not be queued behind the DISCONNECT.
+    client, broker = wired
+    client.on_raw_message = lambda _topic, _payload: client.disconnect()
+    broker.send(_publish(b"t", b"last", qos=1, packet_id=3) + _publish(b"t", b"later", qos=1, packet_id=4))
+    client.loop_read()
+    assert _read_all(broker) == b"\x40\x02\x00\x03\x40\x02\x00\x04\xe0\x00"
+
+
 def test_qos2_goes_through_paho_and_untaken_publishes_stay_with_paho(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
     raw: list[tuple[bytes, bytes]] = []
@@ -279,6 +288,12 @@ def test_a_lean_subscriber_gets_everything_and_its_acks_reach_the_broker() -> No
                 publisher.publish("out/d1", b"%d" % seq, qos=1)
             assert all_in.wait(20), f"{len(received)} of {count} arrived"
             assert received == [b"%d" % seq for seq in range(count)]
+            # A fence on the same connection: the broker handles a connection's packets in
+            # order, so once our own publish is acknowledged, every PUBACK before it was
+            # handled too (a new connection could otherwise take the session over first).
+            fence = subscriber.publish("fence/lean-sub", b"fence", qos=1)
+            fence.wait_for_publish(10)
+            assert fence.is_published()
             subscriber.disconnect()
             subscriber.loop_stop()
 
