@@ -178,7 +178,11 @@ def test_acks_of_one_read_leave_in_one_write(wired: tuple[LeanClient, socket.soc
 def test_a_disconnect_on_delivery_goes_out_after_the_acks(wired: tuple[LeanClient, socket.socket]) -> None:
     # The sink stops once the last message arrived: its PUBACKs must not be queued behind the DISCONNECT.
     client, broker = wired
-    client.on_raw_message = lambda _topic, _payload: client.disconnect()
+
+    def stop_on_delivery(_topic: bytes, _payload: bytes) -> None:
+        client.disconnect()
+
+    client.on_raw_message = stop_on_delivery
     broker.send(_publish(b"t", b"last", qos=1, packet_id=3) + _publish(b"t", b"later", qos=1, packet_id=4))
     client.loop_read()
     assert _read_all(broker) == b"\x40\x02\x00\x03\x40\x02\x00\x04\xe0\x00"
