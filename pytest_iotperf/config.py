@@ -17,7 +17,6 @@ raw strings it read from pytest's config.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -27,6 +26,26 @@ from typing import Any
 
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.mqtt_options import MQTT_PASSWORD_ENV, MqttClientOptions
+from pytest_iotperf.setting_parsers import (
+    choice,
+    parse_bool,
+    parse_broker,
+    parse_consumer_group,
+    parse_directory,
+    parse_duration,
+    parse_file,
+    parse_host_port,
+    parse_http_url,
+    parse_non_negative_int,
+    parse_positive_duration,
+    parse_positive_float,
+    parse_positive_int,
+    parse_qos,
+    parse_ramp_up,
+    parse_text,
+    parse_topic_filter,
+    parse_topic_template,
+)
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
 
 CLI = "command line"
@@ -42,117 +61,7 @@ INFLUX_TOKEN_ENV = "IOTPERF_INFLUX_TOKEN"
 #: Environment variable holding the Event Hubs connection string (it carries the SAS key).
 EVENTHUB_CONNECTION_STRING_ENV = "IOTPERF_EVENTHUB_CONNECTION_STRING"
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``30s``, ``2m``, ``1m30s``, ``500ms``, ``1.5h`` or a bare number of seconds."""
-    raw = text.strip()
-    if not raw:
-        raise ValueError("expected a duration such as 30s, 2m or 1m30s, got an empty value")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        pos = 0
-        seconds = 0.0
-        for match in _DURATION_PART.finditer(raw):
-            if match.start() != pos and raw[pos : match.start()].strip():
-                break
-            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-            pos = match.end()
-        if pos == 0 or raw[pos:].strip():
-            raise ValueError(f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected a non-negative duration, got {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of :func:`parse_duration` for display (``90`` -> ``1m30s``)."""
-    if seconds < 1 and seconds > 0:
-        return f"{seconds * 1000:g}ms"
-    minutes, rest = divmod(seconds, 60)
-    if minutes and rest:
-        return f"{int(minutes)}m{rest:g}s"
-    if minutes:
-        return f"{int(minutes)}m"
-    return f"{rest:g}s"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number greater than 0, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a whole number greater than 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a number greater than 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"expected a number greater than 0, got {text!r}")
-    return value
-
-
-def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"expected a duration greater than 0, got {text!r}")
-    return seconds
-
-
-def _ramp_up(text: str) -> float | None:
-    """``auto`` (None) lets the run pick a ramp from the device count."""
-    if text.strip().lower() == "auto":
-        return None
-    return parse_duration(text)
-
-
-def _qos(text: str) -> int:
-    if text.strip() not in ("0", "1"):
-        raise ValueError(f"expected 0 or 1, got {text!r}")
-    return int(text.strip())
-
-
-def _broker(text: str) -> str:
-    value = text.strip()
-    if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt"):
-        return value
-    match = re.fullmatch(r"(mqtts?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?", value)
-    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
-        raise ValueError(f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"expected {' or '.join(repr(c) for c in choices)}, got {text!r}")
-        return value
-
-    return parse
-
-
-_sink = _choice("mqtt", "eventhub")
-
-
+# Not in setting_parsers: its message names the connection string's env var, which lives here.
 def _eventhub(text: str) -> str:
     value = text.strip()
     if value == "embedded":
@@ -163,79 +72,6 @@ def _eventhub(text: str) -> str:
             f"${EVENTHUB_CONNECTION_STRING_ENV}), got {text!r}"
         )
     return value
-
-
-def _consumer_group(text: str) -> str:
-    value = text.strip()
-    if not value or len(value) > 50:
-        raise ValueError(f"expected a consumer group name such as $Default, got {text!r}")
-    return value
-
-
-def _topic_template(text: str) -> str:
-    value = text.strip()
-    if "{device_id}" not in value:
-        raise ValueError(f"the topic must contain {{device_id}}, got {text!r}")
-    if "#" in value or "+" in value:
-        raise ValueError(f"a publish topic cannot contain the wildcards + or #, got {text!r}")
-    try:
-        value.format(device_id="d", run_id="r")
-    except (KeyError, IndexError, ValueError):
-        raise ValueError(
-            f"the topic may only use the placeholders {{device_id}} and {{run_id}}, got {text!r}"
-        ) from None
-    return value
-
-
-def _topic_filter(text: str) -> str:
-    value = text.strip()
-    if not value:
-        raise ValueError("expected an MQTT topic filter such as devices/+/telemetry, got an empty value")
-    levels = value.split("/")
-    for index, level in enumerate(levels):
-        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
-            raise ValueError(f"{text!r} is not a valid MQTT topic filter")
-    return value
-
-
-def _text(text: str) -> str:
-    return text.strip()
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:5557, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _http_url(text: str) -> str:
-    value = text.strip().rstrip("/")
-    if not re.fullmatch(r"https?://[^\s/@]+(:\d{1,5})?", value):
-        raise ValueError(f"expected the server root such as http://localhost:8086, got {text!r}")
-    return value
-
-
-def _file(text: str) -> Path:
-    path = Path(text.strip()).expanduser()
-    if not text.strip() or not path.is_file():
-        raise ValueError(f"expected a readable file, got {text!r}")
-    return path
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _path(text: str) -> Path:
-    if not text.strip():
-        raise ValueError("expected a directory path, got an empty value")
-    return Path(text.strip())
 
 
 def default_workers() -> int:
@@ -269,12 +105,16 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("devices", _positive_int, 10, "number of simulated MQTT devices (overrides the test code)", "N", "devices"),
-    Setting("rate", _positive_float, 1.0, "messages per second per device, e.g. 0.2", "R", "rate_per_device"),
-    Setting("duration", _positive_duration, 10.0, "steady-state publishing time, e.g. 30s or 2m", "D", "duration"),
+    Setting(
+        "devices", parse_positive_int, 10, "number of simulated MQTT devices (overrides the test code)", "N", "devices"
+    ),
+    Setting("rate", parse_positive_float, 1.0, "messages per second per device, e.g. 0.2", "R", "rate_per_device"),
+    Setting(
+        "duration", parse_positive_duration, 10.0, "steady-state publishing time, e.g. 30s or 2m", "D", "duration"
+    ),
     Setting(
         "ramp_up",
-        _ramp_up,
+        parse_ramp_up,
         None,
         "time over which devices connect, spread evenly (default auto: 1s per 500 devices, at least 1s)",
         "D",
@@ -282,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "workers",
-        _non_negative_int,
+        parse_non_negative_int,
         None,
         "local Locust worker processes (default: cores - 1, at least 1; 0 with remote workers only)",
         "N",
@@ -290,19 +130,24 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "broker",
-        _broker,
+        parse_broker,
         "embedded",
         "'embedded' (Mosquitto from PATH, else amqtt) or mqtt://host:port / mqtts://host:port",
         "URL",
         "broker",
     ),
     Setting(
-        "username", _text, None, f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})", "NAME", "username"
+        "username",
+        parse_text,
+        None,
+        f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})",
+        "NAME",
+        "username",
     ),
-    Setting("qos", _qos, 1, "MQTT QoS of the telemetry, 0 or 1", "{0,1}", "qos"),
+    Setting("qos", parse_qos, 1, "MQTT QoS of the telemetry, 0 or 1", "{0,1}", "qos"),
     Setting(
         "payload_bytes",
-        _non_negative_int,
+        parse_non_negative_int,
         0,
         "pad each payload to this many bytes (0: no padding)",
         "N",
@@ -310,7 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "topic",
-        _topic_template,
+        parse_topic_template,
         "devices/{device_id}/telemetry",
         "publish topic template; {device_id} and {run_id} are filled in",
         "TEMPLATE",
@@ -318,7 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "sink",
-        _sink,
+        choice("mqtt", "eventhub"),
         "mqtt",
         "where telemetry is read back: an MQTT topic, or Event Hubs through the platform",
         "{mqtt,eventhub}",
@@ -326,7 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "sink_topic",
-        _topic_filter,
+        parse_topic_filter,
         None,
         "topic filter the mqtt sink subscribes to (default: the filter matching --iot-topic)",
         "FILTER",
@@ -348,10 +193,12 @@ SETTINGS: tuple[Setting, ...] = (
         "HUB",
         "eventhub",
     ),
-    Setting("consumer_group", _consumer_group, "$Default", "Event Hubs consumer group the sink reads", "NAME", None),
+    Setting(
+        "consumer_group", parse_consumer_group, "$Default", "Event Hubs consumer group the sink reads", "NAME", None
+    ),
     Setting(
         "eventhub_consumers",
-        _positive_int,
+        parse_positive_int,
         1,
         "Event Hubs sink processes; the hub's partitions are divided among them",
         "N",
@@ -359,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "eventhub_transport",
-        _choice("amqp", "websocket"),
+        choice("amqp", "websocket"),
         "amqp",
         "how the Event Hubs clients connect: amqp (5671) or websocket (443, for firewalled CI)",
         "{amqp,websocket}",
@@ -367,7 +214,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "bridge",
-        _choice("embedded", "none"),
+        choice("embedded", "none"),
         "embedded",
         "with --iot-sink eventhub: 'embedded' forwards MQTT to Event Hubs (the IoT platform stand-in); "
         "'none' when a real platform does it",
@@ -376,7 +223,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "master_bind",
-        _host_port,
+        parse_host_port,
         ("127.0.0.1", 0),
         "where the Locust master listens for workers, e.g. 0.0.0.0:5557 for remote workers (port 0: any free port)",
         "HOST:PORT",
@@ -384,7 +231,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "expect_workers",
-        _positive_int,
+        parse_positive_int,
         None,
         "Locust workers (local and remote together) the run waits for before it starts (default: --iot-workers)",
         "N",
@@ -392,19 +239,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "clock_correction",
-        _bool,
+        parse_bool,
         False,
         "correct each worker's times by its clock offset to the master (measured NTP-style every run)",
         "",
         None,
         flag=True,
     ),
-    Setting("tls_ca", _file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
-    Setting("tls_cert", _file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
-    Setting("tls_key", _file, None, "private key of the client certificate", "FILE", None),
+    Setting("tls_ca", parse_file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
+    Setting("tls_cert", parse_file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
+    Setting("tls_key", parse_file, None, "private key of the client certificate", "FILE", None),
     Setting(
         "tls_insecure",
-        _bool,
+        parse_bool,
         False,
         "do not verify the broker's certificate and host name (only for test brokers)",
         "",
@@ -413,15 +260,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "influx_url",
-        _http_url,
+        parse_http_url,
         None,
         f"export each run to InfluxDB v2 at URL (token from ${INFLUX_TOKEN_ENV})",
         "URL",
         None,
     ),
-    Setting("influx_org", _text, "iotperf", "InfluxDB organization", "ORG", None),
-    Setting("influx_bucket", _text, "iotperf", "InfluxDB bucket", "BUCKET", None),
-    Setting("report_dir", _path, None, "write each perf test's result to DIR/<test id>.json and .html", "DIR", None),
+    Setting("influx_org", parse_text, "iotperf", "InfluxDB organization", "ORG", None),
+    Setting("influx_bucket", parse_text, "iotperf", "InfluxDB bucket", "BUCKET", None),
+    Setting(
+        "report_dir",
+        parse_directory,
+        None,
+        "write each perf test's result to DIR/<test id>.json and .html",
+        "DIR",
+        None,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -12,12 +12,11 @@ from pytest_iotperf.config import (
     ENV,
     INI,
     SETTINGS,
-    format_duration,
-    parse_duration,
     resolve,
     topic_filter_for,
 )
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.setting_parsers import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

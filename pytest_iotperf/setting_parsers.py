@@ -1,0 +1,201 @@
+"""Parsers of setting values: one raw string in, a typed value out, or ``ValueError``.
+
+Pure and free of sources: the message says what was expected and what came;
+``config.resolve`` prefixes it with the value's source (``--iot-qos=2 (command
+line)``).  ``format_duration`` is here too, as the inverse of ``parse_duration``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``30s``, ``2m``, ``1m30s``, ``500ms``, ``1.5h`` or a bare number of seconds."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError("expected a duration such as 30s, 2m or 1m30s, got an empty value")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pos = 0
+        seconds = 0.0
+        for match in _DURATION_PART.finditer(raw):
+            if match.start() != pos and raw[pos : match.start()].strip():
+                break
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+            pos = match.end()
+        if pos == 0 or raw[pos:].strip():
+            raise ValueError(f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a non-negative duration, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of :func:`parse_duration` for display (``90`` -> ``1m30s``)."""
+    if seconds < 1 and seconds > 0:
+        return f"{seconds * 1000:g}ms"
+    minutes, rest = divmod(seconds, 60)
+    if minutes and rest:
+        return f"{int(minutes)}m{rest:g}s"
+    if minutes:
+        return f"{int(minutes)}m"
+    return f"{rest:g}s"
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number greater than 0, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a whole number greater than 0, got {text!r}")
+    return value
+
+
+def parse_non_negative_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def parse_positive_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number greater than 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a number greater than 0, got {text!r}")
+    return value
+
+
+def parse_positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration greater than 0, got {text!r}")
+    return seconds
+
+
+def parse_ramp_up(text: str) -> float | None:
+    """``auto`` (None) lets the run pick a ramp from the device count."""
+    if text.strip().lower() == "auto":
+        return None
+    return parse_duration(text)
+
+
+def parse_qos(text: str) -> int:
+    if text.strip() not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {text!r}")
+    return int(text.strip())
+
+
+def parse_broker(text: str) -> str:
+    """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, or an ``mqtt://``/``mqtts://`` URL."""
+    value = text.strip()
+    if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt"):
+        return value
+    match = re.fullmatch(r"(mqtts?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?", value)
+    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+        raise ValueError(f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}")
+    return value
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    """A parser accepting one of ``choices`` (case-insensitive, returned in lower case)."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(repr(c) for c in choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_consumer_group(text: str) -> str:
+    value = text.strip()
+    if not value or len(value) > 50:
+        raise ValueError(f"expected a consumer group name such as $Default, got {text!r}")
+    return value
+
+
+def parse_topic_template(text: str) -> str:
+    """A publish topic with ``{device_id}`` (and optionally ``{run_id}``), no wildcards."""
+    value = text.strip()
+    if "{device_id}" not in value:
+        raise ValueError(f"the topic must contain {{device_id}}, got {text!r}")
+    if "#" in value or "+" in value:
+        raise ValueError(f"a publish topic cannot contain the wildcards + or #, got {text!r}")
+    try:
+        value.format(device_id="d", run_id="r")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(
+            f"the topic may only use the placeholders {{device_id}} and {{run_id}}, got {text!r}"
+        ) from None
+    return value
+
+
+def parse_topic_filter(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("expected an MQTT topic filter such as devices/+/telemetry, got an empty value")
+    levels = value.split("/")
+    for index, level in enumerate(levels):
+        if ("#" in level and (level != "#" or index != len(levels) - 1)) or ("+" in level and level != "+"):
+            raise ValueError(f"{text!r} is not a valid MQTT topic filter")
+    return value
+
+
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 hosts in brackets); port 0 means any free port."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:5557, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_http_url(text: str) -> str:
+    """A server root such as ``http://localhost:8086`` (no path, no credentials)."""
+    value = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/@]+(:\d{1,5})?", value):
+        raise ValueError(f"expected the server root such as http://localhost:8086, got {text!r}")
+    return value
+
+
+def parse_file(text: str) -> Path:
+    """A path to an existing file (``~`` expanded)."""
+    path = Path(text.strip()).expanduser()
+    if not text.strip() or not path.is_file():
+        raise ValueError(f"expected a readable file, got {text!r}")
+    return path
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_directory(text: str) -> Path:
+    """A directory path (it need not exist yet)."""
+    if not text.strip():
+        raise ValueError("expected a directory path, got an empty value")
+    return Path(text.strip())
