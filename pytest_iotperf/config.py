@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.mqtt_options import MQTT_PASSWORD_ENV, MqttClientOptions
@@ -47,6 +47,8 @@ from pytest_iotperf.setting_parsers import (
     parse_topic_template,
 )
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
+
+_T = TypeVar("_T")
 
 CLI = "command line"
 ENV = "environment"
@@ -355,6 +357,123 @@ class SessionSettings:
     def source(self, name: str) -> str:
         return self.values[name].source
 
+    # Typed views of the settings the code reads; ``self["name"]`` stays for generic code
+    # (describe(), sources()).  Each checks the type its parser makes, so a drift between
+    # the table and a property fails loudly instead of flowing on as ``Any``.
+
+    @property
+    def broker(self) -> str:
+        """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt`` or an mqtt(s):// URL."""
+        return self._typed("broker", str)
+
+    @property
+    def username(self) -> str | None:
+        return self._optional("username", str)
+
+    @property
+    def qos(self) -> int:
+        return self._typed("qos", int)
+
+    @property
+    def payload_bytes(self) -> int:
+        return self._typed("payload_bytes", int)
+
+    @property
+    def topic_template(self) -> str:
+        """The publish topic with ``{device_id}`` (and maybe ``{run_id}``) still to fill in."""
+        return self._typed("topic", str)
+
+    @property
+    def sink(self) -> str:
+        """``mqtt`` or ``eventhub``."""
+        return self._typed("sink", str)
+
+    @property
+    def drain_s(self) -> float:
+        return self._number("drain")
+
+    @property
+    def eventhub(self) -> str:
+        """``embedded`` or the name of an Event Hub."""
+        return self._typed("eventhub", str)
+
+    @property
+    def consumer_group(self) -> str:
+        return self._typed("consumer_group", str)
+
+    @property
+    def eventhub_consumers(self) -> int:
+        return self._typed("eventhub_consumers", int)
+
+    @property
+    def eventhub_transport(self) -> str:
+        """``amqp`` or ``websocket``."""
+        return self._typed("eventhub_transport", str)
+
+    @property
+    def bridge(self) -> str:
+        """``embedded`` or ``none``."""
+        return self._typed("bridge", str)
+
+    @property
+    def master_bind(self) -> tuple[str, int]:
+        """(host, port) the Locust master binds; port 0: any free port."""
+        host, port = self._typed("master_bind", tuple)
+        return str(host), int(port)
+
+    @property
+    def clock_correction(self) -> bool:
+        return self._typed("clock_correction", bool)
+
+    @property
+    def tls_ca(self) -> Path | None:
+        return self._optional("tls_ca", Path)
+
+    @property
+    def tls_cert(self) -> Path | None:
+        return self._optional("tls_cert", Path)
+
+    @property
+    def tls_key(self) -> Path | None:
+        return self._optional("tls_key", Path)
+
+    @property
+    def tls_insecure(self) -> bool:
+        return self._typed("tls_insecure", bool)
+
+    @property
+    def influx_url(self) -> str | None:
+        """The InfluxDB server root, or None when runs are not exported."""
+        return self._optional("influx_url", str)
+
+    @property
+    def influx_org(self) -> str:
+        return self._typed("influx_org", str)
+
+    @property
+    def influx_bucket(self) -> str:
+        return self._typed("influx_bucket", str)
+
+    @property
+    def report_dir(self) -> Path | None:
+        return self._optional("report_dir", Path)
+
+    def _typed(self, name: str, kind: type[_T]) -> _T:
+        value = self[name]
+        if not isinstance(value, kind):
+            raise TypeError(f"setting {name!r} holds {value!r}, not a {kind.__name__}")
+        return value
+
+    def _optional(self, name: str, kind: type[_T]) -> _T | None:
+        return None if self[name] is None else self._typed(name, kind)
+
+    def _number(self, name: str) -> float:
+        value = self[name]
+        # bool is an int too, but never a number of a setting
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"setting {name!r} holds {value!r}, not a number")
+        return float(value)
+
     def for_run(self, code: Mapping[str, Any]) -> RunSettings:
         """Apply the keyword arguments of ``iot_perf.run()`` at their precedence."""
         unknown = sorted(set(code) - set(SETTINGS_BY_KWARG))
@@ -390,49 +509,49 @@ class RunSettings(SessionSettings):
 
     @property
     def devices(self) -> int:
-        return int(self["devices"])
+        return self._typed("devices", int)
 
     @property
     def rate(self) -> float:
-        return float(self["rate"])
+        """Messages per second per device."""
+        return self._number("rate")
 
     @property
     def duration_s(self) -> float:
-        return float(self["duration"])
+        return self._number("duration")
 
     @property
     def ramp_up_s(self) -> float:
-        explicit = self["ramp_up"]
-        if explicit is not None:
-            return float(explicit)
+        if self["ramp_up"] is not None:
+            return self._number("ramp_up")
         return max(1.0, self.devices / 500.0)
 
     @property
     def workers(self) -> int:
-        explicit = self["workers"]
-        return int(explicit) if explicit is not None else default_workers()
+        explicit = self._optional("workers", int)
+        return explicit if explicit is not None else default_workers()
 
     @property
     def expect_workers(self) -> int:
-        explicit = self["expect_workers"]
-        return int(explicit) if explicit is not None else max(self.workers, 1)
+        explicit = self._optional("expect_workers", int)
+        return explicit if explicit is not None else max(self.workers, 1)
 
     @property
     def sink_topic(self) -> str:
-        explicit = self["sink_topic"]
+        explicit = self._optional("sink_topic", str)
         if explicit is not None:
-            return str(explicit)
-        return topic_filter_for(str(self["topic"]))
+            return explicit
+        return topic_filter_for(self.topic_template)
 
     def mqtt_options(self, tls: bool) -> MqttClientOptions:
         """How this run's MQTT clients connect to a broker (``tls``: the broker URL is mqtts)."""
         return MqttClientOptions(
             tls=tls,
-            ca_file=_str_or_none(self["tls_ca"]),
-            cert_file=_str_or_none(self["tls_cert"]),
-            key_file=_str_or_none(self["tls_key"]),
-            insecure=bool(self["tls_insecure"]),
-            username=self["username"],
+            ca_file=_str_or_none(self.tls_ca),
+            cert_file=_str_or_none(self.tls_cert),
+            key_file=_str_or_none(self.tls_key),
+            insecure=self.tls_insecure,
+            username=self.username,
         )
 
     def sources(self) -> dict[str, str]:
@@ -447,7 +566,7 @@ class RunSettings(SessionSettings):
         out["ramp_up"] = self.ramp_up_s
         out["workers"] = self.workers
         out["expect_workers"] = self.expect_workers
-        host, port = self["master_bind"]
+        host, port = self.master_bind
         out["master_bind"] = f"{host}:{port}"
         out["sink_topic"] = self.sink_topic
         return out

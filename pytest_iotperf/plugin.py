@@ -181,7 +181,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if session is None:
         return None
     settings = session.settings
-    return f"iotperf: broker={settings['broker']}, sink={settings['sink']}, qos={settings['qos']}"
+    return f"iotperf: broker={settings.broker}, sink={settings.sink}, qos={settings.qos}"
 
 
 @pytest.fixture

@@ -126,9 +126,9 @@ class MqttReadback:
             "host": broker.host,
             "port": broker.port,
             "tls": broker.tls,
-            "username": settings["username"],
+            "username": settings.username,
             "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
-            "qos": int(settings["qos"]),
+            "qos": settings.qos,
             "mqtt_options": settings.mqtt_options(broker.tls).to_dict(),
             "timeline_slot_s": timeline_slot_s,
         }
@@ -194,7 +194,7 @@ class EventHubReadback:
         self._env = {EVENTHUB_CONNECTION_STRING_ENV: hub.connection_string}
 
     def _client_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"transport": self.settings["eventhub_transport"]}
+        spec: dict[str, Any] = {"transport": self.settings.eventhub_transport}
         if self.hub.eventhub_name:
             spec["eventhub_name"] = self.hub.eventhub_name
         return spec
@@ -203,7 +203,7 @@ class EventHubReadback:
         # Read from a little before now: events of this run cannot be older,
         # and the run id filters out the others.
         start_time = time.time() - 1.0
-        consumers = self.settings["eventhub_consumers"]
+        consumers = self.settings.eventhub_consumers
         partitions = list(self.hub.partitions)
         shares: list[list[str]] = [partitions[i::consumers] for i in range(consumers)] if partitions else [[]]
         shares = [share for share in shares if share] or [[]]
@@ -212,7 +212,7 @@ class EventHubReadback:
                 "run_id": self.run_id,
                 "start_time_epoch_s": start_time,
                 "partitions": share or None,
-                "consumer_group": self.settings["consumer_group"],
+                "consumer_group": self.settings.consumer_group,
                 "timeline_slot_s": self.timeline_slot_s,
                 "ready_timeout_s": _READY_S - 5,
                 **self._client_spec(),
@@ -231,7 +231,7 @@ class EventHubReadback:
                     )
                 )
             )
-        if self.settings["bridge"] == "embedded":
+        if self.settings.bridge == "embedded":
             self._start_bridge(group, workdir)
         for sink in self.sinks:
             try:
@@ -245,13 +245,13 @@ class EventHubReadback:
                 raise SinkError(f"the platform bridge could not start: {exc}") from None
 
     def _start_bridge(self, group: ProcessGroup, workdir: Path) -> None:
-        template = str(self.settings["topic"]).replace("{run_id}", self.run_id)
+        template = self.settings.topic_template.replace("{run_id}", self.run_id)
         spec = {
             "host": self.broker.host,
             "port": self.broker.port,
             "tls": self.broker.tls,
-            "username": self.settings["username"],
-            "qos": int(self.settings["qos"]),
+            "username": self.settings.username,
+            "qos": self.settings.qos,
             "topic_filter": topic_filter_for(template, self.run_id),
             "topic_template": template,
             "run_id": self.run_id,

@@ -95,15 +95,15 @@ class PerfRun:
             broker_host=broker.host,
             broker_port=broker.port,
             broker_tls=broker.tls,
-            username=settings["username"],
-            qos=int(settings["qos"]),
-            payload_bytes=int(settings["payload_bytes"]),
-            topic_template=str(settings["topic"]),
+            username=settings.username,
+            qos=settings.qos,
+            payload_bytes=settings.payload_bytes,
+            topic_template=settings.topic_template,
             expect_workers=settings.expect_workers,
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
             mqtt_options=settings.mqtt_options(broker.tls).to_dict(),
-            clock_correction=bool(settings["clock_correction"]),
+            clock_correction=settings.clock_correction,
         )
 
     def warnings(self) -> list[str]:
@@ -159,7 +159,7 @@ class PerfRun:
             if readback is not None:
                 self._progress_state.update(phase="draining", sent=expected)
                 self.progress(dict(self._progress_state))
-                sink_report, sink_errors = readback.finish(expected, float(self.settings["drain"]))
+                sink_report, sink_errors = readback.finish(expected, self.settings.drain_s)
                 errors.extend(sink_errors)
         result = build_result(
             settings={"run_id": self.run_id, **self.settings.describe()},
@@ -177,7 +177,7 @@ class PerfRun:
         return result
 
     def _local_master_host(self) -> str:
-        host = str(self.settings["master_bind"][0])
+        host = self.settings.master_bind[0]
         return "127.0.0.1" if host in ("0.0.0.0", "::", "*", "") else host
 
     def _abort_file_path(self, workdir: Path) -> Path:
@@ -189,7 +189,7 @@ class PerfRun:
         if not self.read_back:
             return None
         slot = self.fleet_spec.timeline_slot_s
-        if self.settings["sink"] == "eventhub":
+        if self.settings.sink == "eventhub":
             if self.eventhub is None:
                 raise SinkError("--iot-sink eventhub needs an Event Hub; none was given to this run")
             return EventHubReadback(self.settings, self.broker, self.eventhub, self.run_id, slot)
@@ -207,9 +207,9 @@ class PerfRun:
                     str(spec_path),
                     str(report_path),
                     "--bind-host",
-                    str(self.settings["master_bind"][0]),
+                    self.settings.master_bind[0],
                     "--port",
-                    str(self.settings["master_bind"][1]),
+                    str(self.settings.master_bind[1]),
                     "--worker-timeout",
                     str(_STARTUP_S),
                     "--abort-file",

@@ -251,10 +251,10 @@ class IotPerf:
         progress = self._session.progress_reporter()
         failure: str | None = None
         try:
-            broker = self._session.broker_for(str(run_settings["broker"]))
+            broker = self._session.broker_for(run_settings.broker)
             eventhub = (
-                self._session.eventhub_for(str(run_settings["eventhub"]))
-                if run_settings["sink"] == "eventhub"
+                self._session.eventhub_for(run_settings.eventhub)
+                if run_settings.sink == "eventhub"
                 else None
             )
             planned = math.ceil(run_settings.devices * run_settings.rate * run_settings.duration_s)
@@ -294,14 +294,14 @@ class IotPerf:
     def _export_to_influx(self, result: RunResult) -> None:
         """Optional InfluxDB export; a failure is a warning on the run, never a different test outcome."""
         settings = self._session.settings
-        if settings["influx_url"] is None:
+        if settings.influx_url is None:
             return
         from pytest_iotperf.report.influx import InfluxTarget, export_run, per_minute_from_report
 
         target = InfluxTarget(
-            url=settings["influx_url"],
-            org=settings["influx_org"],
-            bucket=settings["influx_bucket"],
+            url=settings.influx_url,
+            org=settings.influx_org,
+            bucket=settings.influx_bucket,
             token=os.environ.get(INFLUX_TOKEN_ENV, ""),
         )
         data = result.to_dict()
@@ -351,7 +351,7 @@ class IotPerf:
         index = len(self.results)
         prefix = PROPERTY_PREFIX if index == 1 else f"{PROPERTY_PREFIX}run{index}."
         self._export_to_influx(result)
-        report_dir: Path | None = self._session.settings["report_dir"]
+        report_dir = self._session.settings.report_dir
         if report_dir is not None:
             path = result_path(Path(report_dir), self._item.nodeid, index)
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from test_plugin_surface import OPTIONS
 
@@ -107,3 +109,47 @@ def test_derived_defaults() -> None:
 def test_bad_test_code_value_fails_even_when_the_cli_overrides_it() -> None:
     with pytest.raises(ConfigError, match="test code"):
         resolve({"devices": "12"}, {}, {}).for_run({"devices": -1})
+
+
+def test_typed_properties_give_the_parsed_values(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    cli = {
+        "broker": "mqtts://broker.example:8883",
+        "username": " alice ",
+        "qos": "0",
+        "payload_bytes": "256",
+        "topic": "plant/{run_id}/{device_id}",
+        "sink": "EventHub",
+        "drain": "1m30s",
+        "eventhub": "telemetry",
+        "consumer_group": "perf",
+        "eventhub_consumers": "3",
+        "eventhub_transport": "websocket",
+        "bridge": "none",
+        "master_bind": "[::]:5557",
+        "clock_correction": "true",
+        "tls_ca": str(ca),
+        "tls_insecure": "yes",
+        "influx_url": "http://localhost:8086/",
+        "influx_org": "org",
+        "influx_bucket": "bucket",
+        "report_dir": str(tmp_path / "reports"),
+    }
+    run = resolve(cli, {}, {}).for_run({})
+    assert (run.broker, run.username, run.qos, run.payload_bytes) == ("mqtts://broker.example:8883", "alice", 0, 256)
+    assert (run.topic_template, run.sink, run.drain_s) == ("plant/{run_id}/{device_id}", "eventhub", 90.0)
+    assert (run.eventhub, run.consumer_group, run.eventhub_consumers) == ("telemetry", "perf", 3)
+    assert (run.eventhub_transport, run.bridge, run.master_bind) == ("websocket", "none", ("::", 5557))
+    assert run.clock_correction is True and run.tls_insecure is True
+    assert (run.tls_ca, run.tls_cert, run.tls_key) == (ca, None, None)
+    assert (run.influx_url, run.influx_org, run.influx_bucket) == ("http://localhost:8086", "org", "bucket")
+    assert run.report_dir == tmp_path / "reports"
+    assert run.sink_topic == "plant/{run_id}/+"
+
+
+def test_typed_properties_of_the_defaults() -> None:
+    session = resolve({}, {}, {})
+    assert (session.broker, session.username, session.qos, session.sink) == ("embedded", None, 1, "mqtt")
+    assert (session.drain_s, session.master_bind, session.clock_correction) == (10.0, ("127.0.0.1", 0), False)
+    assert (session.influx_url, session.report_dir, session.tls_ca) == (None, None, None)
