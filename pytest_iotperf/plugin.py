@@ -1,7 +1,8 @@
 """pytest entry point (``pytest11``): options, ini keys, the ``perf`` marker, the fixture.
 
-Kept thin on purpose: settings live in ``config``, state in ``session``,
-the run itself in ``runner``.  Nothing here imports locust.
+Kept thin on purpose: settings live in ``config``, session lifetime in
+``session``, the fixture in ``fixture``, everything from a run to its
+outputs in ``pipeline`` (no pytest there).  Nothing here imports locust.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pytest_iotperf.config import (
     resolve_slos,
 )
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.session import IotPerf, IotPerfSession
+from pytest_iotperf.fixture import IotPerf
+from pytest_iotperf.session import IotPerfSession
 
 session_key = pytest.StashKey[IotPerfSession]()
 

@@ -1,14 +1,8 @@
 """One perf run, end to end, without pytest: sink, Locust master and workers, drain, result.
 
-Usable from a script::
-
-    from pytest_iotperf.config import resolve
-    from pytest_iotperf.embedded.broker import EmbeddedBroker
-    from pytest_iotperf.runner import PerfRun
-
-    settings = resolve({}, {}, {}).for_run({"devices": 100, "duration": "30s"})
-    with EmbeddedBroker() as broker:
-        result = PerfRun(settings, broker.endpoint).execute()
+``PerfRun`` measures; it does not judge.  Scripts and the plugin use it
+through ``pytest_iotperf.pipeline.Pipeline``, which adds the SLO verdicts,
+the baseline comparison and the outputs (JSON/HTML, InfluxDB).
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ from typing import Any
 from pytest_iotperf.abort import AbortRule, AbortWatch
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
-from pytest_iotperf.errors import BrokerError, IotPerfError, SinkError
+from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
@@ -218,7 +212,11 @@ class PerfRun:
                 workdir / "master.log",
             )
         )
-        port = int(master.wait_for("listening", _STARTUP_S)["port"])
+        try:
+            port = int(master.wait_for("listening", _STARTUP_S)["port"])
+        except ChildExited as exc:
+            # Nothing was measured yet: like a sink that cannot start, this is an error, not a broken run.
+            raise FleetError(f"the Locust master could not start: {exc}") from None
         for index in range(self.settings.workers):
             group.add(
                 Child.python_module(
