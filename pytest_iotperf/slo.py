@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.numbers import format_percent
 
 __all__ = [
     "METRICS",
@@ -449,11 +450,7 @@ def _format_measurement(value: float, unit: str) -> str:
     if unit == _MS:
         return f"{_decimal_text(value)} ms"
     if unit == _FRACTION:
-        percent = value * 100
-        text = f"{percent:.3f}"
-        if percent != 0 and math.isfinite(percent) and float(text) == 0:
-            text = f"{percent:.2g}"  # a loss too small for 3 decimals is still not zero
-        return f"{text}%"
+        return format_percent(value)
     if unit == _PER_S:
         return f"{_decimal_text(value)}/s"
     return str(int(value)) if value.is_integer() else _decimal_text(value)

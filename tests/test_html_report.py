@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.report.html import CHART_NAMES, REDACTED, redact_settings, redact_text, render_html, write_html
+from pytest_iotperf.report.html import CHART_NAMES, render_html, write_html
 from pytest_iotperf.result import RunResult, TimelinePoint
+from pytest_iotperf.secrets import REDACTED, redact_settings, redact_text
 from pytest_iotperf.slo import parse_slo
 
 # -- a small DOM built with the stdlib parser --------------------------------------------------------

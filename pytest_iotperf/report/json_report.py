@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
+from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.result import RunResult
 
 
@@ -19,7 +18,4 @@ def result_path(report_dir: Path, test_id: str, run_index: int) -> Path:
 
 def write_result(result: RunResult, path: Path) -> None:
     """Write the JSON result atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    write_json_atomically(path, result.to_dict(), indent=2, allow_nan=False)

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_iotperf.numbers import format_percent
+
 #: The figures every perf test publishes as junit properties and in the summary.
 SUMMARY_KEYS = (
     "run_id",
@@ -45,7 +47,7 @@ def _cell(key: str, value: Any) -> str:
         met, total = value
         return f"{met}/{total}"
     if key == "loss":
-        return f"{float(value):.3%}"
+        return format_percent(float(value))  # as the SLO messages and the HTML report show it
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.1f}"
     return str(value)

@@ -1,0 +1,103 @@
+"""Reading a run's result dict for the HTML report, whatever it holds.
+
+The page is built from ``RunResult.to_dict()`` or the same dict loaded back
+from a JSON file, possibly from an older version or edited by hand: every
+reader here tolerates missing keys, ``None``, NaN and wrong types, and masks
+secrets in the texts it hands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_iotperf.metrics import DelayHistogram
+from pytest_iotperf.numbers import finite, format_in_unit, format_plain
+from pytest_iotperf.secrets import redact_text
+
+
+def shown_text(value: Any) -> str:
+    """A text value fit for the page: secrets masked, ``None`` as empty."""
+    return "" if value is None else redact_text(str(value))
+
+
+def shown_texts(value: Any) -> list[str]:
+    """A list of messages (or one) fit for the page, secrets masked."""
+    if isinstance(value, str):
+        return [redact_text(value)]
+    if isinstance(value, Iterable):
+        return [redact_text(str(item)) for item in value]
+    return []
+
+
+def read_histogram(result: Mapping[str, Any], key: str) -> tuple[DelayHistogram | None, str | None]:
+    """The histogram stored under ``key``, or None and why not."""
+    raw = result.get(key)
+    if isinstance(raw, DelayHistogram):
+        return raw, None
+    if not isinstance(raw, Mapping):
+        return None, "no histogram in the result"
+    try:
+        return DelayHistogram.from_dict(raw), None
+    except (ValueError, TypeError) as exc:
+        return None, f"the histogram could not be read ({exc})"
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """One slot of the run's timeline: seconds since T0, messages sent and received, p95 delay."""
+
+    t_s: float
+    sent: int
+    received: int
+    p95_ms: float | None
+
+
+def read_timeline(result: Mapping[str, Any]) -> list[TimelinePoint]:
+    """The readable slots of ``result["timeline"]``, in time order."""
+    raw = result.get("timeline")
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+        return []
+    points = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            continue
+        t_s = finite(item.get("t_s"))
+        if t_s is None:
+            continue
+        points.append(
+            TimelinePoint(
+                t_s=t_s,
+                sent=int(finite(item.get("sent")) or 0),
+                received=int(finite(item.get("received")) or 0),
+                p95_ms=finite(item.get("p95_delay_ms")),
+            )
+        )
+    points.sort(key=lambda point: point.t_s)
+    return points
+
+
+def read_slos(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The SLO verdicts of ``result["slos"]`` (each a mapping)."""
+    raw = result.get("slos")
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+        return []
+    return [item for item in raw if isinstance(item, Mapping)]
+
+
+def slo_text(slo: Mapping[str, Any]) -> str:
+    """The SLO as written (``loss < 1%``), or rebuilt from its parts."""
+    text = slo.get("slo")
+    if text:
+        return str(text)
+    return f"{slo.get('metric', '?')} {slo.get('op', '?')} {format_plain(slo.get('threshold'))}"
+
+
+def measured_text(slo: Mapping[str, Any]) -> str:
+    """What the SLO measured, as text (``no data`` when nothing was)."""
+    text = slo.get("measured_text")
+    if text:
+        return str(text)
+    measured = slo.get("measured")
+    return "no data" if finite(measured) is None else format_in_unit(measured, str(slo.get("unit", "")))
