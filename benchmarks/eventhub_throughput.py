@@ -47,11 +47,11 @@ from typing import Any
 import psutil
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient, PartitionContext
 
-from pytest_iotperf.bridge.eventhub_access import CONNECTION_STRING_ENV
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.processes import Child, child_environment
 from pytest_iotperf.readback import start_embedded_eventhub
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 
 PAYLOAD_BYTES = 150
 DEVICES = 570
@@ -121,7 +121,7 @@ def read_with_our_sink(
         [str(spec_path), str(report_path)],
         workdir / "sink.log",
         stdin=True,
-        env={CONNECTION_STRING_ENV: connection_string},
+        env={EVENTHUB_CONNECTION_STRING_ENV: connection_string},
     )
     try:
         sink.wait_for("ready", 40.0)
@@ -144,7 +144,7 @@ def read_with_default_loop(
     with open(workdir / "default-consumer.log", "w") as log:
         proc = subprocess.run(
             argv,
-            env=child_environment({CONNECTION_STRING_ENV: connection_string}),
+            env=child_environment({EVENTHUB_CONNECTION_STRING_ENV: connection_string}),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -167,7 +167,7 @@ def default_consumer(filled: list[int], timeout_s: float) -> int:
     SDK's socket timeout (0.2 s) on the exhausted partition.
     """
     events = sum(filled)
-    client = EventHubConsumerClient.from_connection_string(os.environ[CONNECTION_STRING_ENV], "$Default")
+    client = EventHubConsumerClient.from_connection_string(os.environ[EVENTHUB_CONNECTION_STRING_ENV], "$Default")
     lock = threading.Lock()
     stamps: list[tuple[int, str]] = []
     counts: dict[str, int] = {}

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.mqtt_options import MQTT_PASSWORD_ENV, MqttClientOptions
+from pytest_iotperf.mqtt_options import MqttClientOptions
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, INFLUX_TOKEN_ENV, MQTT_PASSWORD_ENV
 from pytest_iotperf.setting_parsers import (
     choice,
     parse_bool,
@@ -56,12 +57,6 @@ CODE = "test code"
 INI = "ini"
 DEFAULT = "default"
 
-
-#: Environment variable holding the InfluxDB token (a secret: no CLI option, no ini key).
-INFLUX_TOKEN_ENV = "IOTPERF_INFLUX_TOKEN"
-
-#: Environment variable holding the Event Hubs connection string (it carries the SAS key).
-EVENTHUB_CONNECTION_STRING_ENV = "IOTPERF_EVENTHUB_CONNECTION_STRING"
 
 # Not in setting_parsers: its message names the connection string's env var, which lives here.
 def _eventhub(text: str) -> str:

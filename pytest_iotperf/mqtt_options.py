@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_iotperf.secrets import MQTT_PASSWORD_ENV
+
 if TYPE_CHECKING:
     from paho.mqtt import client as mqtt
 
-#: Environment variable holding the MQTT password. It has no CLI option or
-#: ini key on purpose: a password on a command line ends up in ps and shell
-#: history, and an ini file ends up in git.
-MQTT_PASSWORD_ENV = "IOTPERF_MQTT_PASSWORD"
 
 
 @dataclass(frozen=True)

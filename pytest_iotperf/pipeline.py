@@ -34,12 +34,13 @@ from typing import Any
 from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.baseline import BaselineSettings, Comparison, compare
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
-from pytest_iotperf.config import INFLUX_TOKEN_ENV, RunSettings
+from pytest_iotperf.config import RunSettings
 from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.report.html import write_html
 from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, ProgressCallback, RunFailed
+from pytest_iotperf.secrets import INFLUX_TOKEN_ENV
 from pytest_iotperf.slo import Slo, SloVerdict, evaluate_all, failure_message, parse_slo
 
 logger = logging.getLogger("pytest_iotperf")

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_iotperf.config import EVENTHUB_CONNECTION_STRING_ENV, RunSettings, topic_filter_for
+from pytest_iotperf.config import RunSettings, topic_filter_for
 from pytest_iotperf.embedded.broker import BrokerEndpoint
 from pytest_iotperf.errors import SinkError
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 from pytest_iotperf.sinks.merge import merge_sink_reports
 
 _READY_S = 30.0  # an Event Hubs consumer takes ~1.5 s per link to attach; several share a core

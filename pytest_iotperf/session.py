@@ -23,11 +23,7 @@ import pytest
 from pytest_iotperf.baseline import BaselineSettings
 from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
-from pytest_iotperf.config import (
-    EVENTHUB_CONNECTION_STRING_ENV,
-    SessionSettings,
-    SloSettings,
-)
+from pytest_iotperf.config import SessionSettings, SloSettings
 from pytest_iotperf.embedded.broker import EmbeddedBroker
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.junit import PROPERTY_PREFIX, SloCase, add_slo_testcases, junit_path, slo_cases, split_property
@@ -36,6 +32,7 @@ from pytest_iotperf.processes import Child
 from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import summary_lines
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 
 logger = logging.getLogger("pytest_iotperf")
 

@@ -22,7 +22,7 @@ import pytest
 from azure.eventhub import EventHubProducerClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pytest_iotperf.bridge.eventhub_access import CONNECTION_STRING_ENV, Scrubber, parse_target
+from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.bridge.topics import DeviceKeys
 from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
@@ -30,6 +30,7 @@ from pytest_iotperf.embedded.eventhub import EmbeddedEventHub, connection_string
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.fleet.payload import PayloadTemplate
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, free_port
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, Scrubber
 from pytest_iotperf.sinks.eventhub_sink import EnqueueAccounting
 
 RUN_ID = "run-bridge"
@@ -55,7 +56,7 @@ def broker() -> Iterator[BrokerEndpoint]:
 def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedEventHub]:
     with EmbeddedEventHub(hub="telemetry", partitions=PARTITIONS) as server:
         # Children inherit the environment: the secret never goes through a spec file or argv.
-        monkeypatch.setenv(CONNECTION_STRING_ENV, server.connection_string)
+        monkeypatch.setenv(EVENTHUB_CONNECTION_STRING_ENV, server.connection_string)
         yield server
 
 
@@ -253,11 +254,13 @@ def test_bad_key_or_unreachable_hub_is_an_error_within_15s_and_the_key_is_never_
     key_name = "RootManageSharedAccessKey"
     started = time.monotonic()
     # Child.python_module copies os.environ when it starts the child: one environment per start.
-    monkeypatch.setenv(CONNECTION_STRING_ENV, connection_string("127.0.0.1", hub.port, key_name, bad_key, "telemetry"))
+    bad_key_string = connection_string("127.0.0.1", hub.port, key_name, bad_key, "telemetry")
+    monkeypatch.setenv(EVENTHUB_CONNECTION_STRING_ENV, bad_key_string)
     bad_key_bridge = start_bridge(group, tmp_path, broker, "bridge-bad-key")
     bad_key_sink = start_sink(group, tmp_path, time.time(), "sink-bad-key")
     nobody = free_port()
-    monkeypatch.setenv(CONNECTION_STRING_ENV, connection_string("127.0.0.1", nobody, key_name, bad_key, "telemetry"))
+    unreachable_string = connection_string("127.0.0.1", nobody, key_name, bad_key, "telemetry")
+    monkeypatch.setenv(EVENTHUB_CONNECTION_STRING_ENV, unreachable_string)
     unreachable_bridge = start_bridge(group, tmp_path, broker, "bridge-unreachable")
     cases = [(bad_key_bridge, hub.port), (bad_key_sink, hub.port), (unreachable_bridge, nobody)]
     for child, port in cases:

@@ -34,9 +34,9 @@ from typing import Any, Final, Literal
 
 from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
 
-from pytest_iotperf.bridge.eventhub_access import Scrubber, describe_error
 from pytest_iotperf.bridge.topics import DeviceKeys
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
+from pytest_iotperf.secrets import Scrubber, describe_error
 
 _log = logging.getLogger(__name__)
 

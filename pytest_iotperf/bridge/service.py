@@ -8,18 +8,13 @@ from typing import Any
 
 from azure.eventhub import EventData, EventHubProducerClient
 
-from pytest_iotperf.bridge.eventhub_access import (
-    EventHubTarget,
-    Scrubber,
-    call_with_deadline,
-    client_options,
-    describe_error,
-)
+from pytest_iotperf.bridge.eventhub_access import EventHubTarget, call_with_deadline, client_options
 from pytest_iotperf.bridge.forwarder import Forwarder
 from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.bridge.subscriber import MqttSubscriber, SubscribeError
 from pytest_iotperf.bridge.topics import DeviceKeys
 from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD
+from pytest_iotperf.secrets import Scrubber, describe_error
 
 _FENCE_SHARE = 0.5  # at most this share of the stop time goes to the MQTT fence
 

@@ -113,11 +113,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pytest_iotperf.errors import IotPerfError
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.result import RunResult
+from pytest_iotperf.secrets import REDACTED, Scrubber, ScrubbingFilter, redact_url
 
 __all__ = [
     "MEASUREMENT_DELAY",
@@ -202,10 +203,11 @@ class InfluxTarget:
     @property
     def description(self) -> str:
         """``http://host:8086 (org 'o', bucket 'b')``: for messages (no credentials)."""
-        return f"{_redact_url(self.url)} (org {self.org!r}, bucket {self.bucket!r})"
+        return f"{redact_url(self.url)} (org {self.org!r}, bucket {self.bucket!r})"
 
     def __repr__(self) -> str:
-        return f"InfluxTarget(url={_redact_url(self.url)!r}, org={self.org!r}, bucket={self.bucket!r}, token='***')"
+        shown = f"url={redact_url(self.url)!r}, org={self.org!r}, bucket={self.bucket!r}, token={REDACTED!r}"
+        return f"InfluxTarget({shown})"
 
 
 @dataclass(frozen=True)
@@ -531,8 +533,12 @@ def _write(target: InfluxTarget, points: Sequence[SeriesPoint], timeout_s: float
 
 @contextmanager
 def _scrubbed_library_logs(token: str) -> Iterator[None]:
-    """While the block runs, the token is replaced in every record the HTTP stack logs."""
-    scrubbing = _TokenFilter(token)
+    """While the block runs, the token is scrubbed from every record the HTTP stack logs.
+
+    influxdb-client logs an unparsable error body at DEBUG on the root logger:
+    a server or proxy that echoes the request headers would put the token there.
+    """
+    scrubbing = ScrubbingFilter(Scrubber([token]))
     loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
     for library_logger in loggers:
         library_logger.addFilter(scrubbing)
@@ -541,29 +547,6 @@ def _scrubbed_library_logs(token: str) -> Iterator[None]:
     finally:
         for library_logger in loggers:
             library_logger.removeFilter(scrubbing)
-
-
-class _TokenFilter(logging.Filter):
-    """Replaces the token in log records of the HTTP stack while an export runs.
-
-    influxdb-client logs an unparsable error body at DEBUG on the root logger:
-    a server or proxy that echoes the request headers would put the token there.
-    """
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._token:
-            try:
-                message = record.getMessage()
-            except Exception:  # a malformed record is the logging module's to report, not ours
-                return True
-            if self._token in message:
-                record.msg = _scrub(message, self._token)
-                record.args = None
-        return True
 
 
 def _valid_url(url: str) -> bool:
@@ -640,28 +623,9 @@ def _describe_status(exc: Any, target: InfluxTarget) -> str:
 
 
 def _scrub(text: str, token: str) -> str:
-    """Remove the token (and any ``Token``/``Bearer`` credential) from a message, and bound its length."""
-    if token:
-        text = text.replace(token, "***")
-    text = re.sub(r"(?i)\b(token|bearer)\s+[^\s'\",]+", r"\1 ***", text)
+    """Remove the token (and anything shaped like a credential) from a message, and bound its length."""
+    text = Scrubber([token])(text)
     return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
-
-
-def _redact_url(url: str) -> str:
-    """The URL without user info, query or fragment (where credentials hide)."""
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    if not parts.scheme or not host:
-        # Not a URL we can take apart: show it only if nothing credential-like is in it.
-        return url if "@" not in url and "?" not in url else "<URL with credentials or query>"
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _run_id(result: Mapping[str, Any] | RunResult) -> str:

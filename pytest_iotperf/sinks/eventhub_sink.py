@@ -50,14 +50,9 @@ from typing import Any, Final, cast
 from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext
 
 from pytest_iotperf.bridge.child import start_child
-from pytest_iotperf.bridge.eventhub_access import (
-    EventHubTarget,
-    Scrubber,
-    call_with_deadline,
-    client_options,
-    describe_error,
-)
+from pytest_iotperf.bridge.eventhub_access import EventHubTarget, call_with_deadline, client_options
 from pytest_iotperf.bridge.protocol import Ticker, commands, write_json_atomically
+from pytest_iotperf.secrets import Scrubber, describe_error
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
