@@ -49,7 +49,7 @@ def test_json_html_and_influx_export(
             "--iot-influx-bucket",
             "perf",
         )
-        outcome.assert_outcomes(passed=2)
+        outcome.assert_outcomes(passed=1)  # the test; its SLO testcase goes into the junit XML only
         runs = server.export('{__name__="iotperf_run_sent"}')
     (json_file,) = (pytester.path / "out").glob("*.json")
     (html_file,) = (pytester.path / "out").glob("*.html")
@@ -72,7 +72,7 @@ def test_export_failure_is_reported_and_changes_nothing_else(
     outcome = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--iot-report-dir", "out", "--iot-influx-url", dead
     )
-    outcome.assert_outcomes(passed=2)  # the run's outcome is unchanged
+    outcome.assert_outcomes(passed=1)  # the run's outcome is unchanged
     outcome.stdout.fnmatch_lines([f"*InfluxDB export failed*{dead}*"])
     assert len(list((pytester.path / "out").glob("*.json"))) == 1  # the result is still written
     assert TOKEN not in _produced_text(pytester.path, outcome)
@@ -82,5 +82,5 @@ def test_unwritable_report_dir_is_reported_and_the_outcome_stands(pytester: pyte
     pytester.makepyfile(test_perf=TEST_FILE)
     (pytester.path / "not-a-dir").write_text("a file where the report directory should be")
     outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--iot-report-dir", "not-a-dir/reports")
-    outcome.assert_outcomes(passed=2)
+    outcome.assert_outcomes(passed=1)
     outcome.stdout.fnmatch_lines(["*could not write the JSON result to not-a-dir/reports/*"])
