@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
+from pytest_iotperf.embedded.broker import EmbeddedBroker
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.runner import PerfRun, RunFailed
 

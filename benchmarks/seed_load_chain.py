@@ -42,8 +42,9 @@ from typing import Any
 
 import psutil
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker
+from pytest_iotperf.embedded.broker import EmbeddedBroker
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.processes import Child
 from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub

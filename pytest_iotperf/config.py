@@ -538,10 +538,9 @@ class RunSettings(SessionSettings):
             return explicit
         return topic_filter_for(self.topic_template)
 
-    def mqtt_options(self, tls: bool) -> MqttClientOptions:
-        """How this run's MQTT clients connect to a broker (``tls``: the broker URL is mqtts)."""
+    def mqtt_options(self) -> MqttClientOptions:
+        """TLS files and user name of this run's MQTT clients (whether TLS is on comes from the broker URL)."""
         return MqttClientOptions(
-            tls=tls,
             ca_file=_str_or_none(self.tls_ca),
             cert_file=_str_or_none(self.tls_cert),
             key_file=_str_or_none(self.tls_key),

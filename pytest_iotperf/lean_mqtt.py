@@ -87,6 +87,22 @@ class LeanClient(mqtt.Client):
         return super().reconnect()
 
     def _create_socket_connection(self) -> socket.socket:
+        """Open the TCP connection, with Nagle off: every client of a run sends small packets.
+
+        Nagle would hold a PUBLISH (or a subscriber's PUBACKs) back until the
+        previous segment is acknowledged.  Set on every socket opened, so a
+        reconnect gets it too, before CONNECT goes out.
+        """
+        sock = self._open_socket()
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                sock.close()
+                raise
+        return sock
+
+    def _open_socket(self) -> socket.socket:
         """Connect an IP literal directly: no name lookup, no explicit bind.
 
         paho resolves the host with getaddrinfo (under gevent: a thread-pool round

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_iotperf.config import RunSettings, topic_filter_for
-from pytest_iotperf.embedded.broker import BrokerEndpoint
+from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import SinkError
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
@@ -121,16 +121,11 @@ def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> di
 class MqttReadback:
     """One subscriber on the output topic filter, measuring at receive time."""
 
-    def __init__(self, settings: RunSettings, broker: BrokerEndpoint, run_id: str, timeline_slot_s: int) -> None:
+    def __init__(self, settings: RunSettings, connection: Connection, run_id: str, timeline_slot_s: int) -> None:
         self.spec = {
             "run_id": run_id,
-            "host": broker.host,
-            "port": broker.port,
-            "tls": broker.tls,
-            "username": settings.username,
+            "connection": connection.to_dict(),
             "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
-            "qos": settings.qos,
-            "mqtt_options": settings.mqtt_options(broker.tls).to_dict(),
             "timeline_slot_s": timeline_slot_s,
         }
         self._sink: Child | None = None
@@ -177,13 +172,13 @@ class EventHubReadback:
     def __init__(
         self,
         settings: RunSettings,
-        broker: BrokerEndpoint,
+        connection: Connection,
         hub: EventHubAccess,
         run_id: str,
         timeline_slot_s: int,
     ) -> None:
         self.settings = settings
-        self.broker = broker
+        self.connection = connection
         self.hub = hub
         self.run_id = run_id
         self.timeline_slot_s = timeline_slot_s
@@ -248,15 +243,10 @@ class EventHubReadback:
     def _start_bridge(self, group: ProcessGroup, workdir: Path) -> None:
         template = self.settings.topic_template.replace("{run_id}", self.run_id)
         spec = {
-            "host": self.broker.host,
-            "port": self.broker.port,
-            "tls": self.broker.tls,
-            "username": self.settings.username,
-            "qos": self.settings.qos,
+            "connection": self.connection.to_dict(),
             "topic_filter": topic_filter_for(template, self.run_id),
             "topic_template": template,
             "run_id": self.run_id,
-            "mqtt_options": self.settings.mqtt_options(self.broker.tls).to_dict(),
             # One batch per partition (each event keeps its device id as partition key):
             # per-device batches cost a round trip each and cap the bridge near 1,000 events/s.
             "grouping": "partition",

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.abort import AbortRule, AbortWatch
+from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.config import RunSettings
-from pytest_iotperf.embedded.broker import BrokerEndpoint, wait_for_mqtt
+from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
@@ -67,6 +68,8 @@ class PerfRun:
         self._abort = AbortWatch(abort_rule, planned) if abort_rule is not None else None
         self._abort_file: Path | None = None
         self.broker = broker
+        # How every MQTT client of this run connects: built once, serialised into each child's spec.
+        self.connection = Connection.for_run(settings, broker)
         self.run_id = new_run_id()
         self.progress = progress or (lambda state: None)
         self._progress_state: dict[str, Any] = {
@@ -86,17 +89,12 @@ class PerfRun:
             rate=settings.rate,
             duration_s=settings.duration_s,
             ramp_up_s=settings.ramp_up_s,
-            broker_host=broker.host,
-            broker_port=broker.port,
-            broker_tls=broker.tls,
-            username=settings.username,
-            qos=settings.qos,
+            connection=self.connection,
             payload_bytes=settings.payload_bytes,
             topic_template=settings.topic_template,
             expect_workers=settings.expect_workers,
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
-            mqtt_options=settings.mqtt_options(broker.tls).to_dict(),
             clock_correction=settings.clock_correction,
         )
 
@@ -114,9 +112,7 @@ class PerfRun:
     def execute(self) -> RunResult:
         """Run it; RunFailed (carrying the partial result) when it broke halfway."""
         try:
-            wait_for_mqtt(
-                self.broker.host, self.broker.port, _BROKER_CHECK_S, options=self.settings.mqtt_options(self.broker.tls)
-            )
+            wait_for_mqtt(self.connection, _BROKER_CHECK_S)
         except BrokerError as exc:
             raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
         workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))
@@ -186,8 +182,8 @@ class PerfRun:
         if self.settings.sink == "eventhub":
             if self.eventhub is None:
                 raise SinkError("--iot-sink eventhub needs an Event Hub; none was given to this run")
-            return EventHubReadback(self.settings, self.broker, self.eventhub, self.run_id, slot)
-        return MqttReadback(self.settings, self.broker, self.run_id, slot)
+            return EventHubReadback(self.settings, self.connection, self.eventhub, self.run_id, slot)
+        return MqttReadback(self.settings, self.connection, self.run_id, slot)
 
     def _run_fleet(
         self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, readback: Readback | None

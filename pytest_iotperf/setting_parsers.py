@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_iotperf.broker_endpoint import parse_broker_url
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -101,13 +103,17 @@ def parse_qos(text: str) -> int:
 
 
 def parse_broker(text: str) -> str:
-    """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, or an ``mqtt://``/``mqtts://`` URL."""
+    """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, or an ``mqtt://``/``mqtts://`` URL.
+
+    A URL is checked by the one broker URL parser (the run parses it again with it).
+    """
     value = text.strip()
     if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt"):
         return value
-    match = re.fullmatch(r"(mqtts?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?/?", value)
-    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
-        raise ValueError(f"expected 'embedded' or a URL like mqtt://host:1883 or mqtts://host:8883, got {text!r}")
+    try:
+        parse_broker_url(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or 'embedded')") from None
     return value
 
 

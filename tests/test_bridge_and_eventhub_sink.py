@@ -25,7 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.bridge.topics import DeviceKeys
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.embedded.eventhub import EmbeddedEventHub, connection_string
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.fleet.payload import PayloadTemplate

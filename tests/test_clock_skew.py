@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV, ClockSample, estimate
 from pytest_iotperf.runner import PerfRun
 

@@ -19,16 +19,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 import pytest_iotperf.embedded.broker as broker_mod
-from pytest_iotperf.embedded.broker import (
-    BrokerEndpoint,
-    EmbeddedBroker,
-    find_mosquitto,
-    mosquitto_version,
-    parse_broker_url,
-    raise_nofile_limit,
-    wait_for_mqtt,
-)
+from pytest_iotperf.broker_endpoint import BrokerEndpoint, parse_broker_url, wait_for_mqtt
+from pytest_iotperf.connection import Connection
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto, mosquitto_version, raise_nofile_limit
 from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.processes import free_port
+from pytest_iotperf.setting_parsers import parse_broker
 
 MOSQUITTO = find_mosquitto()
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
@@ -206,17 +202,16 @@ def test_port_race_retries_on_a_new_port(
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     taken = listening_socket.getsockname()[1]
     picks = iter([taken])
-    real_free_port = broker_mod._free_port
-    monkeypatch.setattr(broker_mod, "_free_port", lambda: next(picks, None) or real_free_port())
+    monkeypatch.setattr(broker_mod, "free_port", lambda host: next(picks, None) or free_port(host))
     with EmbeddedBroker(prefer=kind) as broker:
         assert broker.endpoint.port != taken
-        wait_for_mqtt(broker.endpoint.host, broker.endpoint.port, timeout=WAIT_S)
+        wait_for_mqtt(Connection(broker.endpoint.host, broker.endpoint.port), timeout=WAIT_S)
 
 
 @needs_mosquitto
 def test_gives_up_when_every_port_is_taken(monkeypatch: pytest.MonkeyPatch, listening_socket: socket.socket) -> None:
     taken = listening_socket.getsockname()[1]
-    monkeypatch.setattr(broker_mod, "_free_port", lambda: taken)
+    monkeypatch.setattr(broker_mod, "free_port", lambda host: taken)
     broker = EmbeddedBroker(prefer="mosquitto")
     with pytest.raises(BrokerError, match="free ports picked was taken"):
         broker.start()
@@ -248,8 +243,8 @@ def test_failed_start_reports_command_exit_code_and_log(monkeypatch: pytest.Monk
 
 @needs_mosquitto
 def test_start_timeout_kills_the_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def never_ready(host: str, port: int, timeout: float, **_kw: Any) -> None:
-        raise BrokerError(f"probe of {host}:{port} failed on purpose")
+    def never_ready(connection: Connection, timeout: float) -> None:
+        raise BrokerError(f"probe of {connection.address} failed on purpose")
 
     monkeypatch.setattr(broker_mod, "wait_for_mqtt", never_ready)
     started = time.monotonic()
@@ -308,7 +303,7 @@ def test_wait_for_mqtt_closed_port_names_the_address() -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         started = time.monotonic()
         with pytest.raises(BrokerError, match=f"127.0.0.1:{port}.*refused"):
-            wait_for_mqtt("127.0.0.1", port, timeout=2.0)
+            wait_for_mqtt(Connection("127.0.0.1", port), timeout=2.0)
         assert time.monotonic() - started < 2.0
 
 
@@ -316,7 +311,7 @@ def test_wait_for_mqtt_silent_server_times_out(listening_socket: socket.socket) 
     port = listening_socket.getsockname()[1]
     started = time.monotonic()
     with pytest.raises(BrokerError, match=f"127.0.0.1:{port}.*no CONNACK within 0.5s"):
-        wait_for_mqtt("127.0.0.1", port, timeout=0.5)
+        wait_for_mqtt(Connection("127.0.0.1", port), timeout=0.5)
     assert time.monotonic() - started < 1.5
 
 
@@ -361,6 +356,35 @@ def test_parse_broker_url_rejects(url: str, reason: str) -> None:
         parse_broker_url(url)
     assert reason in str(info.value)
     assert "mqtt://host[:port]" in str(info.value) or "port 0" in reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://broker.example",
+        "mqtt://",
+        "mqtt://broker.example:70000",
+        "mqtt://broker.example:0",
+        "mqtt://broker.example?x=1",
+        "mqtt://user:s3cret@broker.example",
+        "mqtt://broker example",
+        "mqtt://broker\texample",
+    ],
+)
+def test_the_broker_setting_is_checked_by_the_same_parser(url: str) -> None:
+    with pytest.raises(ValueError, match="invalid broker URL") as info:
+        parse_broker(url)
+    assert "s3cret" not in str(info.value) and "'embedded'" in str(info.value)
+    with pytest.raises(ValueError, match="invalid broker URL"):
+        parse_broker_url(url)
+
+
+def test_the_broker_setting_accepts_what_the_run_accepts() -> None:
+    for value in ("embedded", "embedded:mosquitto", "embedded:amqtt"):
+        assert parse_broker(value) == value
+    for url in ("mqtt://[::1]:1883", "mqtts://broker.example/", " mqtt://127.0.0.1 "):
+        assert parse_broker(url) == url.strip()
+        BrokerEndpoint.external(parse_broker(url))
 
 
 def test_parse_broker_url_never_echoes_credentials() -> None:

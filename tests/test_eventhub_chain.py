@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.embedded.eventhub import EmbeddedEventHub
 from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.runner import PerfRun

@@ -14,8 +14,9 @@ from typing import Any
 import psutil
 import pytest
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import IotPerfError, SinkError
 from pytest_iotperf.processes import Child
 from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub

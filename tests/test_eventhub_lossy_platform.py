@@ -28,8 +28,9 @@ import pytest
 from eh_relay import EventHubRelay
 from relay_base import drop_by_rules
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.processes import Child
 from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.result import RunResult

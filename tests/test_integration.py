@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import BrokerError
 from pytest_iotperf.processes import free_port
 from pytest_iotperf.result import RunResult

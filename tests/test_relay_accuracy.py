@@ -22,8 +22,9 @@ import pytest
 from relay import MqttRelay, RelayStats
 from relay_base import drop_by_rules
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import pytest_iotperf.fleet as fleet_package
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, EmbeddedBroker, find_mosquitto
+from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.processes import child_environment, free_port
 from pytest_iotperf.runner import PerfRun
 

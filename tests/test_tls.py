@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from tls_broker import Pki, TlsMosquitto, make_pki
 
+from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
-from pytest_iotperf.embedded.broker import BrokerEndpoint, find_mosquitto
+from pytest_iotperf.embedded.broker import find_mosquitto
 from pytest_iotperf.errors import BrokerError
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun

@@ -7,7 +7,9 @@ Hubs, with the device id as partition key.
 Spec fields (JSON, no secrets):
 
 - ``host``, ``port``, ``tls`` (false), ``username`` (none), ``qos`` (1): the MQTT broker
-  and subscription; the password comes from ``IOTPERF_MQTT_PASSWORD``;
+  and subscription; the password comes from ``IOTPERF_MQTT_PASSWORD``.  A run writes
+  them as one ``connection`` object instead (``Connection.to_dict()``: these fields plus
+  TLS files, protocol version, transport, keep-alive);
 - ``topic_filter``: e.g. ``devices/+/telemetry``;
 - ``topic_template``: the devices' topic, e.g. ``devices/{device_id}/telemetry``;
   the partition key is the ``{device_id}`` level of a message's topic, else

@@ -125,6 +125,6 @@ class Bridge:
             "errors": [self.scrubber(error) for error in self.subscriber.errors],
             "eventhub": self.target.describe(),
             "partition_ids": self.partition_ids,
-            "broker": f"{self.spec.host}:{self.spec.port}",
+            "broker": f"{self.spec.connection.host}:{self.spec.connection.port}",
             "topic_filter": self.spec.topic_filter,
         }

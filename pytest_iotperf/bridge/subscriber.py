@@ -10,17 +10,14 @@ acknowledged) has been handed to the forwarder.  No waiting for "quiet".
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from pytest_iotperf.bridge.spec import BridgeSpec
-from pytest_iotperf.lean_mqtt import LeanClient
-from pytest_iotperf.mqtt_options import configure_client
+from pytest_iotperf.mqtt_client import connect, make_client, shared_identity
 
 _log = logging.getLogger(__name__)
 
@@ -42,13 +39,7 @@ class MqttSubscriber:
         self._fence_back = threading.Event()
         self._fence_topic_bytes = self.fence_topic.encode()
         # The lean client hands each message over as bytes, without paho's per-message objects.
-        self.client = LeanClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=spec.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        configure_client(self.client, spec.mqtt_options)
+        self.client = make_client(spec.connection, shared_identity(spec.connection, spec.client_id))
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
@@ -60,9 +51,9 @@ class MqttSubscriber:
         Raises:
             SubscribeError: not connected and subscribed within ``timeout_s``, or refused.
         """
-        where = f"{self.spec.host}:{self.spec.port}"
+        where = f"{self.spec.connection.host}:{self.spec.connection.port}"
         try:
-            self.client.connect(self.spec.host, self.spec.port, keepalive=60)
+            connect(self.client, self.spec.connection)
         except (OSError, ValueError) as exc:
             raise SubscribeError(f"cannot connect to the MQTT broker {where}: {exc}") from None
         self.client.loop_start()
@@ -93,10 +84,7 @@ class MqttSubscriber:
             self.errors.append(f"connection refused: {reason}")
             self._subscribed.set()
             return
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            # Nagle would hold our PUBACKs back behind the broker's next write.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Nagle is off already (the factory's client): our PUBACKs are not held back.
         client.subscribe([(self.spec.topic_filter, self.spec.qos), (self.fence_topic, 1)])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:

@@ -18,42 +18,30 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self
-from urllib.parse import urlsplit
+from typing import IO, Final, Self
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
-
+from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
+from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError
-from pytest_iotperf.mqtt_options import MqttClientOptions, configure_client
 from pytest_iotperf.process_guard import raise_nofile_limit
+from pytest_iotperf.processes import free_port
 
 __all__ = [
     "AMQTT_DISTORTION",
-    "DEFAULT_PORTS",
-    "BrokerEndpoint",
     "EmbeddedBroker",
     "amqtt_version",
     "find_mosquitto",
     "mosquitto_config",
     "mosquitto_version",
-    "parse_broker_url",
     "raise_nofile_limit",
-    "wait_for_mqtt",
 ]
-
-DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883}
-"""Port used for each URL scheme when the URL names none."""
 
 AMQTT_DISTORTION: Final = "which distorts delays above ~250 devices or ~2,000 msg/s"
 """Why amqtt is only a fallback; appended to the warnings about it."""
@@ -71,94 +59,6 @@ _PROBE_ATTEMPT_S: Final = 2.0
 _POLL_S: Final = 0.05
 _MOSQUITTO_RUNNING: Final = re.compile(r"mosquitto version \S+ running")
 _INSTALL_HINT: Final = "install mosquitto (`apt-get install mosquitto`, recommended) or amqtt (`pip install amqtt`)"
-
-
-@dataclass(frozen=True)
-class BrokerEndpoint:
-    """Where the MQTT broker of a run listens, and what it is.
-
-    Attributes:
-        host: Host name or IP address clients connect to.
-        port: TCP port.
-        tls: Whether clients must use TLS (``mqtts``).
-        kind: ``"mosquitto"``, ``"amqtt"`` (both embedded) or ``"external"``.
-        description: Human-readable summary for reports, e.g.
-            ``"mosquitto 2.0.11 (embedded)"``.
-    """
-
-    host: str
-    port: int
-    tls: bool
-    kind: str
-    description: str
-
-    @property
-    def url(self) -> str:
-        """The broker as a URL, e.g. ``mqtt://127.0.0.1:41234``."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-    @classmethod
-    def external(cls, url: str) -> BrokerEndpoint:
-        """Build the endpoint of an external broker from its URL.
-
-        Raises:
-            ValueError: ``url`` is not ``mqtt://host[:port]`` or ``mqtts://host[:port]``.
-        """
-        scheme, host, port = parse_broker_url(url)
-        tls = scheme == "mqtts"
-        bare = cls(host=host, port=port, tls=tls, kind="external", description="")
-        return cls(
-            host=host,
-            port=port,
-            tls=tls,
-            kind="external",
-            description=f"{bare.url} (external)",
-        )
-
-
-def parse_broker_url(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt://host:port`` or ``mqtts://host:port`` into (scheme, host, port).
-
-    The port defaults to 1883 for ``mqtt`` and 8883 for ``mqtts``.  The error
-    message never repeats credentials embedded in the URL.
-
-    Raises:
-        ValueError: the URL has another scheme, no host, a bad port, or
-            credentials, a path, a query or a fragment.
-    """
-    shown = _redact_url(url)
-    expected = "expected mqtt://host[:port] or mqtts://host[:port]"
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid broker URL {shown!r}: {exc}; {expected}") from None
-    if parts.scheme not in DEFAULT_PORTS:
-        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ValueError(f"invalid broker URL {shown!r}: {got}; {expected}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            f"invalid broker URL {shown!r}: credentials in the URL are not supported "
-            "(they would end up in logs and reports); remove them"
-        )
-    if not parts.hostname:
-        raise ValueError(f"invalid broker URL {shown!r}: no host; {expected}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"invalid broker URL {shown!r}: unexpected path, query or fragment; {expected}")
-    if port == 0:
-        raise ValueError(f"invalid broker URL {shown!r}: port 0 is not usable; {expected}")
-    return (
-        parts.scheme,
-        parts.hostname,
-        port if port is not None else DEFAULT_PORTS[parts.scheme],
-    )
-
-
-def _redact_url(url: str) -> str:
-    """Return ``url`` with any ``user:password@`` part replaced by ``***@``."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
 def find_mosquitto() -> str | None:
@@ -201,91 +101,6 @@ def amqtt_version() -> str | None:
         return importlib.metadata.version("amqtt")
     except importlib.metadata.PackageNotFoundError:
         return "unknown version"
-
-
-def wait_for_mqtt(
-    host: str, port: int, timeout: float, *, tls: bool = False, options: MqttClientOptions | None = None
-) -> None:
-    """Connect an MQTT client to ``host:port``, wait for a successful CONNACK, disconnect.
-
-    Args:
-        host: Broker host.
-        port: Broker port.
-        timeout: Seconds for the whole exchange (TCP connect, TLS, CONNACK).
-        tls: Connect with TLS, verifying the broker against the system CAs.
-        options: TLS files and credentials, as the run's clients will use them (overrides ``tls``).
-
-    Raises:
-        BrokerError: naming ``host:port`` and what happened (refused, timed out,
-            closed, or a failure reason code in the CONNACK).
-    """
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    deadline = time.monotonic() + timeout
-    outcome: list[ReasonCode] = []
-
-    def on_connect(
-        _client: mqtt.Client,
-        _userdata: Any,
-        _flags: Any,
-        reason: ReasonCode,
-        _props: Any,
-    ) -> None:
-        outcome.append(reason)
-
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"iotperf-probe-{uuid.uuid4().hex[:12]}",
-        clean_session=True,
-    )
-    client.on_connect = on_connect
-    client.connect_timeout = max(timeout, 0.01)
-    try:
-        if options is not None:
-            configure_client(client, options)
-        elif tls:
-            client.tls_set()
-        try:
-            client.connect(host, port, keepalive=max(5, int(timeout) + 5))
-        except ConnectionRefusedError:
-            raise BrokerError(
-                f"Could not connect to the MQTT broker at {address}: connection refused "
-                "(nothing is listening there). Check that the broker is running and the "
-                "address is right."
-            ) from None
-        except TimeoutError:
-            raise BrokerError(
-                f"Could not connect to the MQTT broker at {address}: no TCP connection "
-                f"within {timeout:.1f}s. Check the address and any firewall in between."
-            ) from None
-        except OSError as exc:
-            raise BrokerError(
-                f"Could not connect to the MQTT broker at {address}: {exc}. "
-                "Check the address and that the broker is running."
-            ) from None
-        while not outcome:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BrokerError(
-                    f"The MQTT broker at {address} accepted the TCP connection but sent no "
-                    f"CONNACK within {timeout:.1f}s. Check that an MQTT broker (not another "
-                    "service) listens there and that it is not overloaded."
-                )
-            rc = client.loop(timeout=min(remaining, 0.1))
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not outcome:
-                raise BrokerError(
-                    f"The MQTT broker at {address} closed the connection before its CONNACK "
-                    f"({mqtt.error_string(rc)}). Check the broker's log."
-                )
-        if outcome[0].is_failure:
-            raise BrokerError(
-                f"The MQTT broker at {address} refused the connection: {outcome[0]}. "
-                "Check that it allows anonymous clients."
-            )
-    finally:
-        # Sends DISCONNECT and closes the socket (no network thread is running);
-        # a failure here must not hide the error being raised.
-        with contextlib.suppress(OSError):
-            client.disconnect()
 
 
 def mosquitto_config(port: int, log_path: Path, *, run_as_root: bool = False) -> str:
@@ -343,13 +158,6 @@ def _amqtt_config(port: int) -> str:
         },
     }
     return json.dumps(config, indent=2) + "\n"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -576,7 +384,7 @@ class EmbeddedBroker:
         self._tmpdir = tmpdir
         try:
             for _ in range(1 + _BIND_RETRIES):
-                port = _free_port()
+                port = free_port(HOST)
                 try:
                     return self._launch(backend, tmpdir, port, deadline, timeout)
                 except _BindRace:
@@ -697,7 +505,7 @@ class EmbeddedBroker:
                 return f"did not accept an MQTT connection within {timeout:g}s ({why})"
             if bound:
                 try:
-                    wait_for_mqtt(HOST, port, timeout=min(remaining, _PROBE_ATTEMPT_S))
+                    wait_for_mqtt(Connection(HOST, port), timeout=min(remaining, _PROBE_ATTEMPT_S))
                 except BrokerError as exc:
                     last_error = str(exc)
                 else:

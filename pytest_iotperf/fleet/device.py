@@ -14,62 +14,66 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import gevent.event
 from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
+from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
+from pytest_iotperf.fleet.identity import IdentityProvider
 from pytest_iotperf.fleet.payload import PayloadTemplate
-from pytest_iotperf.fleet.spec import device_id_for, phase_for
 from pytest_iotperf.lean_mqtt import LeanClient
-from pytest_iotperf.mqtt_options import configure_client
+from pytest_iotperf.mqtt_client import connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer
-
-if TYPE_CHECKING:
-    from pytest_iotperf.fleet.worker_fleet import WorkerFleet
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONNACK_TIMEOUT_S = 10.0
 
 
 class Device:
-    """A device's connection, schedule and counters."""
+    """A device's connection, schedule and counters.
 
-    def __init__(self, fleet: WorkerFleet, local_index: int) -> None:
-        spec = fleet.spec
-        self.fleet = fleet
-        self.spec = spec
-        self.device_id = device_id_for(fleet.worker_index, local_index)
-        self.phase_s = phase_for(fleet.worker_index, local_index, spec.rate)
-        self.topic = spec.topic_for(self.device_id)
-        self.template = PayloadTemplate(spec.run_id, self.device_id, spec.payload_bytes)
-        self.framer = PublishFramer(self.topic, spec.qos)
+    It owns its schedule; what it needs from the run comes in as a config
+    value and a read-only view, what happens to it goes out as events.
+    """
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        device_id: str,
+        phase_s: float,
+        *,
+        events: DeviceEvents,
+        run: RunView,
+        identities: IdentityProvider,
+    ) -> None:
+        self.config = config
+        self.device_id = device_id
+        self.phase_s = phase_s
+        self.topic = config.topic_for(device_id)
+        self.template = PayloadTemplate(config.run_id, device_id, config.payload_bytes)
+        self.framer = PublishFramer(self.topic, config.qos)
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
         self.finished = False
         self.last_error: str | None = None
+        self._events = events
+        self._run = run
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._reader: Any = None  # the hub's io watcher for our socket
         self._flusher: gevent.Greenlet | None = None
-        self._period = 1.0 / spec.rate
-        self._qos = spec.qos
+        self._period = 1.0 / config.rate
+        self._qos = config.qos
         self._start = self._end = 0.0
         self._k = 0
-        self.client = self._make_client()
+        self.client = self._make_client(identities)
 
-    def _make_client(self) -> LeanClient:
-        client = LeanClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{self.spec.run_id}-{self.device_id}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        configure_client(client, self.fleet.mqtt_options)
+    def _make_client(self, identities: IdentityProvider) -> LeanClient:
+        client = make_client(self.config.connection, identities.identity_for(self.device_id))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         return client
@@ -78,19 +82,20 @@ class Device:
 
     def connect(self) -> bool:
         """Connect, retrying refusals with jittered exponential backoff within the budget."""
-        deadline = time.monotonic() + self.spec.connect_budget_s
+        events = self._events
+        deadline = time.monotonic() + self.config.connect_budget_s
         backoff = 0.05
         while True:
             started = time.monotonic()
             error = self._connect_once()
             if error is None:
                 self.connected = True
-                self.fleet.device_connected(self, time.monotonic() - started)
+                events.device_connected(self, time.monotonic() - started)
                 return True
             self.last_error = error
-            self.fleet.connect_retried(error)
+            events.connect_retried(error)
             if time.monotonic() + backoff > deadline:
-                self.fleet.device_failed(self, error)
+                events.device_failed(self, error)
                 return False
             gevent.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 2.0)
@@ -99,14 +104,11 @@ class Device:
         """One attempt; None on success, else why it failed."""
         self._connack = gevent.event.AsyncResult()
         try:
-            rc = self.client.connect(self.spec.broker_host, self.spec.broker_port, self.spec.keepalive_s)
+            rc = connect(self.client, self.config.connection)  # Nagle off: see LeanClient
         except OSError as exc:
             return f"{type(exc).__name__}: {exc.strerror or exc}"
         if rc != _SUCCESS:
             return mqtt.error_string(rc)
-        sock = self.client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._start_reader()
         reason = self._connack.wait(_CONNACK_TIMEOUT_S)
         if reason == "ok":
@@ -123,7 +125,7 @@ class Device:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self.connected:
             self.connected = False
-            self.fleet.device_disconnected(self, str(reason))
+            self._events.device_disconnected(self, str(reason))
         if not self._connack.ready():
             self._connack.set(f"disconnected before CONNACK: {reason}")
 
@@ -169,7 +171,7 @@ class Device:
         The worker's scheduler then calls :meth:`publish_due` at each due time.
         """
         self._start = t0 + self.phase_s
-        self._end = t0 + self.spec.duration_s
+        self._end = t0 + self.config.duration_s
         self._k = 0
         if self._start >= self._end:
             self._finish()
@@ -182,9 +184,10 @@ class Device:
         ``seq`` counts successful publishes, so the messages a device sent are
         exactly seq 0 .. sent-1.  Returns the next due time, or None when done.
         """
-        fleet = self.fleet
+        events = self._events
+        run = self._run
         due = self._start + self._k * self._period
-        shift = fleet.record_shift_s  # worker clock -> master clock, when correcting
+        shift = run.record_shift_s  # worker clock -> master clock, when correcting
         due_us = int((due - shift) * 1_000_000)
         now_us = int((now - shift) * 1_000_000)
         if self.connected:
@@ -194,18 +197,18 @@ class Device:
             rc = client.send_publish(packet, self._qos)
             if rc == _SUCCESS:
                 self.sent += 1
-                fleet.message_sent(due_us, now_us)
+                events.message_sent(due_us, now_us)
                 if client.want_write() and self._flusher is None:
                     # The kernel buffer is full: write the rest out in the background,
                     # the scheduler must not wait on one device.
                     self._flusher = gevent.spawn(self._flush)
             else:
-                fleet.publish_failed(mqtt.error_string(rc))
+                events.publish_failed(mqtt.error_string(rc))
         else:
-            fleet.publish_failed("not connected")
+            events.publish_failed("not connected")
         self._k += 1
         following = self._start + self._k * self._period
-        if following >= self._end or fleet.aborted:
+        if following >= self._end or run.aborted:
             self._finish()
             return None
         return following
@@ -213,7 +216,7 @@ class Device:
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            self.fleet.device_finished(self)
+            self._events.device_finished(self)
 
     def _flush(self) -> None:
         """Wait until paho's queue is written out (the kernel buffer was full)."""

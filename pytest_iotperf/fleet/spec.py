@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from pytest_iotperf.connection import Connection
 
 #: Golden-ratio step used to spread device phases evenly over one period
 #: without knowing how many devices a worker will get.
@@ -26,26 +28,34 @@ class FleetSpec:
     rate: float  # messages per second per device
     duration_s: float
     ramp_up_s: float
-    broker_host: str
-    broker_port: int
-    broker_tls: bool = False
-    username: str | None = None  # the password travels in the environment, never in a spec
-    qos: int = 1
+    connection: Connection  # broker, TLS, user name, QoS; the password travels in the environment, never in a spec
     payload_bytes: int = 0
     topic_template: str = "devices/{device_id}/telemetry"
-    keepalive_s: int = 60
     expect_workers: int = 1
     timeline_slot_s: int = 1
     connect_budget_s: float = 20.0  # per device: how long it keeps retrying a refused connect
-    mqtt_options: dict[str, Any] = field(default_factory=dict)  # MqttClientOptions.to_dict(): TLS files, user
     clock_correction: bool = False  # shift each worker's times by its measured offset to the master
 
+    @property
+    def qos(self) -> int:
+        return self.connection.qos
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the form sent to the workers); :meth:`from_dict` reads it back."""
+        data = asdict(self)
+        data["connection"] = self.connection.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FleetSpec:
+        return cls(**{**data, "connection": Connection.from_dict(data["connection"])})
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> FleetSpec:
-        return cls(**json.loads(text))
+        return cls.from_dict(json.loads(text))
 
     @classmethod
     def load(cls, path: Path) -> FleetSpec:

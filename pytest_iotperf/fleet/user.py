@@ -31,7 +31,7 @@ class DeviceUser(User):
         device = self.device
         if device is None or device.finished:
             return
-        device.fleet.schedules_done.wait()
+        fleet_of(self.environment).schedules_done.wait()
 
     def on_stop(self) -> None:
         if self.device is not None:

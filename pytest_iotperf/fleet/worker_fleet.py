@@ -1,16 +1,24 @@
 """A Locust worker's side of a fleet run: its devices, counters and messages to the master.
 
-Messages (Locust's own channel, ``register_message`` / ``send_message``):
+Messages (Locust's own channel, ``register_message`` / ``send_message``; the
+master's side is ``master.py``):
 
 master -> worker
-    ``iotperf_spec``   the FleetSpec as a dict, sent before any user is spawned
-    ``iotperf_prepare`` every device connected: do the slow once-only work now, answer ``iotperf_prepared``
-    ``iotperf_go``     ``{"t0": epoch seconds}``: every device starts its schedule there
-    ``iotperf_abort``  ``{"reason": str}``: stop publishing now and report
+    ``iotperf_spec``       the FleetSpec as a dict (``FleetSpec.to_dict``), sent before any user is spawned
+    ``iotperf_clock_ping`` ``{"t1": master time}``: one NTP-style round trip, answered at once with
+                           ``iotperf_clock_pong``; once every device connected, the master sends 8 per
+                           worker, one at a time, then ``iotperf_prepare``
+    ``iotperf_prepare``    every device connected: do the slow once-only work now, answer ``iotperf_prepared``
+    ``iotperf_go``         ``{"t0": epoch seconds, "offsets": {worker client id: seconds}, "correct": bool}``:
+                           every device starts its schedule at T0 (on the master's clock when correcting)
+    ``iotperf_abort``      ``{"reason": str}``: stop publishing now and report
 worker -> master
-    ``iotperf_status`` counters every half second (connect progress, sent so far)
-    ``iotperf_report`` the complete hand-off once every device finished its schedule:
-                       exact per-device sent counts, lateness histogram, errors
+    ``iotperf_status``     counters every half second (connect progress, sent so far)
+    ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
+                           received it and when it answered
+    ``iotperf_prepared``   ``{"worker_index": n}``: the full GC and ``gc.freeze()`` are done
+    ``iotperf_report``     the complete hand-off once every device finished its schedule:
+                           exact per-device sent counts, lateness histogram, errors
 
 No Locust request event is fired per message (each costs ~23 us); counts and
 histograms stay here and travel once.  Only imported inside Locust processes.
@@ -32,9 +40,10 @@ import gevent.event
 
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
 from pytest_iotperf.fleet.device import Device
-from pytest_iotperf.fleet.spec import FleetSpec, scheduled_count
+from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
+from pytest_iotperf.fleet.identity import IdentityProvider, SharedIdentity
+from pytest_iotperf.fleet.spec import FleetSpec, device_id_for, phase_for, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.mqtt_options import MqttClientOptions
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -57,15 +66,19 @@ def fleet_of(environment: Environment) -> WorkerFleet:
 
 
 class WorkerFleet:
-    """Everything one worker process knows about the run."""
+    """Everything one worker process knows about the run.
 
-    def __init__(self, spec: FleetSpec, runner: WorkerRunner) -> None:
+    It is its devices' ``DeviceEvents`` (it counts what they report) and
+    writes the ``RunState`` they read; devices never see the fleet itself.
+    """
+
+    def __init__(self, spec: FleetSpec, runner: WorkerRunner, identities: IdentityProvider | None = None) -> None:
         self.spec = spec
         self.runner = runner
         self.worker_index = max(0, int(runner.worker_index))
-        # One SSL context for every device: building one per client costs ~1 ms and memory each.
-        options = MqttClientOptions.from_dict(spec.mqtt_options or {"tls": spec.broker_tls, "username": spec.username})
-        self.mqtt_options = options
+        self.device_config = DeviceConfig.from_spec(spec)
+        self.run_state = RunState()
+        self.identities = identities or SharedIdentity(spec.run_id, spec.connection)
         self.devices: list[Device] = []
         self.connected = 0
         self.connect_failed = 0
@@ -79,13 +92,11 @@ class WorkerFleet:
         self.connect_latency = DelayHistogram()
         self.sent_timeline: Counter[int] = Counter()
         self.go = gevent.event.Event()
-        self.record_shift_s = 0.0
         self._test_clock_shift = float(os.environ.get(TEST_CLOCK_SHIFT_ENV, "0") or 0)
         self.connected_at_go = 0
         self.first_drop_at: float | None = None
         self.schedules_done = gevent.event.Event()
         self.t0 = 0.0
-        self.aborted = False
         self.abort_reason: str | None = None
         self._cpu_at_go = 0.0
         self._rss_before_devices = current_rss_bytes()
@@ -97,9 +108,21 @@ class WorkerFleet:
     # -- called by devices ------------------------------------------------------
 
     def new_device(self) -> Device:
-        device = Device(self, len(self.devices))
+        local_index = len(self.devices)
+        device = Device(
+            self.device_config,
+            device_id_for(self.worker_index, local_index),
+            phase_for(self.worker_index, local_index, self.spec.rate),
+            events=self,
+            run=self.run_state,
+            identities=self.identities,
+        )
         self.devices.append(device)
         return device
+
+    @property
+    def aborted(self) -> bool:
+        return self.run_state.aborted
 
     def device_connected(self, device: Device, seconds: float) -> None:
         self.connected += 1
@@ -160,12 +183,13 @@ class WorkerFleet:
         master's T0 and every recorded time is converted to master time, so a
         wrong worker clock does not leak into the delays.
         """
-        self.record_shift_s = offset_s if correct else 0.0
+        shift = offset_s if correct else 0.0
+        self.run_state.record_shift_s = shift
         self.connected_at_go = self.connected
         self.t0 = t0
         self._cpu_at_go = time.process_time()
         self.go.set()
-        gevent.spawn(self._run_schedules, t0 + self.record_shift_s)
+        gevent.spawn(self._run_schedules, t0 + shift)
         gevent.spawn(self._report_when_finished)
 
     def _run_schedules(self, t0: float) -> None:
@@ -199,7 +223,7 @@ class WorkerFleet:
         self.schedules_done.set()
 
     def on_abort(self, reason: str) -> None:
-        self.aborted = True
+        self.run_state.aborted = True
         self.abort_reason = reason
         if not self.go.is_set():
             self.on_go(time.time())
@@ -208,7 +232,7 @@ class WorkerFleet:
 
     def _keepalive_loop(self) -> None:
         # One sweep for all devices instead of a timer per device.
-        interval = max(1.0, self.spec.keepalive_s / 4)
+        interval = max(1.0, self.spec.connection.keepalive_s / 4)
         while True:
             gevent.sleep(interval)
             for index, device in enumerate(list(self.devices)):
@@ -308,7 +332,7 @@ def install_worker(environment: Environment) -> None:
     assert runner is not None
 
     def on_spec(msg: Any, **_: Any) -> None:
-        _fleets[environment] = WorkerFleet(FleetSpec(**msg.data), runner)  # type: ignore[arg-type]
+        _fleets[environment] = WorkerFleet(FleetSpec.from_dict(msg.data), runner)  # type: ignore[arg-type]
 
     def on_prepare(msg: Any, **_: Any) -> None:
         fleet_of(environment).on_prepare()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -21,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from pytest_iotperf.lean_mqtt import LeanClient
-from pytest_iotperf.mqtt_options import MqttClientOptions, configure_client
+from pytest_iotperf.connection import Connection
+from pytest_iotperf.mqtt_client import connect, make_client, shared_identity
 from pytest_iotperf.process_guard import die_with_parent, emit
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
@@ -43,18 +41,8 @@ class MqttSink:
         self._next_progress_us = 0
         # The lean client hands each payload over without paho's per-message objects
         # and acknowledges a whole read at once: ~3x the messages per core of paho's loop.
-        self.client = LeanClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{spec['run_id']}-sink",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        configure_client(
-            self.client,
-            MqttClientOptions.from_dict(
-                spec.get("mqtt_options") or {"tls": spec.get("tls"), "username": spec.get("username")}
-            ),
-        )
+        self.connection = Connection.from_dict(spec["connection"])
+        self.client = make_client(self.connection, shared_identity(self.connection, f"{spec['run_id']}-sink"))
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
@@ -64,11 +52,8 @@ class MqttSink:
         if reason.is_failure:
             self.errors.append(f"sink connection refused: {reason}")
             return
-        sock = client.socket()
-        if isinstance(sock, socket.socket):
-            # Nagle would hold our PUBACKs back behind the broker's next write.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(self.spec["topic_filter"], qos=int(self.spec["qos"]))
+        # Nagle is off already (the factory's client): our PUBACKs are not held back.
+        client.subscribe(self.spec["topic_filter"], qos=self.connection.qos)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(r.is_failure for r in reasons):
@@ -90,7 +75,7 @@ class MqttSink:
             self.errors.append(f"sink disconnected: {reason}")
 
     def start(self) -> None:
-        self.client.connect(self.spec["host"], int(self.spec["port"]), keepalive=60)
+        connect(self.client, self.connection)
         self.client.loop_start()
         if not self.subscribed.wait(_READY_TIMEOUT_S):
             raise TimeoutError(f"no SUBACK for {self.spec['topic_filter']!r} within {_READY_TIMEOUT_S:g}s")
@@ -122,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sink.start()
     except (OSError, TimeoutError, ConnectionError) as exc:
-        emit("error", message=f"sink could not subscribe at {spec['host']}:{spec['port']}: {exc}")
+        emit("error", message=f"sink could not subscribe at {sink.connection.address}: {exc}")
         return 1
     emit("ready")
     drain_result = "stdin closed"

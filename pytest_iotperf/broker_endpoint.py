@@ -1,0 +1,189 @@
+"""Where a run's MQTT broker listens, embedded or external: the endpoint, its URL, and the reachability check.
+
+No process management here (that is :mod:`pytest_iotperf.embedded.broker`):
+an external broker needs the same URL parsing and the same check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pytest_iotperf.connection import Connection
+from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.mqtt_client import make_client, shared_identity
+from pytest_iotperf.secrets import redact_url
+
+__all__ = ["DEFAULT_PORTS", "BrokerEndpoint", "parse_broker_url", "wait_for_mqtt"]
+
+DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883}
+"""Port used for each URL scheme when the URL names none."""
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where the MQTT broker of a run listens, and what it is.
+
+    Attributes:
+        host: Host name or IP address clients connect to.
+        port: TCP port.
+        tls: Whether clients must use TLS (``mqtts``).
+        kind: ``"mosquitto"``, ``"amqtt"`` (both embedded) or ``"external"``.
+        description: Human-readable summary for reports, e.g.
+            ``"mosquitto 2.0.11 (embedded)"``.
+    """
+
+    host: str
+    port: int
+    tls: bool
+    kind: str
+    description: str
+
+    @property
+    def url(self) -> str:
+        """The broker as a URL, e.g. ``mqtt://127.0.0.1:41234``."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @classmethod
+    def external(cls, url: str) -> BrokerEndpoint:
+        """Build the endpoint of an external broker from its URL.
+
+        Raises:
+            ValueError: ``url`` is not ``mqtt://host[:port]`` or ``mqtts://host[:port]``.
+        """
+        scheme, host, port = parse_broker_url(url)
+        tls = scheme == "mqtts"
+        bare = cls(host=host, port=port, tls=tls, kind="external", description="")
+        return cls(
+            host=host,
+            port=port,
+            tls=tls,
+            kind="external",
+            description=f"{bare.url} (external)",
+        )
+
+
+def parse_broker_url(url: str) -> tuple[str, str, int]:
+    """Split ``mqtt://host:port`` or ``mqtts://host:port`` into (scheme, host, port).
+
+    The one parser of broker URLs: the ``--iot-broker`` setting is validated
+    with it too.  The port defaults to 1883 for ``mqtt`` and 8883 for
+    ``mqtts``.  The error message never repeats credentials embedded in the URL.
+
+    Raises:
+        ValueError: the URL has another scheme, no host, a bad port, white
+            space, or credentials, a path, a query or a fragment.
+    """
+    shown = redact_url(url)
+    expected = "expected mqtt://host[:port] or mqtts://host[:port]"
+    text = url.strip()
+    if any(char.isspace() for char in text):
+        # urlsplit silently drops tabs and newlines inside a URL; a host never has white space.
+        raise ValueError(f"invalid broker URL {shown!r}: white space inside; {expected}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid broker URL {shown!r}: {exc}; {expected}") from None
+    if parts.scheme not in DEFAULT_PORTS:
+        got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"invalid broker URL {shown!r}: {got}; {expected}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"invalid broker URL {shown!r}: credentials in the URL are not supported "
+            "(they would end up in logs and reports); remove them"
+        )
+    if not parts.hostname:
+        raise ValueError(f"invalid broker URL {shown!r}: no host; {expected}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"invalid broker URL {shown!r}: unexpected path, query or fragment; {expected}")
+    if port == 0:
+        raise ValueError(f"invalid broker URL {shown!r}: port 0 is not usable; {expected}")
+    return (
+        parts.scheme,
+        parts.hostname,
+        port if port is not None else DEFAULT_PORTS[parts.scheme],
+    )
+
+
+def wait_for_mqtt(connection: Connection, timeout: float) -> None:
+    """Connect a client as the run's clients will, wait for a successful CONNACK, disconnect.
+
+    Args:
+        connection: The broker and how to connect (TLS files, user name; the
+            password comes from the environment).
+        timeout: Seconds for the whole exchange (TCP connect, TLS, CONNACK).
+
+    Raises:
+        BrokerError: naming ``host:port`` and what happened (refused, timed out,
+            closed, or a failure reason code in the CONNACK).
+    """
+    address = connection.address
+    deadline = time.monotonic() + timeout
+    outcome: list[ReasonCode] = []
+
+    def on_connect(
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: ReasonCode,
+        _props: Any,
+    ) -> None:
+        outcome.append(reason)
+
+    client = make_client(connection, shared_identity(connection, f"iotperf-probe-{uuid.uuid4().hex[:12]}"))
+    client.on_connect = on_connect
+    client.connect_timeout = max(timeout, 0.01)
+    try:
+        try:
+            client.connect(connection.host, connection.port, keepalive=max(5, int(timeout) + 5))
+        except ConnectionRefusedError:
+            raise BrokerError(
+                f"Could not connect to the MQTT broker at {address}: connection refused "
+                "(nothing is listening there). Check that the broker is running and the "
+                "address is right."
+            ) from None
+        except TimeoutError:
+            raise BrokerError(
+                f"Could not connect to the MQTT broker at {address}: no TCP connection "
+                f"within {timeout:.1f}s. Check the address and any firewall in between."
+            ) from None
+        except OSError as exc:
+            raise BrokerError(
+                f"Could not connect to the MQTT broker at {address}: {exc}. "
+                "Check the address and that the broker is running."
+            ) from None
+        while not outcome:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    f"The MQTT broker at {address} accepted the TCP connection but sent no "
+                    f"CONNACK within {timeout:.1f}s. Check that an MQTT broker (not another "
+                    "service) listens there and that it is not overloaded."
+                )
+            rc = client.loop(timeout=min(remaining, 0.1))
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not outcome:
+                raise BrokerError(
+                    f"The MQTT broker at {address} closed the connection before its CONNACK "
+                    f"({mqtt.error_string(rc)}). Check the broker's log."
+                )
+        if outcome[0].is_failure:
+            raise BrokerError(
+                f"The MQTT broker at {address} refused the connection: {outcome[0]}. "
+                "Check that it allows anonymous clients."
+            )
+    finally:
+        # Sends DISCONNECT and closes the socket (no network thread is running);
+        # a failure here must not hide the error being raised.
+        with contextlib.suppress(OSError):
+            client.disconnect()
