@@ -18,7 +18,6 @@ raw strings it read from pytest's config.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, TypeVar
 
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.mqtt_options import MqttClientOptions
-from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, INFLUX_TOKEN_ENV, MQTT_PASSWORD_ENV
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, INFLUX_TOKEN_ENV, MQTT_PASSWORD_ENV, redact_text
 from pytest_iotperf.setting_parsers import (
     choice,
     parse_bool,
@@ -34,6 +33,7 @@ from pytest_iotperf.setting_parsers import (
     parse_consumer_group,
     parse_directory,
     parse_duration,
+    parse_eventhub,
     parse_file,
     parse_host_port,
     parse_http_url,
@@ -56,19 +56,6 @@ ENV = "environment"
 CODE = "test code"
 INI = "ini"
 DEFAULT = "default"
-
-
-# Not in setting_parsers: its message names the connection string's env var, which lives here.
-def _eventhub(text: str) -> str:
-    value = text.strip()
-    if value == "embedded":
-        return value
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}", value):
-        raise ValueError(
-            f"expected 'embedded' or an Event Hub name (the connection string comes from "
-            f"${EVENTHUB_CONNECTION_STRING_ENV}), got {text!r}"
-        )
-    return value
 
 
 def default_workers() -> int:
@@ -184,7 +171,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "eventhub",
-        _eventhub,
+        parse_eventhub,
         "embedded",
         f"'embedded' (our Event Hubs-compatible endpoint) or a hub name, with ${EVENTHUB_CONNECTION_STRING_ENV}",
         "HUB",
@@ -485,7 +472,8 @@ class SessionSettings:
             try:
                 value = setting.parse(str(raw)) if not isinstance(raw, bool) else _reject_bool(raw)
             except ValueError as exc:
-                raise ConfigError(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}") from None
+                # A URL with user:password@ is refused, but its message must not repeat the password.
+                raise ConfigError(redact_text(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}")) from None
             if values[setting.name].source not in (CLI, ENV):
                 values[setting.name] = Resolved(value, CODE)
         return RunSettings(values)
@@ -608,5 +596,5 @@ def resolve(
         try:
             values[setting.name] = Resolved(setting.parse(raw), source)
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(redact_text(f"{where}: {exc}")) from None
     return SessionSettings(values)

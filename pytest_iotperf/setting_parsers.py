@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_iotperf.broker_endpoint import parse_broker_url
+from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -205,3 +206,15 @@ def parse_directory(text: str) -> Path:
     if not text.strip():
         raise ValueError("expected a directory path, got an empty value")
     return Path(text.strip())
+
+
+def parse_eventhub(text: str) -> str:
+    value = text.strip()
+    if value == "embedded":
+        return value
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}", value):
+        raise ValueError(
+            f"expected 'embedded' or an Event Hub name (the connection string comes from "
+            f"${EVENTHUB_CONNECTION_STRING_ENV}), got {text!r}"
+        )
+    return value

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from wallclock import StartUp
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
@@ -21,6 +22,7 @@ from pytest_iotperf.processes import free_port
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun
 
+pytestmark = pytest.mark.fleet
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
 
@@ -104,16 +106,17 @@ def test_run_through_amqtt(no_child_left_behind: None) -> None:
     assert result.broker.startswith("amqtt")
 
 
-def test_unreachable_broker_fails_fast_naming_the_url(no_child_left_behind: None) -> None:
+def test_unreachable_broker_fails_fast_naming_the_url(no_child_left_behind: None, startup: StartUp) -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(BrokerError) as failure:
         _run(BrokerEndpoint.external(url), devices=5, duration="2s", workers=1)
-    assert time.monotonic() - started < 15
+    elapsed_s = time.monotonic() - started
+    assert elapsed_s < startup.ceiling_s(startups=3), startup  # the broker is probed before a fleet starts
     assert url in str(failure.value)
 
 
-def test_unreachable_broker_fails_the_test_not_the_session(pytester: pytest.Pytester) -> None:
+def test_unreachable_broker_fails_the_test_not_the_session(pytester: pytest.Pytester, startup: StartUp) -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
     pytester.makepyfile(
         """
@@ -129,7 +132,8 @@ def test_unreachable_broker_fails_the_test_not_the_session(pytester: pytest.Pyte
     )
     started = time.monotonic()
     outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--iot-broker={url}")
-    assert time.monotonic() - started < 30  # interpreter start-up included; the run itself fails in < 15 s
+    elapsed_s = time.monotonic() - started
+    assert elapsed_s < startup.ceiling_s(startups=6), startup  # pytest's own start-up included
     outcome.assert_outcomes(passed=1, failed=1)
     outcome.stdout.fnmatch_lines([f"*cannot reach the MQTT broker {url}*"])
 
@@ -153,7 +157,7 @@ def test_example_scaled_by_the_command_line(pytester: pytest.Pytester) -> None:
         "--iot-report-dir",
         "out",
     )
-    outcome.assert_outcomes(passed=3)  # the test and its two SLO testcases
+    outcome.assert_outcomes(passed=1)  # its two SLO testcases live in the junit XML only
     import json
 
     (report,) = (pytester.path / "out").glob("*.json")
