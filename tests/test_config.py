@@ -153,3 +153,14 @@ def test_typed_properties_of_the_defaults() -> None:
     assert (session.broker, session.username, session.qos, session.sink) == ("embedded", None, 1, "mqtt")
     assert (session.drain_s, session.master_bind, session.clock_correction) == (10.0, ("127.0.0.1", 0), False)
     assert (session.influx_url, session.report_dir, session.tls_ca) == (None, None, None)
+
+
+@pytest.mark.parametrize("where", ["cli", "env", "code"])
+def test_a_refused_broker_url_never_repeats_its_password(where: str) -> None:
+    url = "mqtts://fleet:s3cr3t-pw@broker.example:8883"
+    with pytest.raises(ConfigError) as refused:
+        if where == "code":
+            resolve({}, {}, {}).for_run({"broker": url})
+        else:
+            resolve({"broker": url} if where == "cli" else {}, {"IOTPERF_BROKER": url} if where == "env" else {}, {})
+    assert "s3cr3t-pw" not in str(refused.value) and "broker.example" in str(refused.value)
