@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from wallclock import StartUp, measure_startup
 
 
 def live_children() -> set[int]:
@@ -24,3 +25,9 @@ def no_child_left_behind() -> Iterator[None]:
         time.sleep(0.05)  # processes exit asynchronously; bounded by the deadline
     left = live_children() - before
     assert not left, f"processes left behind by the run: {[psutil.Process(p).cmdline() for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def startup() -> StartUp:
+    """A child start-up measured once per session: the unit of the tests' wall-clock ceilings (see wallclock.py)."""
+    return measure_startup()

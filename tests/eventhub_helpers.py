@@ -1,4 +1,8 @@
-"""Helpers for the embedded Event Hub tests (a uniquely named module: the test folders have no packages)."""
+"""Helpers for the embedded Event Hub tests.
+
+A uniquely named module in tests/ (the test folders have no packages): pytest puts tests/ on sys.path for
+tests/eventhub too, and mypy takes tests/ as a package base, so both resolve `from eventhub_helpers import ...`.
+"""
 
 from __future__ import annotations
 

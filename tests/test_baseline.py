@@ -35,6 +35,7 @@ def test_margins_and_direction() -> None:
     assert {c.metric for c in rows} >= {"p95_delay_ms", "loss"} and not any(c.regressed for c in rows)
 
 
+@pytest.mark.fleet
 def test_save_then_compare_fails_a_regression(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_perf=TEST_FILE)
     saved = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--iot-save-baseline", "b1")
@@ -64,6 +65,7 @@ def test_save_then_compare_fails_a_regression(pytester: pytest.Pytester) -> None
     assert 'name="iotperf.compare[loss]"' in junit
 
 
+@pytest.mark.fleet
 def test_missing_baseline_is_a_warning_and_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_perf=TEST_FILE)
     outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--iot-compare", "nothing-saved")

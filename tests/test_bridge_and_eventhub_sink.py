@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from azure.eventhub import EventHubProducerClient
 from paho.mqtt.enums import CallbackAPIVersion
+from wallclock import StartUp
 
 from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.bridge.spec import BridgeSpec
@@ -248,8 +249,13 @@ def test_sink_skips_events_enqueued_before_its_start_time(
 
 
 @needs_mosquitto
-def test_bad_key_or_unreachable_hub_is_an_error_within_15s_and_the_key_is_never_shown(
-    broker: BrokerEndpoint, hub: EmbeddedEventHub, group: ProcessGroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_bad_key_or_unreachable_hub_is_an_error_at_start_and_the_key_is_never_shown(
+    broker: BrokerEndpoint,
+    hub: EmbeddedEventHub,
+    group: ProcessGroup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    startup: StartUp,
 ) -> None:
     bad_key = base64.b64encode(secrets.token_bytes(32)).decode()
     key_name = "RootManageSharedAccessKey"
@@ -272,7 +278,8 @@ def test_bad_key_or_unreachable_hub_is_an_error_within_15s_and_the_key_is_never_
         assert child.process.wait(10) != 0
         for shown in (message, child.log_path.read_text()):
             assert bad_key not in shown and "SharedAccessKey=" not in shown
-    assert time.monotonic() - started < 15.0
+    elapsed_s = time.monotonic() - started
+    assert elapsed_s < startup.ceiling_s(startups=6), startup  # three children started side by side, all refused
 
 
 # -- units ----------------------------------------------------------------------------------------------------------

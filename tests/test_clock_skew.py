@@ -31,6 +31,7 @@ def broker() -> Iterator[BrokerEndpoint]:
         yield embedded.endpoint
 
 
+@pytest.mark.fleet
 @pytest.mark.parametrize("correct", [False, True], ids=["reported", "corrected"])
 def test_shifted_worker_clock_is_recovered(
     broker: BrokerEndpoint, monkeypatch: pytest.MonkeyPatch, correct: bool

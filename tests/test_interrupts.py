@@ -11,10 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from wallclock import StartUp
 
 from pytest_iotperf.embedded.broker import find_mosquitto
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
 
 LONG_RUN = """
 import pytest
@@ -46,7 +47,7 @@ def _descendants_once_publishing(process: subprocess.Popen[str], timeout_s: floa
         if " connected | sent " in line:
             break
         assert time.monotonic() < deadline, "the run never reached the publishing phase"
-    descendants = psutil.Process(process.pid).children(recursive=True)
+    descendants: list[psutil.Process] = psutil.Process(process.pid).children(recursive=True)
     names = " ".join(" ".join(p.cmdline()) for p in descendants)
     assert "pytest_iotperf.fleet.master" in names and "pytest_iotperf.fleet.worker" in names
     assert "mosquitto" in names and "pytest_iotperf.sinks.mqtt_sink" in names
@@ -72,8 +73,11 @@ def test_ctrl_c_during_a_run_stops_every_child(tmp_path: Path) -> None:
     _assert_all_gone(descendants)
 
 
-def test_pytest_timeout_during_a_run_stops_every_child(tmp_path: Path) -> None:
-    process = _start(tmp_path, "--timeout", "12")
+def test_pytest_timeout_during_a_run_stops_every_child(tmp_path: Path, startup: StartUp) -> None:
+    # The timeout must fire while the run publishes: after pytest, the broker and the fleet have started,
+    # and long before the 120 s run ends.
+    timeout_s = round(startup.ceiling_s(startups=10))
+    process = _start(tmp_path, "--timeout", str(timeout_s))
     try:
         descendants = _descendants_once_publishing(process)
         output, _ = process.communicate(timeout=90)

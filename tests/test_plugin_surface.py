@@ -392,6 +392,7 @@ def test_strict_markers_is_in_force_for_the_marker_check(pytester: pytest.Pytest
 # -- 5. real runs ---------------------------------------------------------------------
 
 
+@pytest.mark.fleet
 def test_real_run_junit_json_summary_cli_override_and_second_run(pytester: pytest.Pytester) -> None:
     """One subprocess, one test, two runs: junit properties, JSON files, summary, CLI over test code."""
     pytester.makepyfile(
@@ -470,6 +471,7 @@ def test_real_run_junit_json_summary_cli_override_and_second_run(pytester: pytes
     assert len(rows) == 2, rows
 
 
+@pytest.mark.fleet
 def test_real_runs_under_xdist_keep_their_properties(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

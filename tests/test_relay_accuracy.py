@@ -28,9 +28,10 @@ from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
 
-pytestmark = pytest.mark.skipif(
-    find_mosquitto() is None, reason="mosquitto is not installed (apt-get install mosquitto)"
-)
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed (apt-get install mosquitto)"),
+]
 
 DEVICES = 20
 RATE_PER_DEVICE = 5.0

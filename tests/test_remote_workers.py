@@ -17,7 +17,7 @@ from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.processes import child_environment, free_port
 from pytest_iotperf.runner import PerfRun
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
 LOCUSTFILE = Path(fleet_package.__file__).with_name("locustfile.py")
 
 

@@ -12,6 +12,7 @@ from victoria import VictoriaMetrics
 
 from pytest_iotperf.processes import free_port
 
+pytestmark = pytest.mark.fleet
 TOKEN = "tok-3f9a1c-never-shown"
 PASSWORD = "pw-8d2e77-never-shown"
 TEST_FILE = """

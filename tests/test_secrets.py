@@ -13,7 +13,7 @@ import pytest
 from pytest_iotperf.embedded.broker import find_mosquitto
 from pytest_iotperf.processes import free_port
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
 
 MQTT_PASSWORD = "mqtt-pw-1f3a9e-secret"
 INFLUX_TOKEN = "influx-tok-77c2d0-secret"

@@ -116,6 +116,7 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester, x
     assert names.index("test_violated") < names.index("slo[p50_delay_ms < 0.001]")
 
 
+@pytest.mark.fleet
 def test_check_false_returns_the_verdicts_without_failing_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         f"""

@@ -42,6 +42,7 @@ def _run(
     return PerfRun(settings, BrokerEndpoint.external(broker.url)).execute()
 
 
+@pytest.mark.fleet
 def test_mutual_tls_with_password_runs_exactly(broker: TlsMosquitto, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     files = {"tls_ca": str(pki.ca), "tls_cert": str(pki.client_cert), "tls_key": str(pki.client_key)}
     result = _run(broker, files, monkeypatch)
@@ -49,6 +50,7 @@ def test_mutual_tls_with_password_runs_exactly(broker: TlsMosquitto, pki: Pki, m
     assert result.broker == f"{broker.url} (external)"
 
 
+@pytest.mark.fleet
 def test_insecure_only_when_asked(broker: TlsMosquitto, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     client = {"tls_cert": str(pki.client_cert), "tls_key": str(pki.client_key)}
     with pytest.raises(BrokerError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
@@ -57,6 +59,7 @@ def test_insecure_only_when_asked(broker: TlsMosquitto, pki: Pki, monkeypatch: p
     assert result.received == 20
 
 
+@pytest.mark.fleet
 def test_missing_client_certificate_or_wrong_password_fail_fast_and_never_show_it(
     broker: TlsMosquitto, pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:

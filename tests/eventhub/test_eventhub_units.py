@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from azure.eventhub._pyamqp._decode import decode_payload
 from azure.eventhub._pyamqp._encode import encode_payload
 from azure.eventhub._pyamqp.message import Message, Properties
-from azure.eventhub._pyamqp.utils import generate_sas_token
+from azure.eventhub._pyamqp.utils import generate_sas_token as _untyped_sas_token
 
 from pytest_iotperf.embedded.eventhub.cbs import SasVerifier
 from pytest_iotperf.embedded.eventhub.codec import Symbol, Timestamp, UInt, decode, encode
 from pytest_iotperf.embedded.eventhub.hub import parse_selector
 from pytest_iotperf.embedded.eventhub.message import parse_message, stamp
+
+# pyamqp leaves this helper unannotated: its documented signature (audience, policy, key, expiry) -> token.
+generate_sas_token: Callable[[str, str, str, int], str] = _untyped_sas_token
 
 
 def test_codec_round_trip() -> None:
@@ -30,7 +34,7 @@ def test_stamped_message_decodes_in_pyamqp_with_user_sections_intact() -> None:
     decoded = decode_payload(memoryview(header + tail))
     assert decoded.message_annotations == {b"x-opt-offset": b"42"}
     assert decoded.data == [b"payload"] and decoded.application_properties == {b"k": 1}
-    assert decoded.properties.message_id == b"m1"
+    assert decoded.properties is not None and decoded.properties.message_id == b"m1"
 
 
 def test_sas_verification() -> None:
