@@ -48,7 +48,7 @@ import psutil
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient, PartitionContext
 
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
-from pytest_iotperf.fleet.payload import PayloadTemplate
+from pytest_iotperf.header import PayloadTemplate
 from pytest_iotperf.processes import Child, child_environment
 from pytest_iotperf.readback import start_embedded_eventhub
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV

@@ -1,16 +1,17 @@
-"""Small process hygiene helpers for the child processes of a run (no locust, no gevent)."""
+"""Small process hygiene helpers for the child processes of a run (no locust, no gevent).
+
+What a child says to its parent is ``child_protocol``'s.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import resource
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,12 +25,6 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
-
-
-def emit(event: str, **fields: Any) -> None:
-    """The child side of the protocol: one JSON event per line on stdout, flushed."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 #: Open files wanted per process: one socket per device, 20,000+ devices per worker.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pytest_iotperf.config import RunSettings, topic_filter_for
 from pytest_iotperf.connection import Connection
@@ -22,6 +22,7 @@ from pytest_iotperf.errors import SinkError
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 from pytest_iotperf.sinks.merge import merge_sink_reports
+from pytest_iotperf.wire_reports import BridgeReport, SinkReport
 
 _READY_S = 30.0  # an Event Hubs consumer takes ~1.5 s per link to attach; several share a core
 _BRIDGE_STOP_S = 15.0
@@ -86,7 +87,7 @@ class Readback(Protocol):
     def failure(self) -> str | None:
         """Why the far side can no longer read (a process died), or None while it can."""
 
-    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+    def finish(self, expected: int, drain_s: float) -> tuple[SinkReport | None, list[str]]:
         """Drain until ``expected`` distinct messages arrived or ``drain_s`` passed; the merged report and errors."""
 
 
@@ -155,7 +156,7 @@ class MqttReadback:
     def failure(self) -> str | None:
         return _exited([self._sink]) if self._sink else None
 
-    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+    def finish(self, expected: int, drain_s: float) -> tuple[SinkReport | None, list[str]]:
         assert self._sink is not None and self._report_path is not None
         errors: list[str] = []
         try:
@@ -163,7 +164,7 @@ class MqttReadback:
             self._sink.wait_for("done", drain_s + 30.0)
         except ChildExited as exc:
             errors.append(str(exc))
-        return read_json(self._report_path), errors
+        return cast(SinkReport | None, read_json(self._report_path)), errors
 
 
 class EventHubReadback:
@@ -271,9 +272,9 @@ class EventHubReadback:
         hub_gone = self.hub.failure() if self.hub.failure is not None else None
         return hub_gone or _exited([*([self.bridge] if self.bridge else []), *self.sinks])
 
-    def finish(self, expected: int, drain_s: float) -> tuple[dict[str, Any] | None, list[str]]:
+    def finish(self, expected: int, drain_s: float) -> tuple[SinkReport | None, list[str]]:
         errors: list[str] = []
-        bridge_report: dict[str, Any] | None = None
+        bridge_report: BridgeReport | None = None
         if self.bridge is not None and self._bridge_report is not None:
             # Stop the bridge first: it flushes what it holds, so afterwards every
             # message it will ever forward is in the hub.
@@ -282,7 +283,7 @@ class EventHubReadback:
                 self.bridge.wait_for("done", _BRIDGE_STOP_S + 15.0)
             except ChildExited as exc:
                 errors.append(str(exc))
-            bridge_report = read_json(self._bridge_report)
+            bridge_report = cast(BridgeReport | None, read_json(self._bridge_report))
         single = len(self.sinks) == 1
         for sink in self.sinks:
             try:
@@ -296,7 +297,7 @@ class EventHubReadback:
                 sink.wait_for("done", drain_s + 30.0)
             except ChildExited as exc:
                 errors.append(str(exc))
-        reports = [r for r in (read_json(p) for p in self._report_paths) if r is not None]
+        reports = [cast(SinkReport, r) for r in (read_json(p) for p in self._report_paths) if r is not None]
         if len(reports) < len(self._report_paths):
             errors.append(f"{len(self._report_paths) - len(reports)} Event Hubs sink(s) wrote no report")
         merged = merge_sink_reports(reports) if reports else None

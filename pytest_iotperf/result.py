@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger, account
+from pytest_iotperf.sinks.drain import TIMEOUT
+from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 #: Above this fleet lateness p99 the generator could not keep its schedule:
 #: the numbers then describe the load generator as much as the system.
@@ -146,16 +148,20 @@ def build_result(
     settings: dict[str, Any],
     sources: dict[str, str],
     broker: str,
-    fleet: dict[str, Any] | None,
-    sink: dict[str, Any] | None,
+    fleet: FleetReport | None,
+    sink: SinkReport | None,
     warnings: list[str] | None = None,
     errors: list[str] | None = None,
 ) -> RunResult:
-    """Merge the fleet report and the sink report; either may be missing after a failure."""
+    """Merge the fleet report and the sink report; either may be missing after a failure.
+
+    After a failure a report may also lack fields: every one is read with ``get``
+    or behind an ``in`` test (the field names still checked against the TypedDicts).
+    """
     warnings = list(warnings or [])
     errors = list(errors or [])
-    fleet = fleet or {}
-    sink = sink or {}
+    fleet = cast(FleetReport, fleet or {})
+    sink = cast(SinkReport, sink or {})
     sent_by_device: dict[str, int] = fleet.get("sent_by_device", {})
     ledger = DeliveryLedger.from_dict(sink["ledger"]) if "ledger" in sink else DeliveryLedger()
     loss = account(sent_by_device, ledger)
@@ -186,13 +192,13 @@ def build_result(
             f"the Event Hubs consumer read events {-lag_min / 1000:.1f} ms before they were enqueued: its clock is "
             "behind the service's by at least that much (delays use the service's enqueued time)"
         )
-    first_drop = fleet.get("first_drop_at")
-    if first_drop and fleet.get("t0"):
+    first_drop, t0 = fleet.get("first_drop_at"), fleet.get("t0")
+    if first_drop and t0:
         warnings.append(
             f"{int(fleet.get('disconnects', 0))} device connection(s) dropped during the run, the first at "
-            f"t+{float(first_drop) - float(fleet['t0']):.1f}s"
+            f"t+{float(first_drop) - float(t0):.1f}s"
         )
-    if sink.get("drain") == "timeout" and loss.lost:
+    if sink.get("drain") == TIMEOUT and loss.lost:
         warnings.append(f"drain time ended with {loss.lost} message(s) still missing")
     errors.extend(fleet.get("errors", []))
     errors.extend(sink.get("errors", []))
@@ -245,9 +251,9 @@ def build_result(
         clock_offset_ms=clock_offset_ms,
         clock_uncertainty_ms=clock_uncertainty_ms,
         clock_corrected=corrected,
-        eventhub_read_lag_min_ms=_ms(sink["read_lag_min_us"]) if sink.get("read_lag_min_us") is not None else None,
-        eventhub_read_lag_max_ms=_ms(sink["read_lag_max_us"]) if sink.get("read_lag_max_us") is not None else None,
-        worker_stats=list(fleet.get("workers", [])),
+        eventhub_read_lag_min_ms=_ms(lag_min) if lag_min is not None else None,
+        eventhub_read_lag_max_ms=_ms(lag_max) if (lag_max := sink.get("read_lag_max_us")) is not None else None,
+        worker_stats=[dict(worker) for worker in fleet.get("workers", [])],
         settings=settings,
         sources=sources,
         warnings=warnings,
@@ -272,7 +278,7 @@ def _missing(sent_by_device: dict[str, int], ledger: DeliveryLedger) -> dict[str
     return out
 
 
-def _timeline(fleet: dict[str, Any], sink: dict[str, Any]) -> list[TimelinePoint]:
+def _timeline(fleet: FleetReport, sink: SinkReport) -> list[TimelinePoint]:
     """Align the fleet's sent-per-slot and the sink's received-per-slot on T0."""
     t0 = fleet.get("t0")
     sent: dict[str, int] = fleet.get("sent_timeline", {})

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_iotperf.abort import AbortRule, AbortWatch
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
@@ -25,6 +25,7 @@ from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
+from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -133,7 +134,7 @@ class PerfRun:
         spec_path.write_text(self.fleet_spec.to_json())
         fleet_report_path = workdir / "fleet-report.json"
         errors: list[str] = []
-        sink_report: dict[str, Any] | None = None
+        sink_report: SinkReport | None = None
         readback = self._readback()
         with ProcessGroup() as group:
             if readback is not None:
@@ -142,7 +143,7 @@ class PerfRun:
                 self._run_fleet(group, workdir, spec_path, fleet_report_path, readback)
             except ChildExited as exc:
                 errors.append(str(exc))
-            fleet_report = read_json(fleet_report_path)
+            fleet_report = cast(FleetReport | None, read_json(fleet_report_path))
             if fleet_report is None and not errors:
                 errors.append("the Locust master wrote no fleet report")
             expected = int(fleet_report["sent"]) if fleet_report else 0

@@ -30,7 +30,7 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.embedded.eventhub import EmbeddedEventHub, connection_string
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
-from pytest_iotperf.fleet.payload import PayloadTemplate
+from pytest_iotperf.header import MessageView, PayloadTemplate
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, free_port
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, Scrubber
 from pytest_iotperf.sinks.eventhub_sink import EnqueueAccounting
@@ -324,25 +324,26 @@ def test_scrubber_removes_key_connection_string_and_token_shapes() -> None:
 def test_accounting_per_minute_and_idle_drain() -> None:
     accounting = EnqueueAccounting(RUN_ID, 1)
     minute_us = 1_764_000_000 * 1_000_000  # a multiple of 60 s
-    rows: list[tuple[bytes, int | None]] = [
-        (PayloadTemplate(RUN_ID, "d").render(0, minute_us, minute_us), minute_us + 1_500),
-        (PayloadTemplate(RUN_ID, "d").render(0, minute_us, minute_us), minute_us + 9_000),  # duplicate
-        (PayloadTemplate(RUN_ID, "d").render(1, minute_us, minute_us), minute_us + 61_000_700),
-        (b"junk", minute_us),
+    rows: list[tuple[MessageView, int | None]] = [
+        (MessageView(PayloadTemplate(RUN_ID, "d").render(0, minute_us, minute_us)), minute_us + 1_500),
+        (MessageView(PayloadTemplate(RUN_ID, "d").render(0, minute_us, minute_us)), minute_us + 9_000),  # duplicate
+        (MessageView(PayloadTemplate(RUN_ID, "d").render(1, minute_us, minute_us)), minute_us + 61_000_700),
+        (MessageView(b"junk"), minute_us),
     ]
     accounting.record_batch(rows)
-    report = accounting.report()
+    report = accounting.report("complete", [], 0)
     assert report["received"] == 2 and report["duplicates"] == 1 and report["malformed"] == 1
     first = str(minute_us // 1_000_000)
     second = str(minute_us // 1_000_000 + 60)
     assert report["per_minute"] == {first: {"1": 1}, second: {"61000": 1}}
-    assert accounting.drain(2, 5.0, 0.1) == "complete"
-    assert accounting.drain(3, 0.05, 10.0) == "timeout"
+    drain = accounting.drain
+    assert drain.wait(2, 5.0, 0.1) == "complete"
+    assert drain.wait(3, 0.05, 10.0) == "timeout"
     # Unknown expected count: returns after idle_s without arrivals, woken by no one.
-    assert accounting.drain(-1, 5.0, 0.05) == "idle"
+    assert drain.wait(-1, 5.0, 0.05) == "idle"
     waiter: list[str] = []
-    thread = threading.Thread(target=lambda: waiter.append(accounting.drain(3, 5.0, 0.0)))
+    thread = threading.Thread(target=lambda: waiter.append(drain.wait(3, 5.0, 0.0)))
     thread.start()
-    accounting.record_batch([(PayloadTemplate(RUN_ID, "d").render(2, minute_us, minute_us), minute_us)])
+    accounting.record_batch([(MessageView(PayloadTemplate(RUN_ID, "d").render(2, minute_us, minute_us)), minute_us)])
     thread.join(5.0)
     assert waiter == ["complete"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pytest_iotperf.config import SETTINGS, resolve
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.fleet.payload import PayloadTemplate
+from pytest_iotperf.header import MessageView, PayloadTemplate
 from pytest_iotperf.sinks.recorder import SinkRecorder
 
 text = st.text(max_size=40) | st.sampled_from(["-1", "0", "1e309", "nan", "inf", "1m x", "mqtt://", "{device_id}"])
@@ -42,7 +42,7 @@ def test_any_test_code_value_is_accepted_or_rejected_naming_the_call(raw: object
 @given(payload=st.binary(max_size=300))
 def test_the_sink_counts_any_junk_and_never_crashes(payload: bytes) -> None:
     recorder = SinkRecorder("run1")
-    recorder.record(payload, 1_700_000_000_000_000)
+    recorder.record(MessageView(payload), 1_700_000_000_000_000)
     assert recorder.arrivals == 1 and recorder.received + recorder.malformed + recorder.other_runs <= 1
 
 
@@ -58,6 +58,6 @@ def test_the_sink_sorts_junk_from_telemetry() -> None:
         good,
     ]
     for payload in samples:
-        recorder.record(payload, 1_700_000_000_001_000)
+        recorder.record(MessageView(payload), 1_700_000_000_001_000)
     assert (recorder.received, recorder.other_runs, recorder.malformed, recorder.arrivals) == (1, 1, 4, 6)
     assert recorder.delay.count == 1 and recorder.delay.max_us == 1000

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from victoria import Series, VictoriaMetrics, free_port
@@ -42,6 +42,7 @@ from pytest_iotperf.report.influx import (
     percentile_from_rows,
 )
 from pytest_iotperf.result import RunResult, build_result
+from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 TOKEN = "tok-SECRET-9f3b2c7e-do-not-print"
 TEST_ID = "tests/test_fleet.py::test_p95[100 devices]"
@@ -116,7 +117,14 @@ def make_run(run_id: str, *, devices: int = 40, duration_s: int = 150, seed: int
         "drain": "complete",
     }
     settings = {"run_id": run_id, "devices": devices, "rate": 1.0, "duration": duration_s, "sink": "eventhub"}
-    result = build_result(settings=settings, sources={}, broker="mosquitto 2.0.11 (embedded)", fleet=fleet, sink=sink)
+    # Partial reports (only what these tests read): build_result reads every field with get().
+    result = build_result(
+        settings=settings,
+        sources={},
+        broker="mosquitto 2.0.11 (embedded)",
+        fleet=cast(FleetReport, fleet),
+        sink=cast(SinkReport, sink),
+    )
     result.slos = [
         {"slo": "p95_delay_ms < 100", "threshold": 100, "unit": "ms", "measured": result.p95_delay_ms, "passed": True},
         {"slo": "loss < 0.1%", "threshold": 0.001, "unit": "", "measured": result.loss, "passed": False},

@@ -1,12 +1,24 @@
-"""Merging sink reports is exact: split traffic merged equals one sink that saw it all."""
+"""Merging sink reports is exact: split traffic merged equals one sink that saw it all.
+
+The counters a merge adds up are the int fields of the reports' TypedDicts (``wire_reports``).
+"""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
-from pytest_iotperf.fleet.payload import PayloadTemplate
+import pytest
+
+from pytest_iotperf import wire_reports
+from pytest_iotperf.connection import Connection
+from pytest_iotperf.fleet.fleet_report import merge_worker_reports
+from pytest_iotperf.fleet.spec import FleetSpec
+from pytest_iotperf.header import MessageView, PayloadTemplate
+from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.sinks.merge import merge_sink_reports
 from pytest_iotperf.sinks.recorder import SinkRecorder
+from pytest_iotperf.wire_reports import SinkCounters, SinkReport, WorkerCounters, WorkerReport, summed_fields
 
 
 def test_split_sinks_merge_to_the_whole() -> None:
@@ -22,13 +34,13 @@ def test_split_sinks_merge_to_the_whole() -> None:
             intended = base_us + seq * 1_000_000
             payload = template.render(seq, intended, intended + 100)
             seen = intended + rng.randint(200, 90_000)
-            whole.record(payload, seen)
+            whole.record(MessageView(payload), seen)
             part = parts[device % 3]  # partitioned by device, as Event Hubs does with a partition key
-            part.record(payload, seen)
+            part.record(MessageView(payload), seen)
     for recorder in (whole, parts[0]):
-        recorder.record(b"garbage", base_us)
-    merged = merge_sink_reports([p.report() | {"drain": "complete", "errors": []} for p in parts])
-    expected = whole.report()
+        recorder.record(MessageView(b"garbage"), base_us)
+    merged = merge_sink_reports([p.report("complete", []) for p in parts])
+    expected = whole.report("complete", [])
     for key in ("received", "duplicates", "out_of_order", "delay", "sent_delay", "ledger"):
         assert merged[key] == expected[key], key
     assert merged["malformed"] == 1 and merged["received"] == 998
@@ -40,7 +52,76 @@ def test_worst_drain_wins() -> None:
     reports = []
     for drain in ("complete", "timeout", "idle"):
         recorder = SinkRecorder("r")
-        reports.append(recorder.report() | {"drain": drain, "errors": [f"e-{drain}"]})
+        reports.append(recorder.report(drain, [f"e-{drain}"]))
     merged = merge_sink_reports(reports)
     assert merged["drain"] == "timeout"
     assert merged["errors"] == ["e-complete", "e-timeout", "e-idle"]
+
+
+def test_every_declared_sink_counter_is_summed() -> None:
+    reports = [SinkRecorder("r").report("complete", []) for _ in range(2)]
+    for index, report in enumerate(reports):
+        report["malformed"] = 3 + index
+        report["error_count"] = 5  # Event Hubs only: it used to vanish in the merge
+        report["missing_enqueued_time"] = 1
+    merged = merge_sink_reports(reports)
+    assert set(summed_fields(SinkCounters)) == {
+        "arrivals",
+        "other_runs",
+        "malformed",
+        "warmups",
+        "missing_enqueued_time",
+        "error_count",
+    }
+    assert (merged["malformed"], merged.get("error_count"), merged.get("missing_enqueued_time")) == (7, 10, 2)
+
+
+def test_a_counter_added_to_the_typeddict_merges_without_touching_the_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if a new field ``reconnects: int`` had been declared on SinkCounters (and so on SinkReport).
+    monkeypatch.setitem(SinkCounters.__annotations__, "reconnects", int)
+    reports: list[SinkReport] = []
+    for count in (2, 5):
+        report: dict[str, Any] = {**SinkRecorder("r").report("complete", []), "reconnects": count}
+        reports.append(report)  # type: ignore[arg-type]  # the new field is not in the static type
+    merged: dict[str, Any] = dict(merge_sink_reports(reports))
+    assert merged["reconnects"] == 7
+
+
+def _worker_report(index: int, devices: int, sent: int) -> WorkerReport:
+    return {
+        "worker_index": index,
+        "pid": 100 + index,
+        "devices": devices,
+        "connected_at_go": devices,
+        "connect_failed": 0,
+        "connect_retries": 1,
+        "disconnects": 0,
+        "scheduled": sent,
+        "sent": sent,
+        "publish_errors": 0,
+        "sent_by_device": {f"w{index}d{d}": sent // devices for d in range(devices)},
+        "errors": {},
+        "lateness": DelayHistogram().to_dict(),
+        "connect_latency": DelayHistogram().to_dict(),
+        "sent_timeline": {"100": sent},
+        "cpu_s": 1.0,
+        "wall_s": 2.0,
+        "max_rss_bytes": 1,
+        "rss_bytes": 1,
+        "rss_before_devices_bytes": 0,
+        "aborted": False,
+        "first_drop_at": None,
+        "abort_reason": None,
+    }
+
+
+def test_worker_counters_are_summed_and_a_new_one_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = FleetSpec(run_id="r", devices=6, rate=1.0, duration_s=1.0, ramp_up_s=1.0, connection=Connection("h", 1))
+    reports = [_worker_report(0, 2, 10), _worker_report(1, 4, 20)]
+    fleet = merge_worker_reports(spec, reports)
+    for name in summed_fields(WorkerCounters):
+        assert fleet[name] == sum(r[name] for r in reports), name  # type: ignore[literal-required]
+    assert fleet["sent_timeline"] == {"100": 30} and fleet["connect_retries"] == 2
+    monkeypatch.setitem(wire_reports.WorkerCounters.__annotations__, "reconnects", int)
+    extended: list[dict[str, Any]] = [{**r, "reconnects": n} for r, n in zip(reports, (3, 4), strict=True)]
+    assert dict(merge_worker_reports(spec, extended))["reconnects"] == 7  # type: ignore[arg-type]

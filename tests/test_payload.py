@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pytest_iotperf.fleet.payload import PayloadTemplate, decode
 from pytest_iotperf.fleet.spec import phase_for, scheduled_count
+from pytest_iotperf.header import PayloadTemplate, decode
 
 
 def test_payload_carries_the_accounting_fields() -> None:

@@ -10,9 +10,10 @@ within D, writes REPORT and prints ``done``.  A start failure prints
 from __future__ import annotations
 
 from pytest_iotperf.bridge.child import start_child
-from pytest_iotperf.bridge.protocol import Ticker, commands, write_json_atomically
 from pytest_iotperf.bridge.service import Bridge, StartError
 from pytest_iotperf.bridge.spec import BridgeSpec
+from pytest_iotperf.child_protocol import Ticker, commands
+from pytest_iotperf.files import write_json_atomically
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     bridge.stop(timeout_s)
     ticker.stop()
-    report = {**bridge.report(), "stopped_by": how}
+    report = bridge.report(stopped_by=how)
     write_json_atomically(child.report_path, report)
     emit("done", received=report["received"], forwarded=report["forwarded"], failed=report["failed"])
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_iotperf.bridge.eventhub_access import EventHubConfigError, EventHubTarget, read_connection_string
-from pytest_iotperf.bridge.protocol import EventWriter
+from pytest_iotperf.child_protocol import EventWriter
 from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.secrets import Scrubber, describe_error, install_scrubbed_logging
 

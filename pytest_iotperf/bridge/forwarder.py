@@ -30,13 +30,14 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
 
 from pytest_iotperf.bridge.topics import DeviceKeys
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.secrets import Scrubber, describe_error
+from pytest_iotperf.wire_reports import ForwarderCounts
 
 _log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class Forwarder:
         self._thread.join(_ABANDON_JOIN_S)
         return "timeout"
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ForwarderCounts:
         """Counters for progress and the report; ``unsent`` is what was received but neither sent nor failed."""
         with self._lock:
             return {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from azure.eventhub import EventData, EventHubProducerClient
 
@@ -13,8 +12,9 @@ from pytest_iotperf.bridge.forwarder import Forwarder
 from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.bridge.subscriber import MqttSubscriber, SubscribeError
 from pytest_iotperf.bridge.topics import DeviceKeys
-from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD
+from pytest_iotperf.header import WARMUP_PAYLOAD
 from pytest_iotperf.secrets import Scrubber, describe_error
+from pytest_iotperf.wire_reports import BridgeProgress, BridgeReport
 
 _FENCE_SHARE = 0.5  # at most this share of the stop time goes to the MQTT fence
 
@@ -111,12 +111,17 @@ class Bridge:
         if not self._management_hung:  # close() would wait for the hung call
             self.producer.close()
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> BridgeProgress:
         """The figures of a ``progress`` event."""
         snap = self.forwarder.snapshot()
-        return {key: snap[key] for key in ("received", "forwarded", "failed", "unsent")}
+        return {
+            "received": snap["received"],
+            "forwarded": snap["forwarded"],
+            "failed": snap["failed"],
+            "unsent": snap["unsent"],
+        }
 
-    def report(self) -> dict[str, Any]:
+    def report(self, stopped_by: str) -> BridgeReport:
         """The report: counts, failures by reason (scrubbed), how the stop went, what was forwarded where."""
         return {
             **self.forwarder.snapshot(),
@@ -127,4 +132,5 @@ class Bridge:
             "partition_ids": self.partition_ids,
             "broker": f"{self.spec.connection.host}:{self.spec.connection.port}",
             "topic_filter": self.spec.topic_filter,
+            "stopped_by": stopped_by,
         }

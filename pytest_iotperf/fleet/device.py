@@ -25,7 +25,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
 from pytest_iotperf.fleet.identity import IdentityProvider
-from pytest_iotperf.fleet.payload import PayloadTemplate
+from pytest_iotperf.header import PayloadTemplate
 from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_client import connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer

@@ -1,38 +1,31 @@
 """Merge the workers' reports into one fleet report (pure: no locust, no gevent).
 
 Every merge is exact: counts add, histograms merge bucket by bucket, so one
-worker or twenty give the same numbers for the same messages.
+worker or twenty give the same numbers for the same messages.  The shapes are
+``wire_reports.WorkerReport`` and ``FleetReport``; every field of
+``WorkerCounters`` is summed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.metrics import DelayHistogram
-
-#: Per-worker counts whose fleet total is their sum.
-_SUMMED = (
-    "devices",
-    "connected_at_go",
-    "connect_failed",
-    "connect_retries",
-    "disconnects",
-    "scheduled",
-    "sent",
-    "publish_errors",
-)
+from pytest_iotperf.wire_reports import FleetReport, WorkerCounters, WorkerReport, WorkerSummary, summed_fields
 
 
-def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One JSON-ready dict for the whole fleet; ``workers`` keeps each worker's own figures."""
+def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetReport:
+    """One JSON-ready report for the whole fleet; ``workers`` keeps each worker's own figures."""
+    summed = summed_fields(WorkerCounters)
     lateness = DelayHistogram()
     connect_latency = DelayHistogram()
     sent_by_device: dict[str, int] = {}
     sent_timeline: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    workers: list[dict[str, Any]] = []
+    workers: list[WorkerSummary] = []
     totals: Counter[str] = Counter()
     for report in sorted(reports, key=lambda r: int(r["worker_index"])):
         lateness.merge(DelayHistogram.from_dict(report["lateness"]))
@@ -43,8 +36,9 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
         sent_by_device.update(report["sent_by_device"])
         sent_timeline.update({slot: int(n) for slot, n in report["sent_timeline"].items()})
         errors.update(report["errors"])
-        for key in _SUMMED:
-            totals[key] += int(report[key])
+        fields: Mapping[str, Any] = report  # the counter names are known only at run time
+        for key in summed:
+            totals[key] += int(fields[key])
         wall_s = max(float(report["wall_s"]), 1e-9)
         devices = max(int(report["devices"]), 1)
         worker_lateness = DelayHistogram.from_dict(report["lateness"])
@@ -65,10 +59,17 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
                 "aborted": report.get("aborted", False),
             }
         )
-    return {
+    fleet: FleetReport = {
         "run_id": spec.run_id,
         "devices_requested": spec.devices,
-        **{key: totals[key] for key in _SUMMED},
+        "devices": totals["devices"],
+        "connected_at_go": totals["connected_at_go"],
+        "connect_failed": totals["connect_failed"],
+        "connect_retries": totals["connect_retries"],
+        "disconnects": totals["disconnects"],
+        "scheduled": totals["scheduled"],
+        "sent": totals["sent"],
+        "publish_errors": totals["publish_errors"],
         "sent_by_device": sent_by_device,
         "lateness": lateness.to_dict(),
         "connect_latency": connect_latency.to_dict(),
@@ -76,8 +77,11 @@ def merge_worker_reports(spec: FleetSpec, reports: list[dict[str, Any]]) -> dict
         "errors": [f"{message} (x{count})" if count > 1 else message for message, count in errors.most_common()],
         "workers": workers,
         "workers_reported": len(reports),
-        "first_drop_at": min((r["first_drop_at"] for r in reports if r.get("first_drop_at")), default=None),
+        "first_drop_at": min((drop for r in reports if (drop := r.get("first_drop_at"))), default=None),
     }
+    # Every counter, also one the literal above does not name yet: a TypedDict cannot take keys by variable.
+    fleet.update({key: totals[key] for key in summed})  # type: ignore[typeddict-item]
+    return fleet
 
 
 def _ms(value_us: float) -> float:

@@ -24,11 +24,15 @@ import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
 
+from pytest_iotperf.child_protocol import scrubbing_event_writer
+from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.fleet.clock import ClockEstimate, ClockSample, estimate
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
-from pytest_iotperf.process_guard import die_with_parent, emit
+from pytest_iotperf.process_guard import die_with_parent
+from pytest_iotperf.secrets import MQTT_PASSWORD_ENV
+from pytest_iotperf.wire_reports import WorkerReport
 
 _LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 _PROGRESS_INTERVAL_S = 1.0
@@ -36,6 +40,9 @@ _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
 _PREPARE_TIMEOUT_S = 30.0
 _CLOCK_ROUNDS = 8
+
+# The workers' first errors reach the parent through these lines: keep the MQTT password out of them.
+emit = scrubbing_event_writer(os.environ.get(MQTT_PASSWORD_ENV))
 
 
 class MasterFleet:
@@ -46,7 +53,7 @@ class MasterFleet:
         self.abort_file = abort_file  # the parent writes the reason here to stop the run early
         self.runner = runner
         self.statuses: dict[str, dict[str, Any]] = {}
-        self.reports: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, WorkerReport] = {}
         self.t0: float | None = None
         self.errors: list[str] = []
         self.aborted = False
@@ -208,14 +215,12 @@ class MasterFleet:
         report = merge_worker_reports(self.spec, list(self.reports.values()))
         report["t0"] = self.t0
         report["clocks"] = {
-            str(self.reports.get(node, {}).get("worker_index", node)): clock.to_dict()
+            str(self.reports[node]["worker_index"] if node in self.reports else node): clock.to_dict()
             for node, clock in self.clocks.items()
         }
         report["clock_corrected"] = self.spec.clock_correction
         report["errors"] = self.errors + report["errors"]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report))
-        os.replace(tmp, path)
+        write_json_atomically(path, report)
 
 
 def main(argv: list[str] | None = None) -> int:

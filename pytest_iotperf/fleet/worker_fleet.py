@@ -44,6 +44,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, SharedIdentity
 from pytest_iotperf.fleet.spec import FleetSpec, device_id_for, phase_for, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
+from pytest_iotperf.wire_reports import WorkerReport
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -272,9 +273,9 @@ class WorkerFleet:
             waiters = [gevent.spawn(d.wait_acknowledged, _ACK_WAIT_S) for d in self.devices]
             gevent.joinall(waiters, timeout=_ACK_WAIT_S + 1)
         self._reported = True
-        self.runner.send_message("iotperf_report", self.report(cpu_s, wall_s))
+        self.runner.send_message("iotperf_report", dict(self.report(cpu_s, wall_s)))
 
-    def report(self, cpu_s: float, wall_s: float) -> dict[str, Any]:
+    def report(self, cpu_s: float, wall_s: float) -> WorkerReport:
         spec = self.spec
         scheduled = sum(scheduled_count(d.phase_s, spec.rate, spec.duration_s) for d in self.devices)
         return {

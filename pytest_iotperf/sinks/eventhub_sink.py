@@ -3,7 +3,7 @@
 Reads the run's events back from the partitions it owns and accounts for them
 like the MQTT sink, except that an event's delay is measured at its
 ``x-opt-enqueued-time`` (when the hub accepted it), not when this process read
-it: ``SinkRecorder.record(body, enqueued_us)``.  So a slow reader does not
+it: ``SinkRecorder.record(message, enqueued_us)``.  So a slow reader does not
 inflate delays, and several sink processes, each owning some partitions, can
 be merged by the parent.
 
@@ -20,12 +20,18 @@ is attached; ``progress`` about once a second; then on
 ``{"cmd": "drain", "expected": N, "timeout_s": D, "idle_s": I}`` it reads until
 N distinct messages of the run arrived or D passed.  ``expected: -1`` means
 "unknown" (the parent knows only the total over all sinks): it then reads
-until D passed or no event at all arrived for I seconds (default 2).  Then it
-writes REPORT (the recorder's report plus ``drain``, ``errors`` and
-``per_minute``) and prints ``done``.  EOF on stdin also ends the drain.
+until D passed or no event at all arrived for I seconds (default 2) (see
+``sinks.drain``).  Then it writes REPORT (``wire_reports.SinkReport``: the
+recorder's report plus ``drain``, ``errors`` and the fields below) and prints
+``done``.  EOF on stdin also ends the drain.
 
-In the report, ``first_seen_us``, ``last_seen_us`` and ``timeline`` are in
-enqueued time like the delays; ``first_read_us`` and ``last_read_us`` are
+Each event reaches the recorder as a ``header.MessageView``: its body, its
+application properties and its message annotations (``x-opt-enqueued-time``,
+and from an IoT Hub ``iothub-connection-device-id``), as the SDK decoded them.
+
+In the report, ``first_seen_us``, ``last_seen_us``, ``timeline`` and
+``per_minute`` (enqueue minute -> whole-ms delay -> count, as the MQTT sink
+keeps per receive minute) are in enqueued time like the delays; ``first_read_us`` and ``last_read_us`` are
 when this process read its first and last events (its read rate).  Enqueued
 times have millisecond resolution (the hub floors them), so a delay may read
 up to 1 ms short.
@@ -51,13 +57,16 @@ from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext
 
 from pytest_iotperf.bridge.child import start_child
 from pytest_iotperf.bridge.eventhub_access import EventHubTarget, call_with_deadline, client_options
-from pytest_iotperf.bridge.protocol import Ticker, commands, write_json_atomically
+from pytest_iotperf.child_protocol import Ticker, commands
+from pytest_iotperf.files import write_json_atomically
+from pytest_iotperf.header import MessageView
 from pytest_iotperf.secrets import Scrubber, describe_error
+from pytest_iotperf.sinks.drain import Drain, serve_drain
 from pytest_iotperf.sinks.recorder import SinkRecorder
+from pytest_iotperf.wire_reports import SinkProgress, SinkReport
 
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _ONE_US: Final = datetime.timedelta(microseconds=1)
-_DEFAULT_IDLE_S: Final = 2.0
 _MAX_ERRORS: Final = 50
 _STOP_JOIN_S: Final = 5.0
 # After a receive error the SDK closes that partition's consumer and claims the
@@ -92,13 +101,19 @@ class SinkStartError(Exception):
     """The sink could not attach to its partitions; the message is scrubbed."""
 
 
-class EnqueueAccounting:
-    """A SinkRecorder fed with enqueued times, plus the per-minute delay aggregate, behind one condition.
+def message_view(event: EventData) -> MessageView:
+    """The event as the recorder sees it: body, application properties, message annotations (no copies)."""
+    raw = event.raw_amqp_message
+    return MessageView(body_bytes(event), None, raw.application_properties, raw.annotations)
 
-    ``per_minute`` maps the enqueue minute (epoch s, a multiple of 60) to a map
-    from delay in whole milliseconds (floored) to the number of distinct
-    messages of the run: bounded by the number of distinct (minute, delay-ms)
-    pairs, and its counts sum to ``received``.
+
+class EnqueueAccounting:
+    """A SinkRecorder fed with enqueued times, shared by the partition threads behind one lock.
+
+    Its report's ``per_minute`` (the recorder's) maps the enqueue minute (epoch
+    s, a multiple of 60) to a map from delay in whole milliseconds (floored)
+    to the number of distinct messages of the run: bounded by the number of
+    distinct (minute, delay-ms) pairs, and its counts sum to ``received``.
     """
 
     def __init__(self, run_id: str, timeline_slot_s: int) -> None:
@@ -109,15 +124,15 @@ class EnqueueAccounting:
         # Wall-clock receive times of the first and last batch with events: how fast this process read.
         self.first_read_us: int | None = None
         self.last_read_us: int | None = None
-        self.last_arrival = time.monotonic()
-        self.changed = threading.Condition()
+        self._lock = threading.Lock()
+        self.drain = Drain(lambda: self.recorder.received)
 
-    def record_batch(self, rows: list[tuple[bytes, int | None]]) -> None:
+    def record_batch(self, rows: list[tuple[MessageView, int | None]]) -> None:
         """Account for events read together (one lock round for the whole batch)."""
         recorder = self.recorder
         read_us = time.time_ns() // 1000
-        with self.changed:
-            for payload, enqueued_us in rows:
+        with self._lock:
+            for message, enqueued_us in rows:
                 if enqueued_us is None:
                     self.missing_enqueued_time += 1
                     enqueued_us = read_us
@@ -127,44 +142,20 @@ class EnqueueAccounting:
                     lag = read_us - enqueued_us
                     self.read_lag_min_us = lag if self.read_lag_min_us is None else min(self.read_lag_min_us, lag)
                     self.read_lag_max_us = lag if self.read_lag_max_us is None else max(self.read_lag_max_us, lag)
-                recorder.record(payload, enqueued_us)
-            self.last_arrival = time.monotonic()
+                recorder.record(message, enqueued_us)
             self.last_read_us = time.time_ns() // 1000
             if self.first_read_us is None:
                 self.first_read_us = self.last_read_us
-            self.changed.notify_all()
+            self.drain.arrived(recorder.received)
 
-    def drain(self, expected: int, timeout_s: float, idle_s: float) -> str:
-        """Wait for ``expected`` distinct messages (``-1``: until idle for ``idle_s``) or ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        with self.changed:
-            # Idle is measured from the later of the drain's start and the last arrival.
-            self.last_arrival = max(self.last_arrival, time.monotonic())
-            while True:
-                now = time.monotonic()
-                if expected >= 0 and self.recorder.received >= expected:
-                    return "complete"
-                if expected < 0 and now - self.last_arrival >= idle_s:
-                    return "idle"
-                if now >= deadline:
-                    return "timeout"
-                wake = deadline if expected >= 0 else min(deadline, self.last_arrival + idle_s)
-                self.changed.wait(max(wake - now, 0.001))
+    def progress(self) -> SinkProgress:
+        with self._lock:
+            return self.recorder.progress()
 
-    def progress(self) -> dict[str, Any]:
-        with self.changed:
-            delay = self.recorder.delay
-            p95 = delay.percentile(95) / 1000.0 if delay.count else None
-            return {
-                "received": self.recorder.received,
-                "arrivals": self.recorder.arrivals,
-                "p95_delay_ms": p95,
-                "gaps": self.recorder.ledger.gaps(),
-            }
-
-    def report(self) -> dict[str, Any]:
-        with self.changed:
-            report = self.recorder.report()
+    def report(self, drain: str, errors: list[str], error_count: int) -> SinkReport:
+        with self._lock:
+            report = self.recorder.report(drain, errors)
+            report["error_count"] = error_count
             report["missing_enqueued_time"] = self.missing_enqueued_time
             report["read_lag_min_us"] = self.read_lag_min_us
             report["read_lag_max_us"] = self.read_lag_max_us
@@ -240,7 +231,7 @@ class PartitionReader:
             self.sink.note_attached()
         if not events:
             return
-        rows = [(body_bytes(e), enqueued_us(e)) for e in events]  # decoded outside the accounting lock
+        rows = [(message_view(e), enqueued_us(e)) for e in events]  # read outside the accounting lock
         self.sink.accounting.record_batch(rows)
         # In memory only: if the SDK reopens this partition after an error it resumes here, not at the start.
         context.update_checkpoint(events[-1])
@@ -323,18 +314,14 @@ class EventHubSink:
         for reader in self.readers:
             reader.thread.join(_STOP_JOIN_S)
 
-    def report(self, drain: str) -> dict[str, Any]:
-        report = self.accounting.report()
+    def report(self, drain: str) -> SinkReport:
         with self._state:
-            report.update(
-                drain=drain,
-                errors=list(self.errors),
-                error_count=self.error_count,
-                partitions=[r.partition_id for r in self.readers],
-                consumer_group=self.spec.get("consumer_group", "$Default"),
-                start_time_epoch_s=self.start_time.timestamp(),
-                eventhub=self.target.describe(),
-            )
+            errors, error_count = list(self.errors), self.error_count
+        report = self.accounting.report(drain, errors, error_count)
+        report["partitions"] = [r.partition_id for r in self.readers]
+        report["consumer_group"] = self.spec.get("consumer_group", "$Default")
+        report["start_time_epoch_s"] = self.start_time.timestamp()
+        report["eventhub"] = self.target.describe()
         return report
 
 
@@ -358,15 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the receive threads are daemons: leaving ends them
     emit("ready", partitions=[r.partition_id for r in sink.readers])
     ticker = Ticker(lambda: emit("progress", **sink.accounting.progress())).start()
-    drain_result = "stdin closed"
-    for command in commands():
-        if command.get("cmd") == "drain":
-            drain_result = sink.accounting.drain(
-                int(command.get("expected", -1)),
-                float(command.get("timeout_s", 30.0)),
-                float(command.get("idle_s", _DEFAULT_IDLE_S)),
-            )
-            break
+    drain_result = serve_drain(commands(), sink.accounting.drain)
     ticker.stop()
     sink.stop()
     report = sink.report(drain_result)

@@ -1,17 +1,22 @@
-"""Merge the reports of several sink processes into one (pure: exact merges of counts and histograms)."""
+"""Merge the reports of several sink processes into one (pure: exact merges of counts and histograms).
+
+The fields come from ``wire_reports.SinkReport``; every int field of
+``SinkCounters`` is summed, so a counter declared there is merged without
+a change here.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
+from pytest_iotperf.sinks.drain import STDIN_CLOSED, WORST_FIRST
+from pytest_iotperf.wire_reports import SinkCounters, SinkReport, summed_fields
 
-_COUNTERS = ("arrivals", "other_runs", "malformed", "warmups", "missing_enqueued_time")
-_DRAIN_ORDER = ("timeout", "stdin closed", "idle", "complete")
 
-
-def merge_sink_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
     """One report with the shape of a single sink's; ``drain`` is the worst of theirs."""
     if len(reports) == 1:
         return reports[0]
@@ -19,7 +24,8 @@ def merge_sink_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     delay, sent_delay = DelayHistogram(), DelayHistogram()
     timeline: dict[str, DelayHistogram] = {}
     per_minute: dict[str, Counter[str]] = {}
-    counters: Counter[str] = Counter()
+    counter_names = summed_fields(SinkCounters)  # read per merge: a merge happens once per run
+    counters: Counter[str] = Counter({name: 0 for name in counter_names})
     errors: list[str] = []
     drains: list[str] = []
     first_seen: list[int] = []
@@ -32,23 +38,29 @@ def merge_sink_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
             timeline.setdefault(slot, DelayHistogram()).merge(DelayHistogram.from_dict(histogram))
         for minute, buckets in report.get("per_minute", {}).items():
             per_minute.setdefault(minute, Counter()).update({k: int(v) for k, v in buckets.items()})
-        counters.update({key: int(report.get(key) or 0) for key in _COUNTERS})
+        fields: Mapping[str, Any] = report  # the counter names are known only at run time
+        counters.update({name: int(fields.get(name) or 0) for name in counter_names})
         errors.extend(report.get("errors", []))
-        drains.append(str(report.get("drain", "stdin closed")))
-        if report.get("first_seen_us") is not None:
-            first_seen.append(int(report["first_seen_us"]))
-        if report.get("last_seen_us") is not None:
-            last_seen.append(int(report["last_seen_us"]))
-    lags_min = [int(r["read_lag_min_us"]) for r in reports if r.get("read_lag_min_us") is not None]
-    lags_max = [int(r["read_lag_max_us"]) for r in reports if r.get("read_lag_max_us") is not None]
-    merged: dict[str, Any] = {
+        drains.append(str(report.get("drain", STDIN_CLOSED)))
+        first = report.get("first_seen_us")
+        if first is not None:
+            first_seen.append(int(first))
+        last = report.get("last_seen_us")
+        if last is not None:
+            last_seen.append(int(last))
+    lags_min = [int(lag) for r in reports if (lag := r.get("read_lag_min_us")) is not None]
+    lags_max = [int(lag) for r in reports if (lag := r.get("read_lag_max_us")) is not None]
+    merged: SinkReport = {
         "read_lag_min_us": min(lags_min) if lags_min else None,
         "read_lag_max_us": max(lags_max) if lags_max else None,
-        "run_id": reports[0].get("run_id"),
+        "run_id": reports[0]["run_id"],
         "received": ledger.received,
         "duplicates": ledger.duplicates,
         "out_of_order": ledger.out_of_order,
-        **counters,
+        "arrivals": counters["arrivals"],
+        "other_runs": counters["other_runs"],
+        "malformed": counters["malformed"],
+        "warmups": counters["warmups"],
         "ledger": ledger.to_dict(),
         "delay": delay.to_dict(),
         "sent_delay": sent_delay.to_dict(),
@@ -57,7 +69,9 @@ def merge_sink_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "first_seen_us": min(first_seen) if first_seen else None,
         "last_seen_us": max(last_seen) if last_seen else None,
         "errors": errors,
-        "drain": min(drains, key=lambda d: _DRAIN_ORDER.index(d) if d in _DRAIN_ORDER else -1),
+        "drain": min(drains, key=lambda d: WORST_FIRST.index(d) if d in WORST_FIRST else -1),
         "processes": len(reports),
     }
+    # Every counter, also those the literal above does not name: a TypedDict cannot take keys by variable.
+    merged.update(counters)  # type: ignore[typeddict-item]
     return merged

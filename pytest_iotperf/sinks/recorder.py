@@ -5,21 +5,24 @@ sender cannot hide latency); the seed's ``seen_at - sent_at`` is kept apart as
 the sent delay.  Only the first arrival of a ``(device_id, seq)`` pair is
 measured; later ones are duplicates.  Messages of other runs and payloads
 that are not ours are counted and ignored.
+
+Each message comes as a ``header.MessageView`` (body, topic, properties,
+system properties); a ``HeaderDecoder`` finds its header (today: in the body).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pytest_iotperf.fleet.payload import WARMUP_PAYLOAD, Telemetry, decode
+from pytest_iotperf.header import WARMUP_PAYLOAD, HeaderDecoder, MessageView, Telemetry, decode_body
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
+from pytest_iotperf.wire_reports import SinkProgress, SinkReport
 
 
 class SinkRecorder:
     """Accounting of one sink process for one run."""
 
-    def __init__(self, run_id: str, timeline_slot_s: int = 1) -> None:
+    def __init__(self, run_id: str, timeline_slot_s: int = 1, decode: HeaderDecoder = decode_body) -> None:
         self.run_id = run_id
+        self._decode = decode
         self.ledger = DeliveryLedger()
         self.delay = DelayHistogram()
         self.sent_delay = DelayHistogram()
@@ -39,15 +42,15 @@ class SinkRecorder:
         """Distinct messages of this run seen so far."""
         return self.ledger.received
 
-    def record(self, payload: bytes, seen_at_us: int) -> Telemetry | None:
+    def record(self, message: MessageView, seen_at_us: int) -> Telemetry | None:
         """Account for one message as it arrived at ``seen_at_us`` (epoch microseconds).
 
         Returns the decoded telemetry when it counted as a new message of this run, else None.
         """
         self.arrivals += 1
-        telemetry = decode(payload)
+        telemetry = self._decode(message)
         if telemetry is None:
-            if payload == WARMUP_PAYLOAD:
+            if message.body == WARMUP_PAYLOAD:
                 self.warmups += 1
                 return None
             self.malformed += 1
@@ -77,7 +80,18 @@ class SinkRecorder:
         self.last_seen_us = seen_at_us
         return telemetry
 
-    def report(self) -> dict[str, Any]:
+    def progress(self) -> SinkProgress:
+        """The figures of a ``progress`` event: counts so far and the delay p95 (a bound the parent folds)."""
+        delay = self.delay
+        return {
+            "received": self.ledger.received,
+            "arrivals": self.arrivals,
+            "p95_delay_ms": delay.percentile(95) / 1000.0 if delay.count else None,
+            "gaps": self.ledger.gaps(),
+        }
+
+    def report(self, drain: str, errors: list[str]) -> SinkReport:
+        """The sink's report: this accounting, how its drain ended (``sinks.drain``) and its errors."""
         return {
             "run_id": self.run_id,
             "received": self.ledger.received,
@@ -97,4 +111,6 @@ class SinkRecorder:
             },
             "first_seen_us": self.first_seen_us,
             "last_seen_us": self.last_seen_us,
+            "drain": drain,
+            "errors": errors,
         }

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 
+from pytest_iotperf.child_protocol import EventWriter, commands
 from pytest_iotperf.embedded.eventhub.errors import EventHubError
 from pytest_iotperf.embedded.eventhub.server import DEFAULT_KEY_NAME, EventHubServer
 
@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", default=None, help="SharedAccessKey (default: a random one)")
     parser.add_argument("--exit-on-stdin-close", action="store_true", help="stop when stdin reaches EOF")
     return parser
+
+
+# Not scrubbed: the parent reads the connection string (the endpoint's own key) from the ready event.
+_emit = EventWriter()
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -47,15 +51,14 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.add_signal_handler(sig, stop.set)
     if args.exit_on_stdin_close:
         loop.run_in_executor(None, _wait_stdin_eof, loop, stop)
-    ready = {"event": "ready", "connection_string": server.connection_string, "port": server.port, "hub": args.hub}
-    print(json.dumps(ready), flush=True)
+    _emit("ready", connection_string=server.connection_string, port=server.port, hub=args.hub)
     await stop.wait()
     await server.stop()
-    print(json.dumps({"event": "stopped"}), flush=True)
+    _emit("stopped")
 
 
 def _wait_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    while sys.stdin.readline():
+    for _ in commands():  # the endpoint takes no command: only the end of stdin matters
         pass
     loop.call_soon_threadsafe(stop.set)
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_serve(args))
     except EventHubError as exc:
-        print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
+        _emit("error", message=str(exc))
         return 1
     return 0
 

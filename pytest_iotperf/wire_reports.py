@@ -1,0 +1,181 @@
+"""The reports that cross a process boundary, as TypedDicts: one place that says what each carries.
+
+A Locust worker hands its ``WorkerReport`` to the master, which merges them
+into the ``FleetReport`` file; each sink process writes a ``SinkReport`` file
+(the Event Hubs path: one per consumer, merged in the pytest process, plus the
+bridge's ``BridgeReport``); ``result.build_result`` reads the fleet and sink
+reports.  Merges are derived from these types: every field of a ``*Counters``
+TypedDict is summed (:func:`summed_fields`), so a counter added there is
+merged without touching the merge code.
+
+Pure typing: no I/O, no client library.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict, get_type_hints
+
+#: ``DelayHistogram.to_dict()`` / ``DeliveryLedger.to_dict()`` (their own versioned formats).
+HistogramDict = dict[str, object]
+LedgerDict = dict[str, object]
+
+
+def summed_fields(counters: type) -> tuple[str, ...]:
+    """The int fields of a ``*Counters`` TypedDict (inherited and not-required ones too): what a merge adds up."""
+    return tuple(name for name, hint in get_type_hints(counters).items() if hint is int)
+
+
+# -- sink side ---------------------------------------------------------------------------------------------------
+
+
+class SinkCounters(TypedDict):
+    """What a sink process counts besides its ledger; merging several sinks' reports sums every field."""
+
+    arrivals: int  # every message read, whatever it was
+    other_runs: int  # telemetry of another run id
+    malformed: int  # not telemetry of ours
+    warmups: int  # the bridge's partition warm-up events
+    missing_enqueued_time: NotRequired[int]  # Event Hubs: events without x-opt-enqueued-time (read time used)
+    error_count: NotRequired[int]  # Event Hubs: receive errors, also those past the listed ones
+
+
+class SinkReport(SinkCounters):
+    """A sink process's report file (``SinkRecorder.report()`` and more), and the merge of several (``sinks.merge``)."""
+
+    run_id: str
+    received: int  # distinct (device_id, seq) of the run: from the ledger, like the next two
+    duplicates: int
+    out_of_order: int
+    ledger: LedgerDict
+    delay: HistogramDict  # seen - intended, µs
+    sent_delay: HistogramDict  # seen - sent, µs
+    timeline: dict[str, HistogramDict]  # slot start (epoch s, as a string) -> delay histogram
+    per_minute: dict[str, dict[str, int]]  # minute seen (epoch s) -> whole-ms delay -> count
+    first_seen_us: int | None
+    last_seen_us: int | None
+    drain: str  # sinks.drain: "complete", "timeout", "idle" or "stdin closed"
+    errors: list[str]
+    # The Event Hubs sink only: read time - enqueued time (two clocks), and when it read its first and last events.
+    read_lag_min_us: NotRequired[int | None]
+    read_lag_max_us: NotRequired[int | None]
+    first_read_us: NotRequired[int | None]
+    last_read_us: NotRequired[int | None]
+    partitions: NotRequired[list[str]]
+    consumer_group: NotRequired[str]
+    start_time_epoch_s: NotRequired[float]
+    eventhub: NotRequired[str]
+    # A merged report only.
+    processes: NotRequired[int]
+    bridge: NotRequired[BridgeReport]
+
+
+class BridgeProgress(TypedDict):
+    """The figures of the bridge's ``progress`` event."""
+
+    received: int
+    forwarded: int
+    failed: int
+    unsent: int
+
+
+class ForwarderCounts(BridgeProgress):
+    """``Forwarder.snapshot()``."""
+
+    grouping: str
+    batches: int
+    flushes: int
+    largest_flush: int
+    partition_key_from: dict[str, int]  # "topic" / "payload" / "none" -> events
+    failures: dict[str, int]  # scrubbed reason -> events
+
+
+class BridgeReport(ForwarderCounts):
+    """The platform bridge's report file."""
+
+    stop: str  # "flushed" or "timeout"
+    fence: str  # "ok", "timeout" or "unavailable"
+    errors: list[str]
+    eventhub: str
+    partition_ids: list[str]
+    broker: str
+    topic_filter: str
+    stopped_by: str  # "stop command" or "stdin closed"
+
+
+class SinkProgress(TypedDict):
+    """The figures of a sink's ``progress`` event (``SinkRecorder.progress()``)."""
+
+    received: int
+    arrivals: int
+    p95_delay_ms: float | None
+    gaps: int
+
+
+# -- fleet side --------------------------------------------------------------------------------------------------
+
+
+class WorkerCounters(TypedDict):
+    """Per-worker counts whose fleet total is their sum."""
+
+    devices: int
+    connected_at_go: int
+    connect_failed: int
+    connect_retries: int
+    disconnects: int
+    scheduled: int
+    sent: int
+    publish_errors: int
+
+
+class WorkerReport(WorkerCounters):
+    """``WorkerFleet.report()``: a worker's complete hand-off to the master (``iotperf_report``)."""
+
+    worker_index: int
+    pid: int
+    sent_by_device: dict[str, int]
+    errors: dict[str, int]  # message -> occurrences
+    lateness: HistogramDict  # sent - intended, µs
+    connect_latency: HistogramDict
+    sent_timeline: dict[str, int]  # slot start (epoch s, as a string) -> messages due in it
+    cpu_s: float
+    wall_s: float
+    max_rss_bytes: int
+    rss_bytes: int
+    rss_before_devices_bytes: int
+    aborted: bool
+    first_drop_at: float | None
+    abort_reason: str | None
+
+
+class WorkerSummary(TypedDict):
+    """One worker's own figures in the fleet report."""
+
+    worker_index: int
+    pid: int | None
+    devices: int
+    sent: int
+    cpu_percent: float
+    cpu_us_per_message: float
+    rss_bytes_per_device: float
+    max_rss_bytes: int
+    lateness_p99_ms: float | None
+    aborted: bool
+
+
+class FleetReport(WorkerCounters):
+    """The Locust master's report file: the workers' reports merged, plus what only the master knows."""
+
+    run_id: str
+    devices_requested: int
+    sent_by_device: dict[str, int]
+    lateness: HistogramDict
+    connect_latency: HistogramDict
+    sent_timeline: dict[str, int]
+    errors: list[str]
+    workers: list[WorkerSummary]
+    workers_reported: int
+    first_drop_at: float | None
+    # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
+    t0: NotRequired[float | None]
+    clocks: NotRequired[dict[str, dict[str, float]]]
+    clock_corrected: NotRequired[bool]
