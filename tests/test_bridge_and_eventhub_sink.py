@@ -142,6 +142,7 @@ def wait_until_received(sink: Child, count: int) -> None:
 
 
 @needs_mosquitto
+@pytest.mark.fleet
 @pytest.mark.parametrize("grouping", ["key", "partition"])
 def test_fleet_messages_pass_bridge_and_hub_and_are_accounted_at_enqueue_time(
     broker: BrokerEndpoint, hub: EmbeddedEventHub, group: ProcessGroup, tmp_path: Path, grouping: str
@@ -212,6 +213,7 @@ def test_fleet_messages_pass_bridge_and_hub_and_are_accounted_at_enqueue_time(
 
 
 @needs_mosquitto
+@pytest.mark.fleet
 def test_sink_skips_events_enqueued_before_its_start_time(
     broker: BrokerEndpoint, hub: EmbeddedEventHub, group: ProcessGroup, tmp_path: Path
 ) -> None:

@@ -17,6 +17,9 @@ from wallclock import StartUp
 from pytest_iotperf.embedded.eventhub import EmbeddedEventHub, connection_string
 from pytest_iotperf.embedded.eventhub.partition_key import hash_code, partition_for_key
 
+# Real SDK clients against the endpoint, ~1.5 s per receive: slow, like a fleet run.
+pytestmark = pytest.mark.fleet
+
 # The SDK's client-side resolver is unannotated: partition key -> signed 16-bit hash code.
 generate_hash_code: Callable[[str], int] = _untyped_hash_code
 

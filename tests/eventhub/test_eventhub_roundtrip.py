@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from azure.eventhub import EventData, EventHubProducerClient
 from eventhub_helpers import collect
 
 from pytest_iotperf.embedded.eventhub import EmbeddedEventHub
+
+# Real SDK clients against the endpoint, ~1.5 s per receive: slow, like a fleet run.
+pytestmark = pytest.mark.fleet
 
 
 def _send(producer: EventHubProducerClient, count: int, partition_id: str | None = None, start: int = 0) -> None:
