@@ -73,5 +73,5 @@ def test_missing_workers_fail_with_the_command_to_start_them(broker: BrokerEndpo
     finally:
         runner_module._STARTUP_S = original
     message = str(failure.value)
-    assert "only 1 of 2 Locust workers connected" in message
+    assert "only 1 of 2 Locust workers ready" in message and "(1 connected;" in message
     assert "locust --worker --master-host" in message and "locustfile.py" in message

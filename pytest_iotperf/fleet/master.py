@@ -62,6 +62,8 @@ class MasterFleet:
         runner.register_message("iotperf_report", self._on_report)
         runner.register_message("iotperf_prepared", self._on_prepared)
         runner.register_message("iotperf_clock_pong", self._on_pong)
+        runner.register_message("iotperf_installed", self._on_installed)
+        self.installed: set[str] = set()  # workers whose iotperf handlers are registered
         self.clock_samples: dict[str, list[ClockSample]] = {}
         self.clocks: dict[str, ClockEstimate] = {}
         self.prepared: set[str] = set()
@@ -71,6 +73,9 @@ class MasterFleet:
 
     def _on_report(self, msg: Any, **_: Any) -> None:
         self.reports[msg.node_id] = msg.data
+
+    def _on_installed(self, msg: Any, **_: Any) -> None:
+        self.installed.add(msg.node_id)
 
     def _on_prepared(self, msg: Any, **_: Any) -> None:
         self.prepared.add(msg.node_id)
@@ -111,13 +116,19 @@ class MasterFleet:
     def _worker_ids(self) -> list[str]:
         return [node.id for node in self.runner.clients.values()]
 
+    def _usable_workers(self) -> int:
+        """Workers that are connected and have registered our message handlers."""
+        return sum(1 for node in self.runner.clients.ready if node.id in self.installed)
+
     def wait_for_workers(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while len(self.runner.clients.ready) < self.spec.expect_workers:
+        while self._usable_workers() < self.spec.expect_workers:
             if time.monotonic() > deadline:
+                connected = len(self.runner.clients.ready)
                 raise TimeoutError(
-                    f"only {len(self.runner.clients.ready)} of {self.spec.expect_workers} Locust workers "
-                    f"connected within {timeout_s:g}s; start remote ones with: locust --worker --master-host "
+                    f"only {self._usable_workers()} of {self.spec.expect_workers} Locust workers ready within "
+                    f"{timeout_s:g}s ({connected} connected; a worker without this pytest-iotperf version's "
+                    f"locustfile never gets ready); start remote ones with: locust --worker --master-host "
                     f"<this host> --master-port {self.runner.server.port} -f {_LOCUSTFILE}"
                 )
             gevent.sleep(0.05)

@@ -360,3 +360,6 @@ def install_worker(environment: Environment) -> None:
     runner.register_message("iotperf_go", on_go)
     runner.register_message("iotperf_clock_ping", on_clock_ping)
     runner.register_message("iotperf_abort", on_abort)
+    # The master sends the spec only after this: a spec that arrives before the handlers are
+    # registered is dropped by Locust ("Unknown message type"), and no device could start.
+    runner.send_message("iotperf_installed", {})

@@ -255,22 +255,19 @@ def settings_section(result: Mapping[str, Any]) -> str:
 
 def messages_section(result: Mapping[str, Any]) -> str:
     """The run's warnings and errors, secrets masked."""
-    warnings = shown_texts(result.get("warnings"))
-    errors = shown_texts(result.get("errors"))
-    out = ['<section id="warnings"><h2>Warnings</h2>']
-    if warnings:
-        out.append('<ul class="messages warn">')
-        out.extend(f"<li>{esc(w)}</li>" for w in warnings)
+    return _message_list("warnings", "Warnings", shown_texts(result.get("warnings")), "warn") + _message_list(
+        "errors", "Errors", shown_texts(result.get("errors")), "bad"
+    )
+
+
+def _message_list(section_id: str, title: str, texts: Sequence[str], css_class: str) -> str:
+    out = [f'<section id="{section_id}"><h2>{title}</h2>']
+    if texts:
+        out.append(f'<ul class="messages {css_class}">')
+        out.extend(f"<li>{esc(text)}</li>" for text in texts)
         out.append("</ul>")
     else:
-        out.append('<p class="empty">No warnings.</p>')
-    out.append('</section><section id="errors"><h2>Errors</h2>')
-    if errors:
-        out.append('<ul class="messages bad">')
-        out.extend(f"<li>{esc(e)}</li>" for e in errors)
-        out.append("</ul>")
-    else:
-        out.append('<p class="empty">No errors.</p>')
+        out.append(f'<p class="empty">No {title.lower()}.</p>')
     out.append("</section>")
     return "".join(out)
 
