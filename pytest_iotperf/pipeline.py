@@ -187,7 +187,6 @@ class Pipeline:
     def _write(self, outcome: RunOutcome, name: str, run_index: int) -> None:
         """InfluxDB, then JSON and HTML; a failure is noted on the result, never a different outcome."""
         result = outcome.result
-        result.slos = [verdict_dict(v) for v in outcome.verdicts]
         self._export_to_influx(result, name)
         report_dir = self.outputs.report_dir
         if report_dir is None:
