@@ -230,6 +230,56 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         flag=True,
     ),
+    Setting(
+        "no_reconnect",
+        parse_bool,
+        False,
+        "a device that loses its connection stays offline for the rest of the run (default: reconnect with backoff)",
+        "",
+        "no_reconnect",
+        flag=True,
+    ),
+    Setting(
+        "reconnect_max",
+        parse_positive_duration,
+        30.0,
+        "longest wait between a device's reconnect attempts (jittered exponential backoff from ~100 ms)",
+        "D",
+        "reconnect_max",
+    ),
+    Setting(
+        "offline_queue",
+        parse_non_negative_int,
+        1000,
+        "messages a device keeps while offline and publishes after the reconnect; more are dropped_offline",
+        "N",
+        "offline_queue",
+    ),
+    Setting(
+        "clean_session",
+        parse_bool,
+        True,
+        "devices connect with a clean session; false keeps a persistent session (QoS 1 in-flight state survives)",
+        "{true,false}",
+        "clean_session",
+    ),
+    Setting(
+        "outage_budget",
+        parse_positive_duration,
+        60.0,
+        "abort the run when more than half the fleet has been offline longer than this",
+        "D",
+        "outage_budget",
+    ),
+    Setting(
+        "allow_saturated",
+        parse_bool,
+        False,
+        "do not fail a run whose generator was saturated (fleet lateness p99 over 50 ms)",
+        "",
+        "allow_saturated",
+        flag=True,
+    ),
     Setting("tls_ca", parse_file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
     Setting("tls_cert", parse_file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
     Setting("tls_key", parse_file, None, "private key of the client certificate", "FILE", None),
@@ -408,6 +458,31 @@ class SessionSettings:
         return self._typed("clock_correction", bool)
 
     @property
+    def reconnect(self) -> bool:
+        """Devices reconnect after an unexpected disconnect (``--iot-no-reconnect`` turns it off)."""
+        return not self._typed("no_reconnect", bool)
+
+    @property
+    def reconnect_max_s(self) -> float:
+        return self._number("reconnect_max")
+
+    @property
+    def offline_queue(self) -> int:
+        return self._typed("offline_queue", int)
+
+    @property
+    def clean_session(self) -> bool:
+        return self._typed("clean_session", bool)
+
+    @property
+    def outage_budget_s(self) -> float:
+        return self._number("outage_budget")
+
+    @property
+    def allow_saturated(self) -> bool:
+        return self._typed("allow_saturated", bool)
+
+    @property
     def tls_ca(self) -> Path | None:
         return self._optional("tls_ca", Path)
 
@@ -470,7 +545,10 @@ class SessionSettings:
             # Checked even when the command line overrides it: a bad value in a
             # test must not hide until someone runs without the override.
             try:
-                value = setting.parse(str(raw)) if not isinstance(raw, bool) else _reject_bool(raw)
+                if isinstance(raw, bool):
+                    value = raw if setting.parse is parse_bool else _reject_bool(raw)
+                else:
+                    value = setting.parse(str(raw))
             except ValueError as exc:
                 # A URL with user:password@ is refused, but its message must not repeat the password.
                 raise ConfigError(redact_text(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}")) from None

@@ -97,6 +97,10 @@ class PerfRun:
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
             clock_correction=settings.clock_correction,
+            reconnect=settings.reconnect,
+            reconnect_max_s=settings.reconnect_max_s,
+            offline_queue=settings.offline_queue,
+            clean_session=settings.clean_session,
         )
 
     def warnings(self) -> list[str]:

@@ -125,6 +125,9 @@ class WorkerCounters(TypedDict):
     scheduled: int
     sent: int
     publish_errors: int
+    reconnects: int  # disconnect -> CONNACK again, completed
+    dropped_offline: int  # due while offline, overflowed the offline queue: never sent
+    resent: int  # QoS 1 retransmissions after a reconnect (not counted in sent)
 
 
 class WorkerReport(WorkerCounters):
@@ -145,6 +148,10 @@ class WorkerReport(WorkerCounters):
     aborted: bool
     first_drop_at: float | None
     abort_reason: str | None
+    disconnect_reasons: dict[str, int]  # reason -> unexpected disconnects
+    reconnect_latency: HistogramDict  # disconnect -> CONNACK again, µs
+    offline_device_s: float  # device-seconds spent offline after having connected
+    connected_timeline: dict[str, int]  # slot start (epoch s, as a string) -> devices connected at its end
 
 
 class WorkerSummary(TypedDict):
@@ -175,6 +182,10 @@ class FleetReport(WorkerCounters):
     workers: list[WorkerSummary]
     workers_reported: int
     first_drop_at: float | None
+    disconnect_reasons: dict[str, int]
+    reconnect_latency: HistogramDict
+    offline_device_s: float
+    connected_timeline: dict[str, int]
     # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]

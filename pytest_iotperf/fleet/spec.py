@@ -35,6 +35,12 @@ class FleetSpec:
     timeline_slot_s: int = 1
     connect_budget_s: float = 20.0  # per device: how long it keeps retrying a refused connect
     clock_correction: bool = False  # shift each worker's times by its measured offset to the master
+    # Surviving outages (issue 13): reconnect with jittered exponential backoff capped at reconnect_max_s,
+    # keep up to offline_queue due messages while offline, and connect with a clean or persistent session.
+    reconnect: bool = True
+    reconnect_max_s: float = 30.0
+    offline_queue: int = 1000
+    clean_session: bool = True
 
     @property
     def qos(self) -> int:
