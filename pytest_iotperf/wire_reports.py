@@ -152,6 +152,8 @@ class WorkerReport(WorkerCounters):
     reconnect_latency: HistogramDict  # disconnect -> CONNACK again, µs
     offline_device_s: float  # device-seconds spent offline after having connected
     connected_timeline: dict[str, int]  # slot start (epoch s, as a string) -> devices connected at its end
+    # When reconnects completed: 100 ms bucket (epoch s * 10, as a string) -> reconnects (how a storm spreads).
+    reconnect_timeline: NotRequired[dict[str, int]]
 
 
 class WorkerSummary(TypedDict):
@@ -186,6 +188,7 @@ class FleetReport(WorkerCounters):
     reconnect_latency: HistogramDict
     offline_device_s: float
     connected_timeline: dict[str, int]
+    reconnect_timeline: NotRequired[dict[str, int]]  # summed per key
     # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]

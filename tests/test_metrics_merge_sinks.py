@@ -77,14 +77,14 @@ def test_every_declared_sink_counter_is_summed() -> None:
 
 
 def test_a_counter_added_to_the_typeddict_merges_without_touching_the_merge(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if a new field ``reconnects: int`` had been declared on SinkCounters (and so on SinkReport).
-    monkeypatch.setitem(SinkCounters.__annotations__, "reconnects", int)
+    # As if a new field ``throttled: int`` had been declared on SinkCounters (and so on SinkReport).
+    monkeypatch.setitem(SinkCounters.__annotations__, "throttled", int)
     reports: list[SinkReport] = []
     for count in (2, 5):
-        report: dict[str, Any] = {**SinkRecorder("r").report("complete", []), "reconnects": count}
+        report: dict[str, Any] = {**SinkRecorder("r").report("complete", []), "throttled": count}
         reports.append(report)  # type: ignore[arg-type]  # the new field is not in the static type
     merged: dict[str, Any] = dict(merge_sink_reports(reports))
-    assert merged["reconnects"] == 7
+    assert merged["throttled"] == 7
 
 
 def _worker_report(index: int, devices: int, sent: int) -> WorkerReport:
@@ -99,6 +99,9 @@ def _worker_report(index: int, devices: int, sent: int) -> WorkerReport:
         "scheduled": sent,
         "sent": sent,
         "publish_errors": 0,
+        "reconnects": index,
+        "dropped_offline": 2 * index,
+        "resent": 3 * index,
         "sent_by_device": {f"w{index}d{d}": sent // devices for d in range(devices)},
         "errors": {},
         "lateness": DelayHistogram().to_dict(),
@@ -112,6 +115,10 @@ def _worker_report(index: int, devices: int, sent: int) -> WorkerReport:
         "aborted": False,
         "first_drop_at": None,
         "abort_reason": None,
+        "disconnect_reasons": {},
+        "reconnect_latency": DelayHistogram().to_dict(),
+        "offline_device_s": 0.0,
+        "connected_timeline": {"100": devices},
     }
 
 
@@ -122,6 +129,47 @@ def test_worker_counters_are_summed_and_a_new_one_too(monkeypatch: pytest.Monkey
     for name in summed_fields(WorkerCounters):
         assert fleet[name] == sum(r[name] for r in reports), name  # type: ignore[literal-required]
     assert fleet["sent_timeline"] == {"100": 30} and fleet["connect_retries"] == 2
-    monkeypatch.setitem(wire_reports.WorkerCounters.__annotations__, "reconnects", int)
-    extended: list[dict[str, Any]] = [{**r, "reconnects": n} for r, n in zip(reports, (3, 4), strict=True)]
-    assert dict(merge_worker_reports(spec, extended))["reconnects"] == 7  # type: ignore[arg-type]
+    assert fleet["reconnects"] == 1 and fleet["dropped_offline"] == 2 and fleet["resent"] == 3
+    monkeypatch.setitem(wire_reports.WorkerCounters.__annotations__, "reauths", int)
+    extended: list[dict[str, Any]] = [{**r, "reauths": n} for r, n in zip(reports, (3, 4), strict=True)]
+    assert dict(merge_worker_reports(spec, extended))["reauths"] == 7  # type: ignore[arg-type]
+
+
+def _latency(*values_us: int) -> DelayHistogram:
+    histogram = DelayHistogram()
+    for value in values_us:
+        histogram.record(value)
+    return histogram
+
+
+def test_outage_fields_merge_exactly() -> None:
+    spec = FleetSpec(run_id="r", devices=6, rate=1.0, duration_s=1.0, ramp_up_s=1.0, connection=Connection("h", 1))
+    first, second = _worker_report(0, 2, 10), _worker_report(1, 4, 20)
+    first["disconnect_reasons"] = {"connection reset": 2}
+    first["reconnect_latency"] = _latency(120_000, 3_100_000).to_dict()
+    first["offline_device_s"] = 6.5
+    first["connected_timeline"] = {"100": 2, "101": 0}
+    first["reconnect_timeline"] = {"1015": 1, "1031": 1}
+    second["disconnect_reasons"] = {"connection reset": 3, "keep-alive timeout": 1}
+    second["reconnect_latency"] = _latency(90_000, 95_000, 3_000_000, 3_050_000).to_dict()
+    second["offline_device_s"] = 12.25
+    second["connected_timeline"] = {"101": 1, "102": 4}
+    second["reconnect_timeline"] = {"1031": 2, "1032": 2}
+    fleet = merge_worker_reports(spec, [first, second])
+    assert fleet["disconnect_reasons"] == {"connection reset": 5, "keep-alive timeout": 1}
+    whole = _latency(120_000, 3_100_000, 90_000, 95_000, 3_000_000, 3_050_000)
+    assert fleet["reconnect_latency"] == whole.to_dict()
+    assert fleet["offline_device_s"] == 18.75
+    assert fleet["connected_timeline"] == {"100": 2, "101": 1, "102": 4}
+    assert fleet.get("reconnect_timeline") == {"1015": 1, "1031": 3, "1032": 2}
+
+
+def test_a_report_without_the_outage_fields_still_merges() -> None:
+    # A worker that broke before reporting them (or an older one) must not break the fleet report.
+    spec = FleetSpec(run_id="r", devices=2, rate=1.0, duration_s=1.0, ramp_up_s=1.0, connection=Connection("h", 1))
+    report: dict[str, Any] = dict(_worker_report(0, 2, 10))
+    for key in ("reconnects", "disconnect_reasons", "reconnect_latency", "offline_device_s", "connected_timeline"):
+        del report[key]
+    fleet = merge_worker_reports(spec, [report])  # type: ignore[list-item]
+    assert fleet["reconnects"] == 0 and fleet["disconnect_reasons"] == {} and fleet["offline_device_s"] == 0.0
+    assert DelayHistogram.from_dict(fleet["reconnect_latency"]).count == 0 and fleet["connected_timeline"] == {}

@@ -3,7 +3,8 @@
 Every merge is exact: counts add, histograms merge bucket by bucket, so one
 worker or twenty give the same numbers for the same messages.  The shapes are
 ``wire_reports.WorkerReport`` and ``FleetReport``; every field of
-``WorkerCounters`` is summed.
+``WorkerCounters`` is summed, and so are the disconnect reasons, the
+offline device-seconds and the connected / reconnect timelines (per key).
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
     summed = summed_fields(WorkerCounters)
     lateness = DelayHistogram()
     connect_latency = DelayHistogram()
+    reconnect_latency = DelayHistogram()
     sent_by_device: dict[str, int] = {}
     sent_timeline: Counter[str] = Counter()
+    connected_timeline: Counter[str] = Counter()
+    reconnect_timeline: Counter[str] = Counter()
+    disconnect_reasons: Counter[str] = Counter()
+    offline_device_s = 0.0
     errors: Counter[str] = Counter()
     workers: list[WorkerSummary] = []
     totals: Counter[str] = Counter()
@@ -35,10 +41,17 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
             errors[f"{len(duplicated)} device ids reported by two workers"] += 1
         sent_by_device.update(report["sent_by_device"])
         sent_timeline.update({slot: int(n) for slot, n in report["sent_timeline"].items()})
+        # A report from before reconnects (or a worker that broke early) may lack the outage fields.
+        if "reconnect_latency" in report:
+            reconnect_latency.merge(DelayHistogram.from_dict(report["reconnect_latency"]))
+        connected_timeline.update({slot: int(n) for slot, n in report.get("connected_timeline", {}).items()})
+        reconnect_timeline.update({slot: int(n) for slot, n in report.get("reconnect_timeline", {}).items()})
+        disconnect_reasons.update({reason: int(n) for reason, n in report.get("disconnect_reasons", {}).items()})
+        offline_device_s += float(report.get("offline_device_s", 0.0))
         errors.update(report["errors"])
         fields: Mapping[str, Any] = report  # the counter names are known only at run time
         for key in summed:
-            totals[key] += int(fields[key])
+            totals[key] += int(fields.get(key, 0))
         wall_s = max(float(report["wall_s"]), 1e-9)
         devices = max(int(report["devices"]), 1)
         worker_lateness = DelayHistogram.from_dict(report["lateness"])
@@ -70,6 +83,9 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "scheduled": totals["scheduled"],
         "sent": totals["sent"],
         "publish_errors": totals["publish_errors"],
+        "reconnects": totals["reconnects"],
+        "dropped_offline": totals["dropped_offline"],
+        "resent": totals["resent"],
         "sent_by_device": sent_by_device,
         "lateness": lateness.to_dict(),
         "connect_latency": connect_latency.to_dict(),
@@ -78,6 +94,11 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "workers": workers,
         "workers_reported": len(reports),
         "first_drop_at": min((drop for r in reports if (drop := r.get("first_drop_at"))), default=None),
+        "disconnect_reasons": dict(disconnect_reasons.most_common()),
+        "reconnect_latency": reconnect_latency.to_dict(),
+        "offline_device_s": offline_device_s,
+        "connected_timeline": dict(connected_timeline),
+        "reconnect_timeline": dict(reconnect_timeline),
     }
     # Every counter, also one the literal above does not name yet: a TypedDict cannot take keys by variable.
     fleet.update({key: totals[key] for key in summed})  # type: ignore[typeddict-item]
