@@ -101,6 +101,7 @@ class PerfRun:
             reconnect_max_s=settings.reconnect_max_s,
             offline_queue=settings.offline_queue,
             clean_session=settings.clean_session,
+            outage_budget_s=settings.outage_budget_s,
         )
 
     def warnings(self) -> list[str]:

@@ -41,6 +41,9 @@ class FleetSpec:
     reconnect_max_s: float = 30.0
     offline_queue: int = 1000
     clean_session: bool = True
+    # A device offline longer than this counts in the workers' ``offline_over_budget``; the parent aborts
+    # the run once more than half the fleet is (abort.py).
+    outage_budget_s: float = 60.0
 
     @property
     def qos(self) -> int:
