@@ -193,3 +193,5 @@ class FleetReport(WorkerCounters):
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]
     clock_corrected: NotRequired[bool]
+    # Seconds after T0 at which the parent's stop request ended every schedule (None: the run's full duration).
+    stopped_at_s: NotRequired[float | None]
