@@ -82,7 +82,7 @@ def format_bytes(value: Any) -> str:
 
 
 def format_in_unit(value: Any, unit: str) -> str:
-    """A value in an SLO unit: ``ms``, ``fraction``, ``per_s`` or ``count``."""
+    """A value in an SLO unit: ``ms``, ``fraction``, ``per_s``, ``device_s`` or ``count``."""
     if unit == "ms":
         return format_ms(value)
     if unit == "fraction":
@@ -92,6 +92,8 @@ def format_in_unit(value: Any, unit: str) -> str:
     number = finite(value)
     if number is None:
         return NO_VALUE
+    if unit == "device_s":
+        return f"{number:,.1f} device-s"
     return f"{int(number):,}" if number.is_integer() else f"{number:,g}"
 
 

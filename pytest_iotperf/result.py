@@ -7,6 +7,7 @@ Pure: no I/O, no pytest, no client library.  Every figure is a plain value so
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -27,15 +28,22 @@ MISSING_RANGES_MAX = 1000
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    """One slot of the run: what was due to be sent and what arrived in it."""
+    """One slot of the run: what was due to be sent, what arrived in it, and how many devices were connected."""
 
     t_s: float  # slot start, seconds after T0
     sent: int
     received: int
     p95_delay_ms: float | None
+    connected: int | None = None  # devices connected at the slot's end (None: the fleet did not say)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"t_s": self.t_s, "sent": self.sent, "received": self.received, "p95_delay_ms": self.p95_delay_ms}
+        return {
+            "t_s": self.t_s,
+            "sent": self.sent,
+            "received": self.received,
+            "p95_delay_ms": self.p95_delay_ms,
+            "connected": self.connected,
+        }
 
 
 @dataclass(repr=False)
@@ -74,6 +82,21 @@ class RunResult:
     connect_p50_ms: float = math.nan
     connect_p99_ms: float = math.nan
     connect_retries: int = 0
+    # Outages: the devices' unexpected disconnects (per reason), their reconnects and what being offline cost.
+    disconnects: int = 0
+    disconnect_reasons: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    reconnect_p50_ms: float = math.nan  # disconnect -> CONNACK again; NaN without reconnects
+    reconnect_p99_ms: float = math.nan
+    reconnect_max_ms: float = math.nan
+    offline_device_s: float = 0.0  # device-seconds spent offline after having connected
+    dropped_offline: int = 0  # due while offline, overflowed the offline queue: never sent
+    resent: int = 0  # QoS 1 retransmissions after a reconnect (not in sent)
+    unsent: int = 0  # scheduled - sent - dropped_offline (never negative)
+    sink_reconnects: int = 0  # the MQTT sink's own
+    sink_disconnects: int = 0
+    # When reconnects completed: 100 ms bucket start (seconds after T0, "12.3") -> reconnects.
+    reconnect_timeline: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0
     other_runs: int = 0
     malformed: int = 0
@@ -169,6 +192,10 @@ def build_result(
     sent_delay = DelayHistogram.from_dict(sink["sent_delay"]) if "sent_delay" in sink else DelayHistogram()
     lateness = DelayHistogram.from_dict(fleet["lateness"]) if "lateness" in fleet else DelayHistogram()
     connect = DelayHistogram.from_dict(fleet["connect_latency"]) if "connect_latency" in fleet else DelayHistogram()
+    reconnect = (
+        DelayHistogram.from_dict(fleet["reconnect_latency"]) if "reconnect_latency" in fleet else DelayHistogram()
+    )
+    sink_counters: Mapping[str, Any] = sink  # the MQTT sink's reconnect counters are not in every sink's report
     duration_s = float(settings.get("duration", 0.0))
     lateness_p99 = _percentile_ms(lateness, 99)
     saturated = lateness.count > 0 and lateness_p99 > SATURATION_LATENESS_MS
@@ -194,9 +221,21 @@ def build_result(
         )
     first_drop, t0 = fleet.get("first_drop_at"), fleet.get("t0")
     if first_drop and t0:
-        warnings.append(
+        dropped = (
             f"{int(fleet.get('disconnects', 0))} device connection(s) dropped during the run, the first at "
             f"t+{float(first_drop) - float(t0):.1f}s"
+        )
+        if reconnect.count:
+            dropped += (
+                f"; {int(fleet.get('reconnects', 0))} reconnected (disconnect to CONNACK p99 "
+                f"{_percentile_ms(reconnect, 99):.0f} ms, max {_ms(reconnect.max_us or 0):.0f} ms)"
+            )
+        warnings.append(dropped)
+    dropped_offline = int(fleet.get("dropped_offline", 0))
+    if dropped_offline:
+        warnings.append(
+            f"{dropped_offline} message(s) fell due while their device was offline and overflowed its offline "
+            "queue (--iot-offline-queue): dropped by the devices, never sent (dropped_offline)"
         )
     if sink.get("drain") == TIMEOUT and loss.lost:
         warnings.append(f"drain time ended with {loss.lost} message(s) still missing")
@@ -236,6 +275,19 @@ def build_result(
         connect_p50_ms=_percentile_ms(connect, 50),
         connect_p99_ms=_percentile_ms(connect, 99),
         connect_retries=int(fleet.get("connect_retries", 0)),
+        disconnects=int(fleet.get("disconnects", 0)),
+        disconnect_reasons={str(k): int(v) for k, v in fleet.get("disconnect_reasons", {}).items()},
+        reconnects=int(fleet.get("reconnects", 0)),
+        reconnect_p50_ms=_percentile_ms(reconnect, 50),
+        reconnect_p99_ms=_percentile_ms(reconnect, 99),
+        reconnect_max_ms=_ms(reconnect.max_us) if reconnect.max_us is not None else math.nan,
+        offline_device_s=float(fleet.get("offline_device_s", 0.0)),
+        dropped_offline=dropped_offline,
+        resent=int(fleet.get("resent", 0)),
+        unsent=max(0, int(fleet.get("scheduled", 0)) - loss.sent - dropped_offline),
+        sink_reconnects=int(sink_counters.get("reconnects", 0)),
+        sink_disconnects=int(sink_counters.get("disconnects", 0)),
+        reconnect_timeline=_reconnect_timeline(fleet),
         unexpected=loss.unexpected,
         other_runs=int(sink.get("other_runs", 0)),
         malformed=int(sink.get("malformed", 0)),
@@ -282,6 +334,7 @@ def _timeline(fleet: FleetReport, sink: SinkReport) -> list[TimelinePoint]:
     """Align the fleet's sent-per-slot and the sink's received-per-slot on T0."""
     t0 = fleet.get("t0")
     sent: dict[str, int] = fleet.get("sent_timeline", {})
+    connected: dict[str, int] = fleet.get("connected_timeline", {})
     received: dict[str, dict[str, Any]] = sink.get("timeline", {})
     slots = sorted({int(s) for s in sent} | {int(s) for s in received})
     if not slots:
@@ -296,6 +349,21 @@ def _timeline(fleet: FleetReport, sink: SinkReport) -> list[TimelinePoint]:
                 sent=int(sent.get(str(slot), 0)),
                 received=histogram.count if histogram else 0,
                 p95_delay_ms=_percentile_ms(histogram, 95) if histogram else None,
+                connected=int(connected[str(slot)]) if str(slot) in connected else None,
             )
         )
     return points
+
+
+def _reconnect_timeline(fleet: FleetReport) -> dict[str, int]:
+    """The fleet's reconnects per 100 ms bucket (epoch s * 10) re-keyed as seconds after T0, in time order."""
+    buckets = {int(bucket): int(n) for bucket, n in fleet.get("reconnect_timeline", {}).items()}
+    if not buckets:
+        return {}
+    t0 = fleet.get("t0")
+    origin = float(t0) if t0 is not None else min(buckets) / 10
+    out: dict[str, int] = {}
+    for bucket, n in sorted(buckets.items()):
+        key = f"{bucket / 10 - origin:.1f}"
+        out[key] = out.get(key, 0) + n  # two buckets could round to one key when T0 is not on the 100 ms grid
+    return out

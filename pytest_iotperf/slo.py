@@ -10,7 +10,7 @@ An SLO expression is ``<metric> <op> <number>[<unit>]``, whitespace-tolerant:
 - ``<unit>`` is optional.  A bare number is in the metric's own unit.
   Millisecond metrics also take ``ms`` or ``s`` (``2s`` means 2000 ms);
   the fraction metric ``loss`` also takes ``%`` (``0.1%`` means 0.001).
-  Counts and rates take a bare number only.
+  Counts, rates and device-seconds (``offline_device_s``) take a bare number only.
 
 Pure: stdlib only, no pytest, no client library.  A measurement of NaN means
 "no data" and fails every SLO.
@@ -47,9 +47,10 @@ _MS = "ms"
 _FRACTION = "fraction"
 _COUNT = "count"
 _PER_S = "per_s"
+_DEVICE_S = "device_s"
 
 #: Every :class:`RunResult` figure an SLO can name, with its unit
-#: (``"ms"``, ``"fraction"``, ``"count"`` or ``"per_s"``).  ``duration_s``
+#: (``"ms"``, ``"fraction"``, ``"count"``, ``"per_s"`` or ``"device_s"``).  ``duration_s``
 #: (a setting, in seconds) and ``t0`` (a timestamp) are deliberately absent.
 METRICS: Mapping[str, str] = MappingProxyType(
     {
@@ -80,6 +81,17 @@ METRICS: Mapping[str, str] = MappingProxyType(
         "connect_p50_ms": _MS,
         "connect_p99_ms": _MS,
         "connect_retries": _COUNT,
+        "disconnects": _COUNT,
+        "reconnects": _COUNT,
+        "reconnect_p50_ms": _MS,
+        "reconnect_p99_ms": _MS,
+        "reconnect_max_ms": _MS,
+        "offline_device_s": _DEVICE_S,
+        "dropped_offline": _COUNT,
+        "resent": _COUNT,
+        "unsent": _COUNT,
+        "sink_reconnects": _COUNT,
+        "sink_disconnects": _COUNT,
         "clock_offset_ms": _MS,
         "clock_uncertainty_ms": _MS,
         "unexpected": _COUNT,
@@ -421,6 +433,8 @@ def _threshold(text: str, metric: str, unit: str, number: str, unit_word: str) -
         allowed = "it is a count; write a bare number"
         if unit_word == "%":
             allowed += " (for the share of messages lost use loss, e.g. 'loss < 0.1%')"
+    elif unit == _DEVICE_S:
+        allowed = "it is in device-seconds (devices offline x seconds); write a bare number"
     else:
         allowed = "it is a rate per second; write a bare number"
     raise SloSyntaxError(text, f"unit {shown} is not allowed for {metric}: {allowed}")
@@ -453,4 +467,6 @@ def _format_measurement(value: float, unit: str) -> str:
         return format_percent(value)
     if unit == _PER_S:
         return f"{_decimal_text(value)}/s"
+    if unit == _DEVICE_S:
+        return f"{_decimal_text(value)} device-s"
     return str(int(value)) if value.is_integer() else _decimal_text(value)

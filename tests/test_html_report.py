@@ -137,7 +137,9 @@ def make_run(**changes: Any) -> RunResult:
         return histogram.percentile(q) / 1000 if histogram.count else math.nan
 
     timeline = [
-        TimelinePoint(t_s=float(t), sent=202, received=201 if t else 0, p95_delay_ms=25.0 + t if t else None)
+        TimelinePoint(
+            t_s=float(t), sent=202, received=201 if t else 0, p95_delay_ms=25.0 + t if t else None, connected=20
+        )
         for t in range(10)
     ]
     figures: dict[str, Any] = {
@@ -246,7 +248,14 @@ def visible_text(root: Node) -> str:
 
 def test_every_chart_is_an_svg_with_a_title_axes_marks_and_a_text_fallback(full_page: str) -> None:
     root = parse(full_page)
-    assert CHART_NAMES == ("delay-histogram", "delay-cdf", "sent-received", "p95-delay", "lateness-histogram")
+    assert CHART_NAMES == (
+        "delay-histogram",
+        "delay-cdf",
+        "sent-received",
+        "connected",
+        "p95-delay",
+        "lateness-histogram",
+    )
     assert [svg.attrs.get("data-chart") for svg in root.find_all("svg")] == list(CHART_NAMES)
     for name in CHART_NAMES:
         svg = chart(root, name)
@@ -325,6 +334,75 @@ def test_timeline_charts_draw_sent_received_and_p95_per_slot(full_page: str) -> 
     assert "p95_delay_ms < 20" in p95.find("g", class_="legend").text()
     y_by_label = {label: y for y, label in tick_labels(p95, "y")}
     assert float(threshold.attrs["y1"]) == pytest.approx(y_by_label["20"], abs=0.1)
+
+
+def outage_run() -> RunResult:
+    """20 devices lose the broker at t+4.5 s; 18 are back within slot 6, the last 2 in slot 7; one message
+    overflowed an offline queue."""
+    connected = [20, 20, 20, 20, 0, 0, 18, 20, 20, 20]
+    sent = [202, 202, 202, 202, 101, 0, 390, 232, 202, 202]
+    return make_run(
+        timeline=[
+            TimelinePoint(t_s=float(t), sent=sent[t], received=sent[t], p95_delay_ms=25.0, connected=connected[t])
+            for t in range(10)
+        ],
+        disconnects=20,
+        disconnect_reasons={"connection reset by peer": 18, "keep-alive timeout": 2},
+        reconnects=20,
+        reconnect_p50_ms=3185.0,
+        reconnect_p99_ms=3340.0,
+        reconnect_max_ms=3340.0,
+        offline_device_s=63.4,
+        dropped_offline=1,
+        resent=14,
+        unsent=0,
+        warnings=["20 device connection(s) dropped during the run, the first at t+4.5s; 20 reconnected"],
+    )
+
+
+def test_an_outage_shows_its_cost_reasons_and_the_connected_devices() -> None:
+    page = render_html(as_json_dict(outage_run(), ("reconnect_p99_ms < 10000", "dropped_offline == 0")))
+    root = parse(page)
+    figures = key_figures(root)
+    assert (figures["disconnects"], figures["reconnects"], figures["resent"]) == ("20", "20", "14")
+    assert figures["reconnect_p99_ms"] == "3,340 ms" and figures["reconnect_max_ms"] == "3,340 ms"
+    assert figures["offline_device_s"] == "63.4 device-s"
+    card = next(node for node in root.find_all("div", class_="fig") if node.attrs["data-key"] == "dropped_offline")
+    assert "alert" in card.attrs["class"].split()
+    # The SLOs on the new figures: measured in their units, the failed one named in the verdict.
+    slo_rows = root.find("table", class_="slo-table").find("tbody").find_all("tr")
+    rows = [[td.text().strip() for td in tr.find_all("td")] for tr in slo_rows]
+    assert rows[0][3:] == ["3340.0 ms", "\u2713 PASS"] and rows[1][3:] == ["1", "\u2717 FAIL"]
+    # Disconnects by reason, most frequent first, with the reconnect figures above the table.
+    section = root.find("section", id="disconnects")
+    assert "20 unexpected disconnect(s), 20 reconnect(s)" in section.text() and "p99 3,340 ms" in section.text()
+    reasons = [[td.text() for td in tr.find_all("td")] for tr in section.find("tbody").find_all("tr")]
+    assert reasons == [["connection reset by peer", "18"], ["keep-alive timeout", "2"]]
+    # Connected devices per slot, on the sent/received chart's time axis, with the fleet size as a reference.
+    svg = chart(root, "connected")
+    line = path_points(svg.find("path", class_="connected").attrs["d"])
+    sent_line = path_points(chart(root, "sent-received").find("path", class_="sent").attrs["d"])
+    assert [x for x, _ in line] == [x for x, _ in sent_line]
+    y_by_label = {label: y for y, label in tick_labels(svg, "y")}
+    assert line[0][1] == pytest.approx(y_by_label["20"], abs=0.1) and line[4][1] == pytest.approx(y_by_label["0"])
+    assert float(svg.find("line", class_="fleet-size").attrs["y1"]) == pytest.approx(y_by_label["20"], abs=0.1)
+    assert "at least 0 at t=4 s" in svg.find("desc").text() and "3 slot(s)" in svg.find("desc").text()
+    table = svg.ancestor("figure").find("table")
+    assert [td.text() for td in table.find("tbody").find_all("tr")[6].find_all("td")] == ["6", "18"]
+
+
+def test_a_run_without_disconnects_has_no_outage_cards_and_no_disconnects_section(full_page: str) -> None:
+    root = parse(full_page)
+    assert "reconnects" not in key_figures(root) and not root.find_all("section", id="disconnects")
+    assert "at least 20" in chart(root, "connected").find("desc").text()
+
+
+def test_a_result_from_before_reconnects_says_the_fleet_did_not_report_connected_devices() -> None:
+    result = as_json_dict(make_run())
+    for point in result["timeline"]:
+        del point["connected"]
+    svg = chart(parse(render_html(result)), "connected")
+    assert "reported no connected devices" in svg.find("desc").text()
 
 
 def test_lateness_histogram_counts_every_value(full_page: str) -> None:
@@ -819,7 +897,12 @@ def test_chromium_renders_the_charts(tmp_path: Path) -> None:
     white, share = sample.most_common(1)[0][0], sample.most_common(1)[0][1] / sum(sample.values())
     assert share < 0.9, f"{share:.0%} of the screenshot is {white.hex()}"
     # The charts' own colours are on screen: delay bars and CDF (blue), received line (orange), lateness bars (teal).
-    for colour, what in (("4c78a8", "delay bars"), ("e8710a", "received line"), ("3f9a92", "lateness bars")):
+    for colour, what in (
+        ("4c78a8", "delay bars"),
+        ("e8710a", "received line"),
+        ("7b3fa0", "connected line"),
+        ("3f9a92", "lateness bars"),
+    ):
         assert sum(n for pixel, n in sample.items() if near(pixel, colour)) > 10, what
     # The FAIL verdict box (its red) is rendered too.
     assert sum(n for pixel, n in sample.items() if near(pixel, "b3261e", 12)) > 20

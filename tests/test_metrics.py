@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
+from typing import cast
 
 import pytest
 
@@ -17,6 +18,8 @@ from pytest_iotperf.metrics import (
     LossAccount,
     account,
 )
+from pytest_iotperf.result import build_result
+from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 QUANTILES = [0, 0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100]
 
@@ -553,3 +556,85 @@ def test_ledger_gaps_count_missing_seqs_below_each_devices_highest() -> None:
     assert ledger.gaps() == 1
     ledger.record("a", 3)  # a duplicate changes nothing
     assert ledger.gaps() == 1
+
+
+# -- the result of a run with an outage (result.build_result) -----------------------------------------
+
+
+def _reconnect_latency(*values_ms: int) -> dict[str, object]:
+    histogram = DelayHistogram()
+    for value in values_ms:
+        histogram.record(value * 1000)
+    return histogram.to_dict()
+
+
+def _outage_reports(t0: float) -> tuple[FleetReport, SinkReport]:
+    """Two devices, 10 messages each due; both lost the broker at t+4.5 s, one overflowed its offline queue."""
+    fleet = cast(
+        FleetReport,
+        {
+            "run_id": "r",
+            "devices": 2,
+            "connected_at_go": 2,
+            "scheduled": 20,
+            "sent": 19,
+            "sent_by_device": {"a": 10, "b": 9},
+            "disconnects": 2,
+            "reconnects": 2,
+            "dropped_offline": 1,
+            "resent": 3,
+            "disconnect_reasons": {"connection reset by peer": 2},
+            "reconnect_latency": _reconnect_latency(3100, 3300),
+            "offline_device_s": 6.4,
+            "sent_timeline": {str(int(t0) + s): 2 for s in range(10)},
+            "connected_timeline": {str(int(t0) + s): 0 if s == 4 else 2 for s in range(10)},
+            "reconnect_timeline": {str(int(t0) * 10 + 76): 1, str(int(t0) * 10 + 78): 1},
+            "first_drop_at": t0 + 4.5,
+            "t0": t0,
+        },
+    )
+    ledger = DeliveryLedger()
+    for seq in range(10):
+        ledger.record("a", seq)
+    for seq in range(9):
+        ledger.record("b", seq)
+    ledger.record("b", 8)  # a resent message that arrived twice
+    sink = cast(SinkReport, {"run_id": "r", "ledger": ledger.to_dict(), "reconnects": 1, "disconnects": 1})
+    return fleet, sink
+
+
+def test_build_result_reports_what_an_outage_cost() -> None:
+    t0 = 1_700_000_000.0
+    fleet, sink = _outage_reports(t0)
+    result = build_result(
+        settings={"devices": 2, "rate": 1.0, "duration": 10.0}, sources={}, broker="b", fleet=fleet, sink=sink
+    )
+    assert (result.sent, result.received, result.lost, result.duplicates) == (19, 19, 0, 1)
+    assert (result.disconnects, result.reconnects, result.resent, result.dropped_offline) == (2, 2, 3, 1)
+    assert result.disconnect_reasons == {"connection reset by peer": 2}
+    assert result.unsent == 0  # 20 scheduled = 19 sent + 1 dropped offline
+    assert result.reconnect_p50_ms == pytest.approx(3100, rel=0.01)
+    assert result.reconnect_p99_ms == pytest.approx(3300, rel=0.01) and result.reconnect_max_ms == 3300.0
+    assert result.offline_device_s == 6.4
+    assert (result.sink_reconnects, result.sink_disconnects) == (1, 1)
+    assert [point.connected for point in result.timeline] == [2, 2, 2, 2, 0, 2, 2, 2, 2, 2]
+    assert result.timeline[4].to_dict()["connected"] == 0
+    assert result.reconnect_timeline == {"7.6": 1, "7.8": 1}
+    assert any("2 reconnected (disconnect to CONNACK p99" in warning for warning in result.warnings)
+    assert any("1 message(s) fell due while their device was offline" in warning for warning in result.warnings)
+    figures = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert figures["reconnect_p99_ms"] == result.reconnect_p99_ms and figures["unsent"] == 0
+
+
+def test_build_result_without_reconnects_has_no_reconnect_times_and_counts_unsent() -> None:
+    fleet, _ = _outage_reports(1_700_000_000.0)
+    for key in ("reconnect_latency", "reconnect_timeline", "connected_timeline", "disconnect_reasons"):
+        del fleet[key]  # type: ignore[misc]
+    fleet["reconnects"] = 0
+    fleet["dropped_offline"] = 0
+    result = build_result(settings={}, sources={}, broker="b", fleet=fleet, sink=None)
+    assert math.isnan(result.reconnect_p50_ms) and math.isnan(result.reconnect_max_ms)
+    assert result.to_dict()["reconnect_p99_ms"] is None
+    assert result.unsent == 1 and result.disconnect_reasons == {} and result.reconnect_timeline == {}
+    assert all(point.connected is None for point in result.timeline)
+    assert (result.sink_reconnects, result.sink_disconnects) == (0, 0)

@@ -72,6 +72,8 @@ def test_every_declared_sink_counter_is_summed() -> None:
         "warmups",
         "missing_enqueued_time",
         "error_count",
+        "disconnects",
+        "reconnects",
     }
     assert (merged["malformed"], merged.get("error_count"), merged.get("missing_enqueued_time")) == (7, 10, 2)
 

@@ -46,6 +46,16 @@ def test_summary_table_has_one_row_per_run_and_lists_warnings() -> None:
     assert "WARNING t.py::a: generator saturated" in lines
 
 
+def test_a_reconnects_column_only_when_a_run_had_reconnects() -> None:
+    quiet = {"test": "t.py::quiet", "devices": 5, "sent": 10, "received": 10, "reconnects": 0, "slos_met": (1, 1)}
+    assert "reconnects" not in summary_lines([quiet])[0]
+    outage = {"test": "t.py::outage", "devices": 5, "sent": 10, "received": 10, "reconnects": 5, "slos_met": (2, 2)}
+    lines = summary_lines([quiet, outage])
+    assert lines[0].split()[-3:] == ["reconnects", "SLOs", "met"]
+    assert next(line for line in lines if line.startswith("t.py::outage")).split()[-2:] == ["5", "2/2"]
+    assert next(line for line in lines if line.startswith("t.py::quiet")).split()[-2:] == ["0", "1/1"]
+
+
 def test_progress_line_shows_the_run_state() -> None:
     state = {
         "run_id": "r1",

@@ -203,6 +203,24 @@ def test_metric_units() -> None:
     assert all(unit == "ms" for name, unit in METRICS.items() if name.endswith("_ms"))
 
 
+def test_the_outage_figures_are_slo_metrics() -> None:
+    result = FakeResult(
+        reconnect_p99_ms=3340.0, reconnects=20, dropped_offline=0, unsent=0, resent=14, offline_device_s=63.4
+    )
+    slo = parse_slo("reconnect_p99_ms < 10s")
+    assert (slo.threshold, slo.unit) == (10000.0, "ms")
+    assert slo.evaluate(result).describe() == "reconnect_p99_ms < 10s: measured 3340.0 ms -> PASS"
+    for text in ("dropped_offline == 0", "unsent == 0", "reconnects <= 20", "resent < 100"):
+        assert parse_slo(text).evaluate(result).passed, text
+    offline = parse_slo("offline_device_s < 60").evaluate(result)
+    assert not offline.passed and offline.measured_text == "63.4 device-s"
+    with pytest.raises(SloSyntaxError, match="device-seconds"):
+        parse_slo("offline_device_s < 60s")
+    # No reconnect happened: no reconnect time was measured, so an SLO on it has no data.
+    quiet = parse_slo("reconnect_p99_ms < 10000").evaluate(FakeResult(reconnect_p99_ms=math.nan))
+    assert not quiet.passed and "no data" in quiet.describe()
+
+
 # -- errors --------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from pytest_iotperf.files import write_text_atomically
 from pytest_iotperf.report.html_charts import CHART_NAMES, charts_section
 from pytest_iotperf.report.html_sections import (
+    disconnects_section,
     figures_section,
     header_section,
     losses_section,
@@ -61,6 +62,7 @@ def render_html(result: Mapping[str, Any], *, title: str | None = None) -> str:
             figures_section(result),
             charts_section(result),
             losses_section(result),
+            disconnects_section(result),
             workers_section(result),
             settings_section(result),
             messages_section(result),

@@ -1,11 +1,14 @@
-"""The charts section of the HTML report: five inline SVG charts, each with a data table.
+"""The charts section of the HTML report: six inline SVG charts, each with a data table.
 
 1. ``delay-histogram``: end-to-end delays, log-scaled x axis in ms;
 2. ``delay-cdf``: the cumulative distribution of the same buckets with the
    p50 / p95 / p99 markers;
 3. ``sent-received``: messages sent and received per timeline slot;
-4. ``p95-delay``: p95 delay per timeline slot (with the SLO threshold when one is set);
-5. ``lateness-histogram``: how late the generator published against its schedule.
+4. ``connected``: devices connected at the end of each slot, on the same time axis
+   (its own chart next to sent/received rather than a second y axis: an outage
+   shows as the same dip in both, and neither scale is squeezed);
+5. ``p95-delay``: p95 delay per timeline slot (with the SLO threshold when one is set);
+6. ``lateness-histogram``: how late the generator published against its schedule.
 
 Every chart carries a ``<title>``, a ``<desc>`` summary and a data table, so the
 figures do not depend on seeing the picture.  Pure: stdlib only (plus the
@@ -55,12 +58,21 @@ from pytest_iotperf.report.svg import (
 )
 
 #: The ``data-chart`` names of the page's charts, in page order.
-CHART_NAMES: tuple[str, ...] = ("delay-histogram", "delay-cdf", "sent-received", "p95-delay", "lateness-histogram")
+CHART_NAMES: tuple[str, ...] = (
+    "delay-histogram",
+    "delay-cdf",
+    "sent-received",
+    "connected",
+    "p95-delay",
+    "lateness-histogram",
+)
 
 _BAR = "#4c78a8"
 _LATENESS_BAR = "#3f9a92"
 _SENT = "#4c78a8"
 _RECEIVED = "#e8710a"
+_CONNECTED = "#7b3fa0"
+_FLEET = "#888888"
 _LINE = "#4c78a8"
 _THRESHOLD = "#c0392b"
 
@@ -99,6 +111,7 @@ def charts_section(result: Mapping[str, Any]) -> str:
         ),
         _cdf_figure(delay, delay_problem, delay_markers),
         _sent_received_figure(points),
+        _connected_figure(points, finite(result.get("devices"))),
         _p95_figure(points, slos),
         _histogram_figure(
             "lateness-histogram",
@@ -430,6 +443,60 @@ def _sent_received_figure(points: Sequence[TimelinePoint]) -> str:
     )
     svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
     rows = [[f"{p.t_s:g}", f"{p.sent:,}", f"{p.received:,}"] for p in points]
+    return _figure(name, heading, svg, data_table(title, headers, rows))
+
+
+def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) -> str:
+    name = "connected"
+    heading = "Devices connected over time"
+    title = "Devices connected at the end of each timeline slot"
+    headers = ["t (s)", "connected"]
+    known = [p for p in points if p.connected is not None]
+    if not known:
+        reason = "the fleet reported no connected devices per slot" if points else "the run has no timeline"
+        return _figure(name, heading, no_data_svg(name, title, reason), data_table(title, headers, []))
+    x, x_ticks = _time_axis(points)  # the sent/received chart's axis: an outage lines up in both
+    fleet = int(devices) if devices is not None and devices > 0 else None
+    highest = max(p.connected or 0 for p in known)
+    top = count_domain(max(highest, fleet or 0))
+    y = Linear(0.0, top, Y1, Y0)
+    y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
+    parts = [frame(), *axes(x_ticks, y_ticks, "time since T0 (s)", "devices connected")]
+    legend_items = [("connected", _CONNECTED, "")]
+    if fleet is not None:
+        fy = y(fleet)
+        parts.append(
+            f'<line class="fleet-size" x1="{px(X0)}" x2="{px(X1)}" y1="{px(fy)}" y2="{px(fy)}" '
+            f'stroke="{_FLEET}" stroke-width="1.2" stroke-dasharray="4 4"/>'
+        )
+        legend_items.append((f"fleet ({fleet:,})", _FLEET, "4 4"))
+    segments: list[list[tuple[float, float]]] = [[]]
+    for p in points:
+        if p.connected is None:
+            if segments[-1]:
+                segments.append([])
+            continue
+        segments[-1].append((x(p.t_s), y(p.connected)))
+    path = " ".join(svg_path(segment) for segment in segments if segment)
+    parts.append(
+        f'<path class="series connected" data-series="connected" d="{path}" fill="none" stroke="{_CONNECTED}" '
+        'stroke-width="2.2" stroke-linejoin="round"/>'
+    )
+    for segment in segments:
+        if len(segment) == 1 or len(known) <= 40:
+            parts.extend(f'<circle cx="{px(cx)}" cy="{px(cy)}" r="2.5" fill="{_CONNECTED}"/>' for cx, cy in segment)
+    parts.extend(legend(legend_items))
+    lowest = min(known, key=lambda p: p.connected or 0)
+    summary = (
+        f"Devices connected at the end of each of {len(known)} slots"
+        + (f" (a fleet of {fleet:,})" if fleet is not None else "")
+        + f": at most {highest:,}, at least {lowest.connected:,} at t={lowest.t_s:g} s."
+    )
+    short = [p for p in known if (p.connected or 0) < (fleet or highest)]
+    if short:
+        summary += f" {len(short)} slot(s) ended with devices offline, the first at t={short[0].t_s:g} s."
+    svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
+    rows = [[f"{p.t_s:g}", "\u2013" if p.connected is None else f"{p.connected:,}"] for p in points]
     return _figure(name, heading, svg, data_table(title, headers, rows))
 
 

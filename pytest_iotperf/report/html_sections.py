@@ -1,5 +1,5 @@
 """The sections of the HTML report page: header with the verdict, SLO table, key figures, lost messages,
-worker processes, settings, warnings and errors (the charts section is :mod:`.html_charts`).
+disconnects by reason, worker processes, settings, warnings and errors (the charts section is :mod:`.html_charts`).
 
 Each section is a function of the run's result dict returning an HTML fragment;
 every text is escaped and every setting, warning and error has its secrets masked.
@@ -22,7 +22,14 @@ from pytest_iotperf.numbers import (
     format_rate,
 )
 from pytest_iotperf.report.html_charts import data_table
-from pytest_iotperf.report.result_view import measured_text, read_slos, shown_text, shown_texts, slo_text
+from pytest_iotperf.report.result_view import (
+    measured_text,
+    read_disconnect_reasons,
+    read_slos,
+    shown_text,
+    shown_texts,
+    slo_text,
+)
 from pytest_iotperf.report.svg import esc
 from pytest_iotperf.secrets import redact_settings, redact_value
 
@@ -139,6 +146,19 @@ _KEY_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("lateness_p99_ms", "Lateness p99", "ms"),
 )
 
+#: Key figures too when devices lost their connection during the run: what the outage cost.
+_OUTAGE_FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("disconnects", "Disconnects", "count"),
+    ("reconnects", "Reconnects", "count"),
+    ("reconnect_p50_ms", "Reconnect p50", "ms"),
+    ("reconnect_p99_ms", "Reconnect p99", "ms"),
+    ("reconnect_max_ms", "Reconnect max", "ms"),
+    ("offline_device_s", "Offline", "device_s"),
+    ("dropped_offline", "Dropped offline", "count"),
+    ("resent", "Resent", "count"),
+)
+_OUTAGE_ALERTS = ("dropped_offline",)
+
 _MORE_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("p90_delay_ms", "p90 delay", "ms"),
     ("sent_delay_p50_ms", "delay from actual send, p50", "ms"),
@@ -155,6 +175,17 @@ _MORE_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("connect_p50_ms", "connect time p50", "ms"),
     ("connect_p99_ms", "connect time p99", "ms"),
     ("publish_errors", "publish errors", "count"),
+    ("unsent", "scheduled but not sent (besides dropped offline)", "count"),
+    ("disconnects", "device disconnects", "count"),
+    ("reconnects", "device reconnects", "count"),
+    ("reconnect_p50_ms", "reconnect time p50 (disconnect to CONNACK)", "ms"),
+    ("reconnect_p99_ms", "reconnect time p99", "ms"),
+    ("reconnect_max_ms", "reconnect time max", "ms"),
+    ("offline_device_s", "time offline", "device_s"),
+    ("dropped_offline", "dropped offline (offline queue full)", "count"),
+    ("resent", "QoS 1 retransmissions after a reconnect", "count"),
+    ("sink_disconnects", "sink disconnects", "count"),
+    ("sink_reconnects", "sink reconnects", "count"),
     ("workers", "worker processes reported", "count"),
     ("drain", "drain", "text"),
     ("complete", "complete", "text"),
@@ -162,12 +193,13 @@ _MORE_FIGURES: tuple[tuple[str, str, str], ...] = (
 
 
 def figures_section(result: Mapping[str, Any]) -> str:
-    """The key figures as cards, the rest in a folded table."""
+    """The key figures as cards (the outage's too when devices disconnected), the rest in a folded table."""
     cards = []
-    for key, label, unit in _KEY_FIGURES:
+    outage = any((finite(result.get(key)) or 0) > 0 for key in ("disconnects", "reconnects", "dropped_offline"))
+    for key, label, unit in _KEY_FIGURES + (_OUTAGE_FIGURES if outage else ()):
         value = result.get(key)
         text = format_in_unit(value, unit)
-        alert = key in ("lost", "loss", "duplicates") and (finite(value) or 0) > 0
+        alert = key in ("lost", "loss", "duplicates", *_OUTAGE_ALERTS) and (finite(value) or 0) > 0
         css = "fig alert" if alert else "fig"
         cards.append(f'<div class="{css}" data-key="{key}"><dt>{esc(label)}</dt><dd>{esc(text)}</dd></div>')
     rows = []
@@ -209,6 +241,27 @@ def losses_section(result: Mapping[str, Any]) -> str:
     headers = ["device", "lost", "missing seqs"]
     table = data_table("Devices with the most lost messages", headers, rows, text_columns=(0, 2))
     return f'<section id="losses"><h2>Lost messages by device</h2>{table}</section>'
+
+
+def disconnects_section(result: Mapping[str, Any]) -> str:
+    """The devices' unexpected disconnects by reason, and what reconnecting took (empty without disconnects)."""
+    reasons = read_disconnect_reasons(result)
+    disconnects = finite(result.get("disconnects")) or 0
+    if not reasons and disconnects <= 0:
+        return ""
+    reconnects = finite(result.get("reconnects")) or 0
+    summary = f"{format_count(disconnects)} unexpected disconnect(s), {format_count(reconnects)} reconnect(s)"
+    if reconnects > 0:
+        summary += (
+            f"; disconnect to CONNACK p50 {format_ms(result.get('reconnect_p50_ms'))}, "
+            f"p99 {format_ms(result.get('reconnect_p99_ms'))}, max {format_ms(result.get('reconnect_max_ms'))}"
+        )
+    offline = finite(result.get("offline_device_s"))
+    if offline:
+        summary += f"; {format_in_unit(offline, 'device_s')} offline"
+    rows = [[reason, format_count(count)] for reason, count in reasons]
+    table = data_table("Device disconnects by reason", ["reason", "disconnects"], rows)
+    return f'<section id="disconnects"><h2>Disconnects</h2><p class="summary">{esc(summary)}.</p>{table}</section>'
 
 
 def workers_section(result: Mapping[str, Any]) -> str:

@@ -61,6 +61,7 @@ ul.messages li { margin: 3px 0; word-break: break-word; }
 ul.messages.warn li { color: var(--warn); }
 ul.messages.bad li { color: var(--fail); }
 p.empty { color: var(--muted); margin: 0; }
+p.summary { margin: 0 0 8px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; }
 @media print { body { background: #fff; } section, .page-head { break-inside: avoid; } }
 """

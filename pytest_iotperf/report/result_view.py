@@ -46,12 +46,13 @@ def read_histogram(result: Mapping[str, Any], key: str) -> tuple[DelayHistogram 
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    """One slot of the run's timeline: seconds since T0, messages sent and received, p95 delay."""
+    """One slot of the run's timeline: seconds since T0, messages sent and received, p95 delay, devices connected."""
 
     t_s: float
     sent: int
     received: int
     p95_ms: float | None
+    connected: int | None = None  # at the slot's end; None in results from before reconnects
 
 
 def read_timeline(result: Mapping[str, Any]) -> list[TimelinePoint]:
@@ -72,10 +73,25 @@ def read_timeline(result: Mapping[str, Any]) -> list[TimelinePoint]:
                 sent=int(finite(item.get("sent")) or 0),
                 received=int(finite(item.get("received")) or 0),
                 p95_ms=finite(item.get("p95_delay_ms")),
+                connected=None if (connected := finite(item.get("connected"))) is None else int(connected),
             )
         )
     points.sort(key=lambda point: point.t_s)
     return points
+
+
+def read_disconnect_reasons(result: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``result["disconnect_reasons"]`` as (reason, count), most frequent first, reasons' secrets masked."""
+    raw = result.get("disconnect_reasons")
+    if not isinstance(raw, Mapping):
+        return []
+    counts: dict[str, int] = {}
+    for reason, count in raw.items():
+        number = finite(count)
+        if number is not None and number > 0:
+            text = shown_text(reason)
+            counts[text] = counts.get(text, 0) + int(number)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def read_slos(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -22,6 +22,11 @@ SUMMARY_KEYS = (
     "max_delay_ms",
     "lateness_p99_ms",
     "broker",
+    "disconnects",
+    "reconnects",
+    "reconnect_p99_ms",
+    "dropped_offline",
+    "resent",
 )
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -39,6 +44,9 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("slos_met", "SLOs met"),
 )
 
+#: Shown before "SLOs met" only when a run of the session had reconnects: it says the run rode through an outage.
+_RECONNECT_COLUMN = ("reconnects", "reconnects")
+
 
 def _cell(key: str, value: Any) -> str:
     if value is None:
@@ -55,10 +63,13 @@ def _cell(key: str, value: Any) -> str:
 
 def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Format rows (each: the test id plus SUMMARY_KEYS, warnings, errors) as a table."""
-    table = [[header for _, header in _COLUMNS]]
+    columns = list(_COLUMNS)
+    if any(row.get("reconnects") for row in rows):
+        columns.insert(len(columns) - 1, _RECONNECT_COLUMN)
+    table = [[header for _, header in columns]]
     for row in rows:
-        table.append([_cell(key, row.get(key)) for key, _ in _COLUMNS])
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
+        table.append([_cell(key, row.get(key)) for key, _ in columns])
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = []
     for n, line in enumerate(table):
         cells = [line[0].ljust(widths[0])] + [
