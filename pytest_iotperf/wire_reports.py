@@ -37,6 +37,8 @@ class SinkCounters(TypedDict):
     warmups: int  # the bridge's partition warm-up events
     missing_enqueued_time: NotRequired[int]  # Event Hubs: events without x-opt-enqueued-time (read time used)
     error_count: NotRequired[int]  # Event Hubs: receive errors, also those past the listed ones
+    disconnects: NotRequired[int]  # MQTT sink: its own connection dropped (unexpectedly)
+    reconnects: NotRequired[int]  # MQTT sink: connected again after a drop
 
 
 class SinkReport(SinkCounters):
@@ -100,6 +102,8 @@ class BridgeReport(ForwarderCounts):
     broker: str
     topic_filter: str
     stopped_by: str  # "stop command" or "stdin closed"
+    disconnects: int  # the bridge's MQTT connection dropped (unexpectedly)
+    reconnects: int  # connected again after a drop
 
 
 class SinkProgress(TypedDict):

@@ -133,4 +133,6 @@ class Bridge:
             "broker": f"{self.spec.connection.host}:{self.spec.connection.port}",
             "topic_filter": self.spec.topic_filter,
             "stopped_by": stopped_by,
+            "disconnects": self.subscriber.disconnects,
+            "reconnects": self.subscriber.reconnects,
         }

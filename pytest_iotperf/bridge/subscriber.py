@@ -1,25 +1,35 @@
 """The MQTT half of the bridge: one subscriber on the devices' topic filter.
 
+It keeps a persistent session (:mod:`pytest_iotperf.persistent_session`):
+after a dropped connection it reconnects within ~100 ms (backoff capped at
+2 s) and what the broker queued for it meanwhile still arrives; it
+subscribes again only when the broker did not keep the session.  The
+session is closed on the broker when the subscriber stops.
+
 On stop the subscriber first sends itself a *fence*: a QoS 1 message on a
-topic of its own, through the broker.  The broker delivers to one connection
+topic of its own, through the broker.  The broker delivers to one session
 in the order it routed the messages, so once the fence is back, every device
 message the broker accepted before the stop (every publish its sender saw
-acknowledged) has been handed to the forwarder.  No waiting for "quiet".
+acknowledged) and still holds has been handed to the forwarder.  No waiting
+for "quiet".  Across a reconnect: the fence waits for the session to be
+back, and is sent again after a reconnect that found no session (the broker
+restarted and lost what it held, the fence with it).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from paho.mqtt import client as mqtt
 
 from pytest_iotperf.bridge.spec import BridgeSpec
-from pytest_iotperf.mqtt_client import connect, make_client, shared_identity
+from pytest_iotperf.mqtt_client import make_client, shared_identity
+from pytest_iotperf.persistent_session import PersistentSession, subscription_qos
 
-_log = logging.getLogger(__name__)
+_FENCE_POLL_S: Final = 0.05  # how often a waiting fence looks whether the session came back fresh
 
 
 class SubscribeError(Exception):
@@ -38,12 +48,24 @@ class MqttSubscriber:
         self._fence_usable = False
         self._fence_back = threading.Event()
         self._fence_topic_bytes = self.fence_topic.encode()
+        self._fresh_sessions = 0  # subscriptions made: the first, then one per session the broker had lost
         # The lean client hands each message over as bytes, without paho's per-message objects.
-        self.client = make_client(spec.connection, shared_identity(spec.connection, spec.client_id))
-        self.client.on_connect = self._on_connect
+        identity = shared_identity(spec.connection, spec.client_id)
+        self.client = make_client(spec.connection, identity, clean_session=False)
+        self.session = PersistentSession(self.client, spec.connection, identity, self._on_online)
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
-        self.client.on_disconnect = self._on_disconnect
+        self._stopped = False
+
+    @property
+    def disconnects(self) -> int:
+        """Unexpected drops of the connection so far."""
+        return self.session.disconnects
+
+    @property
+    def reconnects(self) -> int:
+        """Connections accepted again after a drop."""
+        return self.session.reconnects
 
     def start(self, timeout_s: float) -> None:
         """Connect and subscribe; returns after the SUBACK.
@@ -51,47 +73,74 @@ class MqttSubscriber:
         Raises:
             SubscribeError: not connected and subscribed within ``timeout_s``, or refused.
         """
-        where = f"{self.spec.connection.host}:{self.spec.connection.port}"
+        where = self.spec.connection.address
+        deadline = time.monotonic() + timeout_s
         try:
-            connect(self.client, self.spec.connection)
+            self.session.start()
         except (OSError, ValueError) as exc:
             raise SubscribeError(f"cannot connect to the MQTT broker {where}: {exc}") from None
-        self.client.loop_start()
-        if not self._subscribed.wait(timeout_s):
+        if not self.session.answered.wait(timeout_s):
+            raise SubscribeError(f"no CONNACK from the MQTT broker {where} within {timeout_s:g}s")
+        if self.session.refused:
+            raise SubscribeError(f"MQTT broker {where}: {self.session.refused}")
+        if not self._subscribed.wait(max(deadline - time.monotonic(), 0.0)):
             why = f" ({self.errors[0]})" if self.errors else ""
             raise SubscribeError(f"no SUBACK from the MQTT broker {where} within {timeout_s:g}s{why}")
         if self.errors:
             raise SubscribeError(f"MQTT broker {where}: {self.errors[0]}")
 
     def fence(self, timeout_s: float) -> str:
-        """Wait until all the broker routed to us before now has arrived: ``ok``, ``timeout``, ``unavailable``."""
+        """Wait until all the broker routed to us before now has arrived: ``ok``, ``timeout``, ``unavailable``.
+
+        Offline, it first waits for the session to come back (``timeout`` if it does not in time).
+        """
         if not self._fence_usable:
             return "unavailable"
-        info = self.client.publish(self.fence_topic, b"fence", qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            return "unavailable"
-        return "ok" if self._fence_back.wait(timeout_s) else "timeout"
+        deadline = time.monotonic() + timeout_s
+        sent_for = -1  # the fresh session the fence was last sent in
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.session.online.wait(remaining):
+                return "timeout"
+            if sent_for != self._fresh_sessions:
+                sent_for = self._fresh_sessions
+                # Sent while the connection drops: paho keeps a QoS 1 message and sends it after the reconnect.
+                info = self.client.publish(self.fence_topic, b"fence", qos=1)
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                    return "unavailable"
+            if self._fence_back.wait(min(_FENCE_POLL_S, max(deadline - time.monotonic(), 0.0))):
+                return "ok"
 
     def stop(self) -> None:
-        """Disconnect and stop paho's thread: no ``deliver`` call happens after this returns."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Stop reading and close the session on the broker: no ``deliver`` call happens after this returns.
+
+        Still offline at this point: said in ``errors``.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        offline = self.session.offline_problem()
+        self.session.stop()
+        if offline:
+            self.errors.append(f"the bridge's MQTT subscriber was {offline}")
+        problem = self.session.close()
+        if problem:
+            self.errors.append(problem)
 
     # -- paho callbacks (network thread) -------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self.errors.append(f"connection refused: {reason}")
-            self._subscribed.set()
-            return
-        # Nagle is off already (the factory's client): our PUBACKs are not held back.
-        client.subscribe([(self.spec.topic_filter, self.spec.qos), (self.fence_topic, 1)])
+    def _on_online(self, client: mqtt.Client, fresh: bool) -> None:
+        if fresh:  # the first connection, or the broker lost our session: subscribe (again)
+            # Nagle is off already (the factory's client): our PUBACKs are not held back.
+            qos = subscription_qos(self.spec.qos)
+            client.subscribe([(self.spec.topic_filter, qos), (self.fence_topic, 1)])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if reasons[0].is_failure:
             self.errors.append(f"subscription to {self.spec.topic_filter!r} refused: {reasons[0]}")
         # A broker's ACL may refuse the fence topic; stopping then goes without the fence.
         self._fence_usable = len(reasons) > 1 and not reasons[1].is_failure
+        self._fresh_sessions += 1
         self._subscribed.set()
 
     def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
@@ -99,8 +148,3 @@ class MqttSubscriber:
             self._fence_back.set()
             return
         self._deliver(topic.decode("utf-8", "replace"), payload)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self.errors.append(f"disconnected from the MQTT broker: {reason}")
-            _log.warning("disconnected from the MQTT broker: %s", reason)

@@ -6,8 +6,10 @@ pytest process by JSON lines: it prints ``ready`` once the subscription is
 acknowledged, ``progress`` about once a second while messages arrive, then
 reads ``{"cmd": "drain", "expected": N, "timeout_s": D}`` from stdin, keeps
 reading until N distinct messages of the run arrived or D passed
-(``sinks.drain``), writes REPORT (``wire_reports.SinkReport``) and prints
-``done``.  EOF on stdin also ends the drain.
+(``sinks.drain``), closes its persistent session on the broker, writes REPORT
+(``wire_reports.SinkReport``) and prints ``done``.  EOF on stdin also ends
+the drain.  After a dropped connection it prints ``reconnected`` once it
+reads again (``session_present``: whether the broker kept its session).
 """
 
 from __future__ import annotations
@@ -26,18 +28,27 @@ from pytest_iotperf.child_protocol import EventWriter, commands, scrubbing_event
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.header import MessageView
-from pytest_iotperf.mqtt_client import connect, make_client, shared_identity
+from pytest_iotperf.mqtt_client import make_client, shared_identity
+from pytest_iotperf.persistent_session import PersistentSession, subscription_qos
 from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.secrets import MQTT_PASSWORD_ENV
 from pytest_iotperf.sinks.drain import Drain, serve_drain
 from pytest_iotperf.sinks.recorder import SinkRecorder
+from pytest_iotperf.wire_reports import SinkReport
 
 _READY_TIMEOUT_S = 10.0
 _PROGRESS_INTERVAL_US = 1_000_000
 
 
 class MqttSink:
-    """One subscriber on the output topic, accounting into a SinkRecorder."""
+    """One subscriber on the output topic, accounting into a SinkRecorder.
+
+    It keeps a persistent session (``persistent_session``): after a dropped
+    connection it reconnects within ~100 ms (backoff capped at 2 s), and what
+    the broker queued for it meanwhile (QoS 1 and 2) still arrives; the report
+    counts its ``disconnects`` and ``reconnects``.  The session is closed on
+    the broker once the drain is over (:meth:`close`).
+    """
 
     def __init__(self, spec: dict[str, Any], emit: EventWriter | None = None) -> None:
         self.spec = spec
@@ -50,22 +61,25 @@ class MqttSink:
         # The lean client hands each payload over without paho's per-message objects
         # and acknowledges a whole read at once: ~3x the messages per core of paho's loop.
         self.connection = Connection.from_dict(spec["connection"])
-        self.client = make_client(self.connection, shared_identity(self.connection, f"{spec['run_id']}-sink"))
-        self.client.on_connect = self._on_connect
+        # One client id for the whole run (``{run_id}-sink``): the broker finds the session again after a drop.
+        identity = shared_identity(self.connection, f"{spec['run_id']}-sink")
+        self.client = make_client(self.connection, identity, clean_session=False)
+        self.session = PersistentSession(self.client, self.connection, identity, self._on_online)
         self.client.on_subscribe = self._on_subscribe
         self.client.on_raw_message = self._on_raw_message
-        self.client.on_disconnect = self._on_disconnect
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self.errors.append(f"sink connection refused: {reason}")
-            return
-        # Nagle is off already (the factory's client): our PUBACKs are not held back.
-        client.subscribe(self.spec["topic_filter"], qos=self.connection.qos)
+    def _on_online(self, client: mqtt.Client, fresh: bool) -> None:
+        if fresh:  # the first connection, or the broker lost the session (it restarted): subscribe (again)
+            # Nagle is off already (the factory's client): our PUBACKs are not held back.
+            client.subscribe(self.spec["topic_filter"], qos=subscription_qos(self.connection.qos))
+        else:
+            self.emit("reconnected", session_present=True, reconnects=self.session.reconnects)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(r.is_failure for r in reasons):
             self.errors.append(f"subscription to {self.spec['topic_filter']!r} refused: {reasons[0]}")
+        if self.subscribed.is_set():
+            self.emit("reconnected", session_present=False, reconnects=self.session.reconnects)
         self.subscribed.set()
 
     def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
@@ -79,21 +93,36 @@ class MqttSink:
             self._next_progress_us = seen_at_us + _PROGRESS_INTERVAL_US
             self.emit("progress", **recorder.progress())
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            self.errors.append(f"sink disconnected: {reason}")
-
     def start(self) -> None:
-        connect(self.client, self.connection)
-        self.client.loop_start()
+        self.session.start()
+        if not self.session.answered.wait(_READY_TIMEOUT_S):
+            raise TimeoutError(f"no CONNACK from {self.connection.address} within {_READY_TIMEOUT_S:g}s")
+        if self.session.refused:
+            raise ConnectionError(f"sink {self.session.refused}")
         if not self.subscribed.wait(_READY_TIMEOUT_S):
             raise TimeoutError(f"no SUBACK for {self.spec['topic_filter']!r} within {_READY_TIMEOUT_S:g}s")
         if self.errors:
             raise ConnectionError(self.errors[0])
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Stop reading (no reconnect after this); a sink still offline says so in ``errors``."""
+        offline = self.session.offline_problem()
+        self.session.stop()
+        if offline:
+            self.errors.append(f"the sink was {offline}")
+
+    def close(self) -> None:
+        """End the persistent session on the broker (after :meth:`stop`): nothing is queued for it any more."""
+        problem = self.session.close()
+        if problem:
+            self.errors.append(problem)
+
+    def report(self, drain_result: str) -> SinkReport:
+        """The recorder's report with the connection's own figures."""
+        report = self.recorder.report(drain_result, self.errors)
+        report["disconnects"] = self.session.disconnects
+        report["reconnects"] = self.session.reconnects
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         sink.start()
     except (OSError, TimeoutError, ConnectionError) as exc:
         emit("error", message=f"sink could not subscribe at {sink.connection.address}: {exc}")
+        sink.session.stop()
         return 1
     emit("ready")
     drain_result = serve_drain(commands(), sink.drain)
     sink.stop()
-    report = sink.recorder.report(drain_result, sink.errors)
+    sink.close()
+    report = sink.report(drain_result)
     write_json_atomically(args.report, report)
     emit("done", received=report["received"])
     return 0
