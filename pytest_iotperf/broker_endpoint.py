@@ -39,6 +39,8 @@ class BrokerEndpoint:
         kind: ``"mosquitto"``, ``"amqtt"`` (both embedded) or ``"external"``.
         description: Human-readable summary for reports, e.g.
             ``"mosquitto 2.0.11 (embedded)"``.
+        open_files: The broker process's open-files limit where it is known
+            (an embedded broker): each connected client holds one.
     """
 
     host: str
@@ -46,6 +48,7 @@ class BrokerEndpoint:
     tls: bool
     kind: str
     description: str
+    open_files: int | None = None
 
     @property
     def url(self) -> str:

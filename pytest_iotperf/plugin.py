@@ -8,6 +8,7 @@ outputs in ``pipeline`` (no pytest there).  Nothing here imports locust.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ from pytest_iotperf.config import (
 )
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.fixture import IotPerf
+from pytest_iotperf.process_guard import interrupt_on
 from pytest_iotperf.session import IotPerfSession
 
 session_key = pytest.StashKey[IotPerfSession]()
+_restore_signals_key = pytest.StashKey[Callable[[], None]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,6 +118,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[session_key] = session
     config.pluginmanager.register(session, "iotperf-session")
+    # SIGTERM (timeout, CI cancel, Kubernetes) and SIGHUP stop a run like Ctrl-C: children stopped, what was
+    # measured written, exit code 2; by default they would end pytest at once and orphan the embedded broker.
+    # On an xdist controller too: its workers then get the shutdown they get on Ctrl-C.
+    config.stash[_restore_signals_key] = interrupt_on()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    restore = config.stash.get(_restore_signals_key, None)
+    if restore is not None:
+        restore()
 
 
 def _resolve_settings(config: pytest.Config) -> SessionSettings:

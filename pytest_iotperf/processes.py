@@ -1,10 +1,10 @@
 """Child processes of a run, owned by the pytest process (or a script driving a run).
 
 Every child talks JSON lines on stdout and logs to a file.  A ``ProcessGroup``
-stops every child it started, on success, failure and Ctrl-C: children run
-in their own session so a terminal's Ctrl-C reaches pytest first and pytest
-stops them in order; ``die_with_parent`` in each child covers a pytest that
-is killed outright.
+stops every child it started, on success, failure, Ctrl-C and SIGTERM: children
+run in their own session so a terminal's Ctrl-C reaches pytest first and pytest
+stops them in order; a parent-death signal set before exec
+(``process_guard.parent_death_preexec``) covers a pytest that is killed outright.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from pytest_iotperf.errors import IotPerfError
+from pytest_iotperf.process_guard import on_long_lived_thread, parent_death_preexec
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STOP_GRACE_S = 5.0
@@ -74,15 +75,19 @@ class Child:
         self.argv = list(argv)
         self.log_path = log_path
         self._log: IO[str] = open(log_path, "w")  # noqa: SIM115  closed in stop()
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-            env=child_environment(env),  # secrets travel here, never in argv or spec files
-            start_new_session=True,
+        self.process = on_long_lived_thread(
+            lambda: subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                text=True,
+                bufsize=1,
+                env=child_environment(env),  # secrets travel here, never in argv or spec files
+                start_new_session=True,
+                # Dies with pytest from the first instruction on, even a SIGKILLed pytest.
+                preexec_fn=parent_death_preexec(),
+            )
         )
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read_stdout, name=f"iotperf-{name}-stdout", daemon=True)

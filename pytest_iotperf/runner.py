@@ -21,6 +21,7 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
@@ -117,6 +118,10 @@ class PerfRun:
 
     def execute(self) -> RunResult:
         """Run it; RunFailed (carrying the partial result) when it broke halfway."""
+        # Before anything starts: a broker that cannot hold every device fails them one by one otherwise.
+        shortfall = broker_shortfall(self.settings.devices, self.broker.open_files)
+        if shortfall is not None:
+            raise BrokerError(shortfall)
         try:
             wait_for_mqtt(self.connection, _BROKER_CHECK_S)
         except BrokerError as exc:

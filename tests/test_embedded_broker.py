@@ -124,9 +124,38 @@ def test_mosquitto_round_trip_and_stop(tmp_path: Path) -> None:
         assert broker.warnings == []
         with pytest.raises(RuntimeError, match="already started"):
             broker.start()
+        # What the run checks the fleet against: the broker inherits our (raised) open-files limit.
+        assert endpoint.open_files == raise_nofile_limit()
         _round_trip(endpoint)
     finally:
         _stop_and_check_gone(broker)
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_restart_comes_back_on_the_same_port(kill: bool) -> None:
+    with EmbeddedBroker(prefer="mosquitto") as broker:
+        before = broker.endpoint
+        old = psutil.Process(broker.pid)
+        assert broker.log_path is not None
+        log_path = broker.log_path
+        started = time.monotonic()
+        after = broker.restart(down_s=0.3, kill=kill)
+        assert time.monotonic() - started >= 0.3
+        assert after == before == broker.endpoint and broker.running
+        assert not old.is_running() and broker.pid != old.pid
+        _round_trip(after)
+        # The stopped process's log is kept next to the new one.
+        assert "running" in log_path.with_name(log_path.name + ".1").read_text()
+        assert broker.log_path == log_path and "running" in log_path.read_text()
+        broker.restart()
+        assert log_path.with_name(log_path.name + ".2").exists()
+        _round_trip(broker.endpoint)
+
+
+def test_restart_needs_a_started_broker() -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        EmbeddedBroker().restart()
 
 
 def test_amqtt_fallback_round_trip_and_stop(no_mosquitto: None) -> None:

@@ -1,7 +1,9 @@
-"""Ctrl-C and pytest-timeout during a run: every child (master, workers, sink, embedded servers) is gone."""
+"""Ctrl-C, SIGTERM, SIGHUP, SIGKILL and pytest-timeout during a run: every child (master, workers, sink,
+embedded servers) is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,17 +61,59 @@ def _assert_all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> 
     assert not alive, f"left behind: {[' '.join(p.cmdline()) for p in alive]}"
 
 
-def test_ctrl_c_during_a_run_stops_every_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_an_interrupt_during_a_run_stops_every_child(tmp_path: Path, signum: signal.Signals) -> None:
+    # SIGTERM is what timeout, CI runners and Kubernetes send on cancel; SIGHUP a closed terminal: both act as Ctrl-C.
     process = _start(tmp_path)
     try:
         descendants = _descendants_once_publishing(process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
+    _assert_all_gone(descendants)
+
+
+def test_sigkill_of_pytest_takes_every_child_with_it(tmp_path: Path) -> None:
+    # Nothing in pytest runs: each child, mosquitto included, gets its parent-death signal from the kernel.
+    process = _start(tmp_path)
+    try:
+        descendants = _descendants_once_publishing(process)
+        process.kill()
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _assert_all_gone(descendants)
+
+
+def _broker_connections(descendants: list[psutil.Process]) -> int:
+    brokers = [p for p in descendants if "mosquitto" in p.name()]
+    return sum(len([c for c in p.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED]) for p in brokers)
+
+
+def test_sigterm_to_an_xdist_controller_stops_its_workers_and_their_children(tmp_path: Path) -> None:
+    process = _start(tmp_path, "-n", "1")
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # every device of the xdist worker's run connected to that worker's broker
+            assert process.poll() is None and time.monotonic() < deadline, "the run never connected its devices"
+            descendants = psutil.Process(process.pid).children(recursive=True)
+            with contextlib.suppress(psutil.Error):
+                if _broker_connections(descendants) >= 10:
+                    break
+            time.sleep(0.2)  # polling the process table, bounded by the deadline
+        names = " ".join(" ".join(p.cmdline()) for p in descendants)
+        assert "pytest_iotperf.fleet.worker" in names and "pytest_iotperf.sinks.mqtt_sink" in names
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0, output
     _assert_all_gone(descendants)
 
 

@@ -30,7 +30,12 @@ from typing import IO, Final, Self
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError
-from pytest_iotperf.process_guard import raise_nofile_limit
+from pytest_iotperf.process_guard import (
+    on_long_lived_thread,
+    open_files_limit_of,
+    parent_death_preexec,
+    raise_nofile_limit,
+)
 from pytest_iotperf.processes import free_port
 
 __all__ = [
@@ -231,6 +236,8 @@ class EmbeddedBroker:
         self._endpoint: BrokerEndpoint | None = None
         self._command: list[str] = []
         self._keep_tmpdir = False
+        self._backend: _Backend | None = None
+        self._restarts = 0
 
     # -- public API ---------------------------------------------------------
 
@@ -301,6 +308,56 @@ class EmbeddedBroker:
             raise BrokerError(failures[0])
         raise BrokerError("No embedded MQTT broker could be started:\n\n" + "\n\n".join(failures))
 
+    def restart(self, down_s: float = 0.0, *, kill: bool = False, timeout: float = 15.0) -> BrokerEndpoint:
+        """Stop the broker process and start it again on the same port, as a broker pod restart does.
+
+        Its clients lose their connections and whatever it held for them
+        (persistence is off); the log of the process that stopped is kept
+        next to the new one (``<kind>.log.1``, ``.2``, ...).
+
+        Args:
+            down_s: Seconds between the old process's end and the new one's start.
+            kill: SIGKILL the process (a crash: no clean close of its sockets)
+                instead of SIGTERM.
+            timeout: Seconds the new process gets to accept a connection.
+
+        Returns:
+            The endpoint, the same host and port as before.
+
+        Raises:
+            BrokerError: the broker did not come back in time (it is stopped then).
+            RuntimeError: the broker is not started.
+        """
+        if self._proc is None or self._endpoint is None or self._backend is None or self._tmpdir is None:
+            raise RuntimeError("the embedded broker is not started; call start() first")
+        proc, self._proc = self._proc, None
+        port = self._endpoint.port
+        if kill:
+            proc.kill()
+        _terminate(proc)
+        self._restarts += 1
+        if self._log_path is not None:
+            with contextlib.suppress(OSError):
+                self._log_path.rename(self._log_path.with_name(f"{self._log_path.name}.{self._restarts}"))
+        if down_s > 0:
+            time.sleep(down_s)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    return self._launch(self._backend, self._tmpdir, port, deadline, timeout)
+                except _BindRace:
+                    # Its old sockets are closing, or a client's outgoing connection took the port meanwhile.
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"{self._backend.description} could not bind {HOST}:{port} again within "
+                            f"{timeout:g}s after its restart"
+                        ) from None
+                    time.sleep(_POLL_S)
+        except BaseException:
+            self.stop()
+            raise
+
     def stop(self) -> None:
         """Stop the broker and delete its temporary directory.
 
@@ -310,6 +367,7 @@ class EmbeddedBroker:
         """
         proc, self._proc = self._proc, None
         self._endpoint = None
+        self._backend = None
         if proc is not None:
             _terminate(proc)
         _LIVE.discard(self)
@@ -434,17 +492,22 @@ class EmbeddedBroker:
         # Append mode: mosquitto writes the same file through its own handle,
         # and without O_APPEND our stderr writes would overwrite its lines.
         self._log_file = log_path.open("ab")
+        log_file = self._log_file
         try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=self._log_file,
-                cwd=tmpdir,
-                env=env,
-                # Like the run's other children: a terminal's Ctrl-C reaches
-                # pytest only, which stops the broker after the run has drained.
-                start_new_session=True,
+            proc = on_long_lived_thread(
+                lambda: subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                    cwd=tmpdir,
+                    env=env,
+                    # Like the run's other children: a terminal's Ctrl-C reaches
+                    # pytest only, which stops the broker after the run has drained.
+                    start_new_session=True,
+                    # A session's broker must not outlive a SIGKILLed pytest (it kept running under init).
+                    preexec_fn=parent_death_preexec(),
+                )
             )
         except OSError as exc:
             raise BrokerError(
@@ -455,12 +518,14 @@ class EmbeddedBroker:
         _LIVE.add(self)
         problem = self._await_ready(backend, proc, port, deadline, timeout)
         if problem is None:
+            self._backend = backend
             self._endpoint = BrokerEndpoint(
                 host=HOST,
                 port=port,
                 tls=False,
                 kind=backend.kind,
                 description=backend.description,
+                open_files=open_files_limit_of(proc.pid),  # inherited from us, raised by start()
             )
             return self._endpoint
         exit_code = proc.poll()

@@ -26,6 +26,7 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from pytest_iotperf.child_protocol import scrubbing_event_writer
 from pytest_iotperf.files import write_json_atomically
+from pytest_iotperf.fleet.capacity import NotEnoughOpenFiles, worker_shortfall
 from pytest_iotperf.fleet.clock import ClockEstimate, ClockSample, estimate
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
 from pytest_iotperf.fleet.spec import FleetSpec
@@ -64,6 +65,7 @@ class MasterFleet:
         runner.register_message("iotperf_clock_pong", self._on_pong)
         runner.register_message("iotperf_installed", self._on_installed)
         self.installed: set[str] = set()  # workers whose iotperf handlers are registered
+        self.open_files: dict[str, int] = {}  # each worker's open-files limit, from its iotperf_installed
         self.clock_samples: dict[str, list[ClockSample]] = {}
         self.clocks: dict[str, ClockEstimate] = {}
         self.prepared: set[str] = set()
@@ -76,6 +78,9 @@ class MasterFleet:
 
     def _on_installed(self, msg: Any, **_: Any) -> None:
         self.installed.add(msg.node_id)
+        nofile = msg.data.get("nofile") if isinstance(msg.data, dict) else None
+        if isinstance(nofile, int) and nofile > 0:
+            self.open_files[msg.node_id] = nofile
 
     def _on_prepared(self, msg: Any, **_: Any) -> None:
         self.prepared.add(msg.node_id)
@@ -133,6 +138,14 @@ class MasterFleet:
                 )
             gevent.sleep(0.05)
         emit("workers", count=len(self.runner.clients.ready))
+
+    def check_open_files(self) -> None:
+        """Fail before any device connects when a worker's share of devices exceeds its open-files limit."""
+        ready = [node.id for node in self.runner.clients.ready]
+        limits = [self.open_files[node] for node in ready if node in self.open_files]
+        problem = worker_shortfall(self.spec.devices, len(ready), limits)
+        if problem is not None:
+            raise NotEnoughOpenFiles(problem)
 
     def spawn_and_connect(self) -> int:
         """Spawn every device over the ramp and wait until each connected or gave up."""
@@ -255,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         fleet.wait_for_workers(args.worker_timeout)
+        fleet.check_open_files()
         connected = fleet.spawn_and_connect()
         if connected == 0:
             first = next((s["first_error"] for s in fleet.statuses.values() if s.get("first_error")), None)
@@ -264,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if fleet.aborted or fleet.lost_workers:
             emit("error", message="; ".join(fleet.errors) or "aborted early")
             status = 1
-    except (TimeoutError, ConnectionError) as exc:
+    except (TimeoutError, ConnectionError, NotEnoughOpenFiles) as exc:
         fleet.errors.append(str(exc))
         emit("error", message=str(exc))
         fleet.abort(str(exc))

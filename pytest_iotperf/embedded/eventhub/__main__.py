@@ -16,6 +16,7 @@ import sys
 from pytest_iotperf.child_protocol import EventWriter, commands
 from pytest_iotperf.embedded.eventhub.errors import EventHubError
 from pytest_iotperf.embedded.eventhub.server import DEFAULT_KEY_NAME, EventHubServer
+from pytest_iotperf.process_guard import die_with_parent
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +67,7 @@ def _wait_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Non
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse arguments, serve, return the exit status."""
     args = _parser().parse_args(argv)
+    die_with_parent()  # like every child of a run: gone with the process that started it
     try:
         asyncio.run(_serve(args))
     except EventHubError as exc:
