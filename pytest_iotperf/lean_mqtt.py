@@ -11,7 +11,7 @@ a ``select()`` and four ``recv`` calls per message among it.
   :class:`~pytest_iotperf.mqtt_wire.PublishFramer` straight to the socket:
   no ``MQTTMessage``/``MQTTMessageInfo`` objects, no locks, no mid search.
 * :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
-  a PUBACK only decrements :attr:`LeanClient.unacked`; with
+  a PUBACK only drops its packet from :attr:`LeanClient.inflight`; with
   :attr:`LeanClient.on_raw_message` set, a QoS 0/1 PUBLISH hands over its
   topic and payload as bytes, after the PUBACKs of one read left in one write
   (QoS 2 reaches it too, after paho's handshake); every other packet goes to
@@ -22,6 +22,11 @@ counter here, so they cannot collide with paho's (a PUBACK paho is waiting for
 is still given to paho).  It overrides private paho methods, hence the
 ``paho-mqtt<3`` pin; ``tests/test_lean_mqtt.py`` checks the bytes both ways
 and runs it against a real broker.
+
+QoS 1 publishes stay in :attr:`LeanClient.inflight` (packet id -> framed bytes)
+until their PUBACK, across a lost connection too: after a reconnect the
+device sends them again (:meth:`LeanClient.take_inflight`).  One dict insert
+and one delete per message.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
-from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet
+from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet, publish_packet_id
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _READ_CHUNK = 65536
@@ -72,7 +77,11 @@ class LeanClient(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.unacked = 0  # QoS 1 publishes the broker has not acknowledged yet
+        #: QoS 1 publishes the broker has not acknowledged yet: packet id -> the framed packet.
+        #: Kept across a lost connection (a reconnect does not clear it), so they can be sent again.
+        self.inflight: dict[int, bytes] = {}
+        #: Why the connection was lost, when paho's own reason would only say "Unspecified error".
+        self.lost_reason: str | None = None
         #: Receives ``(topic, payload)`` of every message: QoS 0/1 without paho's per-message
         #: objects, QoS 2 once paho finished its handshake.  When None, paho's ``on_message`` does.
         self.on_raw_message: Callable[[bytes, bytes], None] | None = None
@@ -81,9 +90,20 @@ class LeanClient(mqtt.Client):
 
     # -- connecting -----------------------------------------------------------------
 
+    @property
+    def unacked(self) -> int:
+        """QoS 1 publishes the broker has not acknowledged yet."""
+        return len(self.inflight)
+
+    def take_inflight(self) -> list[tuple[int, bytes]]:
+        """The unacknowledged QoS 1 publishes, oldest first; forgotten here (sending them again re-adds them)."""
+        taken = list(self.inflight.items())
+        self.inflight.clear()
+        return taken
+
     def reconnect(self) -> MQTTErrorCode:
         self._unparsed = b""
-        self.unacked = 0
+        self.lost_reason = None
         return super().reconnect()
 
     def _create_socket_connection(self) -> socket.socket:
@@ -130,17 +150,18 @@ class LeanClient(mqtt.Client):
         self._next_packet_id = self._next_packet_id % MAX_PACKET_ID + 1
         return self._next_packet_id
 
-    def send_publish(self, packet: bytes, qos: int) -> MQTTErrorCode:
+    def send_publish(self, packet: bytes, qos: int, packet_id: int = 0) -> MQTTErrorCode:
         """Write a framed PUBLISH; what the kernel does not take now waits in paho's queue.
 
         Order is kept: while paho has anything queued the packet goes behind it,
-        and ``want_write()`` tells the caller a flush is needed.
+        and ``want_write()`` tells the caller a flush is needed.  At QoS 1 the
+        packet is kept under ``packet_id`` (read from the packet when 0) until its PUBACK.
         """
         rc = self._write(packet, qos)
         if rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
             return self._loop_rc_handle(rc)
         if rc == _SUCCESS and qos:
-            self.unacked += 1
+            self.inflight[packet_id or publish_packet_id(packet)] = packet
         return rc
 
     def _write(self, packet: bytes, qos: int = 0) -> MQTTErrorCode:
@@ -154,7 +175,8 @@ class LeanClient(mqtt.Client):
                 written = sock.send(packet)
             except _WOULD_BLOCK:
                 written = 0
-            except OSError:
+            except OSError as exc:
+                self.lost_reason = _why(exc)
                 return MQTTErrorCode.MQTT_ERR_CONN_LOST
         if written < len(packet):
             self._out_packet.append(
@@ -184,9 +206,11 @@ class LeanClient(mqtt.Client):
                 data = sock.recv(_READ_CHUNK)
             except _WOULD_BLOCK:
                 return _SUCCESS
-            except OSError:
+            except OSError as exc:
+                self.lost_reason = _why(exc)
                 return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
             if not data:
+                self.lost_reason = "connection closed by the broker"
                 return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
             self._last_bytes_received = mqtt.time_func()
             rc = self._handle_bytes(self._unparsed + data if self._unparsed else data)
@@ -274,8 +298,8 @@ class LeanClient(mqtt.Client):
         if self._out_messages and packet_id in self._out_messages:
             # Not one of ours (paho published it itself): let paho settle it.
             self._handle_with_paho(PUBACK, packet_id.to_bytes(2, "big"))
-        elif self.unacked > 0:
-            self.unacked -= 1
+        else:
+            self.inflight.pop(packet_id, None)
 
     def _handle_with_paho(self, command: int, body: bytes) -> MQTTErrorCode:
         """Hand one complete packet to paho, in the state its own reader leaves before handling."""
@@ -286,6 +310,11 @@ class LeanClient(mqtt.Client):
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
         self._in_packet = _in_packet()
         return rc
+
+
+def _why(exc: OSError) -> str:
+    """A lost connection's cause, short and the same for every device it hit (no addresses, no ports)."""
+    return f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
 
 
 def _is_ip_literal(host: str) -> bool:

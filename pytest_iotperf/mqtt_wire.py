@@ -12,6 +12,7 @@ from __future__ import annotations
 
 PUBLISH = 0x30
 PUBACK = 0x40
+DUP = 0x08  # PUBLISH flag: this may be a retransmission of a packet sent earlier with the same id
 _MAX_REMAINING_LENGTH = 268_435_455  # four length bytes (MQTT 3.1.1, 2.2.3)
 MAX_PACKET_ID = 0xFFFF
 
@@ -51,6 +52,36 @@ class PublishFramer:
         if self._qos:
             return b"".join((self._command, length, self._topic_field, packet_id.to_bytes(2, "big"), payload))
         return b"".join((self._command, length, self._topic_field, payload))
+
+
+def _packet_id_offset(packet: bytes) -> int:
+    """Where a QoS 1/2 PUBLISH's packet id starts: after the fixed header and the topic."""
+    index = 1
+    while packet[index] & 0x80:  # remaining-length bytes
+        index += 1
+    topic_start = index + 1
+    return topic_start + 2 + ((packet[topic_start] << 8) | packet[topic_start + 1])
+
+
+def publish_packet_id(packet: bytes) -> int:
+    """The packet id of a framed QoS 1 PUBLISH."""
+    offset = _packet_id_offset(packet)
+    return (packet[offset] << 8) | packet[offset + 1]
+
+
+def retransmission(packet: bytes, packet_id: int | None = None) -> bytes:
+    """A framed QoS 1 PUBLISH to send again after a reconnect.
+
+    Without ``packet_id``: the same packet with the DUP flag (the broker kept the
+    session, so it knows the id).  With one: the same message republished under a
+    new id, DUP clear (a new session: the old id means nothing to the broker).
+    """
+    if packet_id is None:
+        return bytes((packet[0] | DUP,)) + packet[1:]
+    offset = _packet_id_offset(packet)
+    return b"".join(
+        (bytes((packet[0] & ~DUP & 0xFF,)), packet[1:offset], packet_id.to_bytes(2, "big"), packet[offset + 2 :])
+    )
 
 
 def next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:

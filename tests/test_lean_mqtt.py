@@ -86,6 +86,25 @@ def test_pubacks_split_at_every_byte_are_counted_once_each(wired: tuple[LeanClie
     assert client.unacked == 0
 
 
+def test_unacknowledged_publishes_are_kept_by_id_across_a_lost_connection(
+    wired: tuple[LeanClient, socket.socket],
+) -> None:
+    client, broker = wired
+    framer = PublishFramer("devices/d1", qos=1)
+    packets = [framer.frame(b"m%d" % seq, client.packet_id()) for seq in range(4)]
+    for packet_id, packet in enumerate(packets, start=1):
+        assert client.send_publish(packet, qos=1, packet_id=packet_id) == OK
+    broker.send(b"\x40\x02\x00\x02")  # PUBACK for id 2 only
+    assert client.loop_read() == OK
+    assert client.unacked == 3
+    assert len(_packets(_read_all(broker))) == 4
+    broker.close()  # the connection is lost: what was not acknowledged stays, with its bytes
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_CONN_LOST
+    assert client.lost_reason == "connection closed by the broker"
+    assert client.take_inflight() == [(1, packets[0]), (3, packets[2]), (4, packets[3])]
+    assert client.unacked == 0
+
+
 def test_writes_keep_their_order_when_the_kernel_buffer_fills(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
     client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # type: ignore[union-attr]

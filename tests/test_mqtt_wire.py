@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.client import MQTTMessage
 
-from pytest_iotperf.mqtt_wire import PublishFramer, encode_remaining_length, next_packet
+from pytest_iotperf.mqtt_wire import (
+    PublishFramer,
+    encode_remaining_length,
+    next_packet,
+    publish_packet_id,
+    retransmission,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +80,26 @@ def test_framed_publish_decodes_back_with_paho(topic: str, payload: bytes, qos: 
         assert int.from_bytes(rest[:2], "big") == packet_id
         rest = rest[2:]
     assert rest == payload
+
+
+@given(
+    topic=st.text(alphabet=st.characters(codec="utf-8", exclude_characters="+#\0"), min_size=1),
+    payload=st.binary(max_size=20_000),  # one to three remaining-length bytes
+    packet_id=st.integers(1, 0xFFFF),
+    new_id=st.integers(1, 0xFFFF),
+)
+def test_a_qos1_publish_is_sent_again_with_dup_or_under_a_new_id(
+    topic: str, payload: bytes, packet_id: int, new_id: int
+) -> None:
+    framer = PublishFramer(topic, 1)
+    packet = framer.frame(payload, packet_id)
+    assert publish_packet_id(packet) == packet_id
+    # The broker kept the session: the very same packet, DUP set (MQTT 3.1.1, 3.3.1.1).
+    dup = retransmission(packet)
+    assert dup == bytes([0x3A]) + packet[1:] and publish_packet_id(dup) == packet_id
+    # A new session: the same message under a new id, DUP clear, byte for byte what framing it anew gives.
+    again = retransmission(dup, new_id)
+    assert again == framer.frame(payload, new_id) and publish_packet_id(again) == new_id
 
 
 def test_next_packet_walks_a_stream_and_waits_for_the_rest() -> None:

@@ -7,6 +7,14 @@ readable; publishing writes a pre-framed PUBLISH straight to the socket from
 the device's schedule (see ``lean_mqtt``), and ``loop_write`` only runs
 when the kernel buffer was full.
 
+Surviving outages (issue 13): after an unexpected disconnect the device's own
+greenlet reconnects with backoff (:meth:`Device._stay_connected`), while the
+worker's scheduler keeps calling :meth:`Device.publish_due`: what falls due
+meanwhile waits in a bounded offline queue of due times and is published in
+order after the CONNACK, behind the QoS 1 messages that were never
+acknowledged.  A message takes its ``seq`` only when it is sent, so what the
+queue drops never leaves a gap the sink would count as lost.
+
 Only imported inside Locust processes (gevent-patched); never by pytest.
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections import deque
 from typing import Any
 
 import gevent
@@ -28,10 +37,14 @@ from pytest_iotperf.fleet.identity import IdentityProvider
 from pytest_iotperf.header import PayloadTemplate
 from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_client import connect, make_client
-from pytest_iotperf.mqtt_wire import PublishFramer
+from pytest_iotperf.mqtt_wire import PublishFramer, retransmission
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONNACK_TIMEOUT_S = 10.0
+#: The first reconnect try comes within this long; each failed try doubles the window, up to reconnect_max_s.
+_FIRST_RETRY_S = 0.1
+#: After a reconnect, yield to the hub every this many messages sent again (the scheduler must not wait on us).
+_FLUSH_YIELD_EVERY = 32
 
 
 class Device:
@@ -59,8 +72,10 @@ class Device:
         self.framer = PublishFramer(self.topic, config.qos)
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
-        self.finished = False
+        self.finished = False  # schedule over and nothing left to send: counted by the fleet
         self.last_error: str | None = None
+        #: time.monotonic() of the disconnect that opened the current offline spell, else None.
+        self.offline_since: float | None = None
         self._events = events
         self._run = run
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
@@ -70,10 +85,19 @@ class Device:
         self._qos = config.qos
         self._start = self._end = 0.0
         self._k = 0
+        self._schedule_over = False
+        self._closing = False
+        self._session_present = False
+        # Created on the first outage only: 20,000 idle devices should not carry a deque and an event each.
+        self._queue: deque[int] | None = None  # due times (µs, as recorded) of messages waiting for the connection
+        self._reconnector: gevent.Greenlet | None = None  # reconnects, resends and flushes the queue
+        self._wake: gevent.event.Event | None = None  # set to cut a backoff sleep short (schedule over, close)
         self.client = self._make_client(identities)
 
     def _make_client(self, identities: IdentityProvider) -> LeanClient:
-        client = make_client(self.config.connection, identities.identity_for(self.device_id))
+        client = make_client(
+            self.config.connection, identities.identity_for(self.device_id), clean_session=self.config.clean_session
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         return client
@@ -111,8 +135,10 @@ class Device:
             return mqtt.error_string(rc)
         self._start_reader()
         reason = self._connack.wait(_CONNACK_TIMEOUT_S)
-        if reason == "ok":
+        if reason == "ok" and self.client.socket() is not None:
             return None
+        if reason == "ok":
+            return "disconnected right after CONNACK"
         self._stop_reader()
         sock = self.client.socket()
         if sock is not None:
@@ -120,14 +146,147 @@ class Device:
         return str(reason) if reason is not None else f"no CONNACK within {_CONNACK_TIMEOUT_S:g}s"
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._session_present = bool(getattr(flags, "session_present", False))
         self._connack.set("ok" if not reason.is_failure else f"connection refused: {reason}")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        """paho lost the connection (read error, write error, keep-alive) or we closed it.
+
+        Called from the hub's read callback or from whichever greenlet wrote: it
+        must not block, so the reconnect runs in the device's own greenlet.
+        """
         if self.connected:
             self.connected = False
-            self._events.device_disconnected(self, str(reason))
+            self._stop_reader()  # its descriptor is closed; a new socket may get the same number
+            cause = self.client.lost_reason or str(reason)
+            if cause == "Unspecified error":
+                cause = "connection lost"
+            if not self._schedule_over:
+                self.offline_since = time.monotonic()
+            self._events.device_disconnected(self, cause)
+            if self.config.reconnect and not self._schedule_over and not self._closing and self._reconnector is None:
+                self._reconnector = gevent.spawn(self._stay_connected)
         if not self._connack.ready():
             self._connack.set(f"disconnected before CONNACK: {reason}")
+
+    # -- surviving an outage ------------------------------------------------------
+
+    def _stay_connected(self) -> None:
+        """Reconnect, resend what was not acknowledged, publish the offline queue; again if the connection drops."""
+        try:
+            while self._reconnect() and not (self._resend_inflight() and self._flush_queue()):
+                pass
+        finally:
+            self._reconnector = None
+            if self._schedule_over:  # it ended meanwhile: this greenlet owed the device's finish
+                self._give_up_if_offline()
+                self._done()
+
+    def _reconnect(self) -> bool:
+        """Connect again with jittered exponential backoff; False once the schedule is over (or on close).
+
+        Full jitter: each try waits uniformly in [0, window], the window doubling
+        from 100 ms up to reconnect_max_s.  Devices dropped together spread their
+        tries evenly over the whole window at every round, so they do not come
+        back in waves, and the first try comes within 100 ms.
+        """
+        if self.connected:
+            return True
+        if self._wake is None:
+            self._wake = gevent.event.Event()
+        cap = self.config.reconnect_max_s
+        attempt = 0
+        while not (self._schedule_over or self._closing):
+            window = min(cap, _FIRST_RETRY_S * (1 << min(attempt, 30)))
+            if self._wake.wait(random.uniform(0.0, window)):
+                break
+            error = self._connect_once()
+            if error is None:
+                self.connected = True
+                since = self.offline_since
+                self.offline_since = None
+                self._events.device_reconnected(self, time.monotonic() - since if since is not None else 0.0)
+                return True
+            self.last_error = error
+            attempt += 1
+        return False
+
+    def _resend_inflight(self) -> bool:
+        """QoS 1 messages sent but never acknowledged go out again; False if the connection dropped meanwhile.
+
+        The broker kept our session (clean_session false and CONNACK's session-present
+        flag): the same packet with DUP set.  Otherwise a new session knows none of
+        the ids: the same message under a new id, DUP clear.  Counted as resent, not sent.
+        """
+        client = self.client
+        pending = client.take_inflight()
+        same_session = not self.config.clean_session and self._session_present
+        for index, (packet_id, packet) in enumerate(pending):
+            if not self.connected:
+                client.inflight.update(pending[index:])  # for the next reconnect
+                return False
+            if same_session:
+                again, again_id = retransmission(packet), packet_id
+            else:
+                again_id = client.packet_id()
+                again = retransmission(packet, again_id)
+            if client.send_publish(again, 1, again_id) != _SUCCESS:
+                client.inflight.update(pending[index:])
+                return False
+            self._events.message_resent()
+            if not self._drain_and_yield(index + 1):
+                return False
+        return self.connected
+
+    def _flush_queue(self) -> bool:
+        """Publish what fell due while offline, oldest first; False if the connection dropped meanwhile.
+
+        ``intended_at`` is the schedule's due time, so the outage shows as delay.
+        The scheduler keeps appending while this runs, so order is kept.
+        """
+        queue = self._queue
+        run = self._run
+        sent = 0
+        while queue:
+            if not self.connected:
+                return False
+            now_us = int((run.now() - run.record_shift_s) * 1_000_000)
+            if self._publish(queue[0], now_us, queued=True) != _SUCCESS:
+                return False  # the message stays first in the queue
+            queue.popleft()
+            sent += 1
+            if not self._drain_and_yield(sent):
+                return False
+        return self.connected
+
+    def _drain_and_yield(self, sent: int) -> bool:
+        """Between messages sent from this greenlet: wait for the kernel buffer when full, yield now and then."""
+        if self.client.want_write():
+            self._write_out()
+        elif sent % _FLUSH_YIELD_EVERY == 0:
+            gevent.sleep(0)
+        return self.connected
+
+    def _enqueue(self, due_us: int) -> None:
+        """Keep a message due while offline; with the queue full it is dropped (the newest: paho's default too)."""
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) < self.config.offline_queue:
+            queue.append(due_us)
+        else:
+            self._events.message_dropped_offline()
+
+    def _give_up_if_offline(self) -> None:
+        since = self.offline_since
+        if since is not None and not self.connected:
+            self.offline_since = None
+            self._events.device_gave_up(self, time.monotonic() - since)
+
+    @property
+    def queued(self) -> int:
+        """Messages due while offline that are still waiting to be sent."""
+        return len(self._queue) if self._queue else 0
 
     def _start_reader(self) -> None:
         """Read from the hub's epoll loop: a persistent io watcher, no greenlet per device.
@@ -190,20 +349,19 @@ class Device:
         shift = run.record_shift_s  # worker clock -> master clock, when correcting
         due_us = int((due - shift) * 1_000_000)
         now_us = int((now - shift) * 1_000_000)
-        if self.connected:
-            client = self.client
-            payload = self.template.render(self.sent, due_us, now_us)
-            packet = self.framer.frame(payload, client.packet_id() if self._qos else 0)
-            rc = client.send_publish(packet, self._qos)
+        if self.connected and self._reconnector is None:
+            rc = self._publish(due_us, now_us)
             if rc == _SUCCESS:
-                self.sent += 1
-                events.message_sent(due_us, now_us)
-                if client.want_write() and self._flusher is None:
+                if self.client.want_write() and self._flusher is None:
                     # The kernel buffer is full: write the rest out in the background,
                     # the scheduler must not wait on one device.
                     self._flusher = gevent.spawn(self._flush)
+            elif self._reconnector is not None:
+                self._enqueue(due_us)  # this write found the connection gone: send it after the reconnect
             else:
                 events.publish_failed(mqtt.error_string(rc))
+        elif self._reconnector is not None:
+            self._enqueue(due_us)  # offline, reconnecting, or still sending what queued up meanwhile
         else:
             events.publish_failed("not connected")
         self._k += 1
@@ -213,27 +371,56 @@ class Device:
             return None
         return following
 
+    def _publish(self, due_us: int, now_us: int, queued: bool = False) -> MQTTErrorCode:
+        """Send the next seq now; counted as sent when the write succeeded."""
+        client = self.client
+        packet_id = client.packet_id() if self._qos else 0
+        packet = self.framer.frame(self.template.render(self.sent, due_us, now_us), packet_id)
+        rc = client.send_publish(packet, self._qos, packet_id)
+        if rc == _SUCCESS:
+            self.sent += 1
+            if queued:
+                self._events.queued_message_sent(due_us, now_us)
+            else:
+                self._events.message_sent(due_us, now_us)
+        return rc
+
     def _finish(self) -> None:
+        """The schedule is over (or aborted): the device is done once nothing is left to do."""
+        self._schedule_over = True
+        if self._reconnector is not None:
+            # Offline: stop trying now (the queue stays unsent).  Online and flushing the
+            # queue: let it finish.  Either way that greenlet calls _done.
+            if not self.connected and self._wake is not None:
+                self._wake.set()
+            return
+        self._give_up_if_offline()
+        self._done()
+
+    def _done(self) -> None:
         if not self.finished:
             self.finished = True
             self._events.device_finished(self)
 
     def _flush(self) -> None:
         """Wait until paho's queue is written out (the kernel buffer was full)."""
-        client = self.client
         try:
-            while client.want_write():
-                sock = client.socket()
-                if sock is None:
-                    return
-                try:
-                    wait_write(sock.fileno(), timeout=5.0)
-                except (TimeoutError, OSError):
-                    return
-                if client.loop_write() != _SUCCESS:
-                    return
+            self._write_out()
         finally:
             self._flusher = None
+
+    def _write_out(self) -> None:
+        client = self.client
+        while client.want_write():
+            sock = client.socket()
+            if sock is None:
+                return
+            try:
+                wait_write(sock.fileno(), timeout=5.0)
+            except (TimeoutError, OSError):
+                return
+            if client.loop_write() != _SUCCESS:
+                return
 
     def wait_acknowledged(self, timeout_s: float) -> bool:
         """QoS 1: wait until the broker acknowledged every message sent."""
@@ -246,6 +433,12 @@ class Device:
 
     def close(self) -> None:
         """Disconnect cleanly (DISCONNECT, then close); safe to call twice."""
+        self._closing = True
+        reconnector = self._reconnector
+        if reconnector is not None:
+            if self._wake is not None:
+                self._wake.set()
+            reconnector.kill(timeout=1.0)  # mid-connect: GreenletExit at its next wait
         was_connected = self.connected
         self.connected = False
         if was_connected:

@@ -12,6 +12,7 @@ Pure: imports neither locust nor gevent.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -35,6 +36,12 @@ class DeviceConfig:
     payload_bytes: int
     connect_budget_s: float  # how long a device keeps retrying a refused connect
     connection: Connection  # broker, TLS, QoS, keep-alive
+    # After an unexpected disconnect: reconnect (backoff capped at reconnect_max_s), keep up to
+    # offline_queue due messages meanwhile; clean_session False keeps the broker's session.
+    reconnect: bool = True
+    reconnect_max_s: float = 30.0
+    offline_queue: int = 1000
+    clean_session: bool = True
 
     @classmethod
     def from_spec(cls, spec: FleetSpec) -> DeviceConfig:
@@ -46,6 +53,10 @@ class DeviceConfig:
             payload_bytes=spec.payload_bytes,
             connect_budget_s=spec.connect_budget_s,
             connection=spec.connection,
+            reconnect=spec.reconnect,
+            reconnect_max_s=spec.reconnect_max_s,
+            offline_queue=spec.offline_queue,
+            clean_session=spec.clean_session,
         )
 
     @property
@@ -73,6 +84,10 @@ class RunView(Protocol):
         """The run was aborted: publish nothing more."""
         ...
 
+    def now(self) -> float:
+        """This worker's clock, the one the schedule runs on (epoch seconds)."""
+        ...
+
 
 class RunState:
     """The fleet's side of :class:`RunView`: one per worker, written by the fleet only.
@@ -80,11 +95,15 @@ class RunState:
     Slots: the scheduler reads both on every message.
     """
 
-    __slots__ = ("aborted", "record_shift_s")
+    __slots__ = ("aborted", "record_shift_s", "test_clock_shift_s")
 
-    def __init__(self) -> None:
+    def __init__(self, test_clock_shift_s: float = 0.0) -> None:
         self.record_shift_s = 0.0
         self.aborted = False
+        self.test_clock_shift_s = test_clock_shift_s  # tests only: a worker whose clock is off
+
+    def now(self) -> float:
+        return time.time() + self.test_clock_shift_s
 
 
 class DeviceEvents(Protocol):
@@ -100,10 +119,28 @@ class DeviceEvents(Protocol):
         """One connect attempt failed; the device retries."""
 
     def device_disconnected(self, device: Device, reason: str) -> None:
-        """Lost its connection (or closed it after its schedule)."""
+        """Lost its connection unexpectedly (a device closing it itself is not reported).
+
+        ``device.offline_since`` is set when this opens an offline spell (its schedule still runs).
+        """
+
+    def device_reconnected(self, device: Device, offline_s: float) -> None:
+        """Connected again (CONNACK) ``offline_s`` after the disconnect."""
+
+    def device_gave_up(self, device: Device, offline_s: float) -> None:
+        """Its schedule ended while offline for ``offline_s``: no more tries (its offline queue stays unsent)."""
+
+    def message_dropped_offline(self) -> None:
+        """A message fell due while offline and the offline queue was full: dropped, never sent."""
+
+    def message_resent(self) -> None:
+        """An unacknowledged QoS 1 message was sent again after a reconnect."""
 
     def message_sent(self, due_us: int, sent_us: int) -> None:
         """Published a message due at ``due_us``, at ``sent_us`` (both on the master's clock when corrected)."""
+
+    def queued_message_sent(self, due_us: int, sent_us: int) -> None:
+        """Published a message from the offline queue after a reconnect (late for the outage, not the generator)."""
 
     def publish_failed(self, reason: str) -> None:
         """A message due could not be published."""

@@ -13,7 +13,7 @@ master -> worker
                            every device starts its schedule at T0 (on the master's clock when correcting)
     ``iotperf_abort``      ``{"reason": str}``: stop publishing now and report
 worker -> master
-    ``iotperf_status``     counters every half second (connect progress, sent so far)
+    ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline)
     ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
                            received it and when it answered
     ``iotperf_prepared``   ``{"worker_index": n}``: the full GC and ``gc.freeze()`` are done
@@ -44,7 +44,6 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, SharedIdentity
 from pytest_iotperf.fleet.spec import FleetSpec, device_id_for, phase_for, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.wire_reports import WorkerReport
 
 if TYPE_CHECKING:
@@ -79,13 +78,24 @@ class WorkerFleet:
         self.runner = runner
         self.worker_index = max(0, int(runner.worker_index))
         self.device_config = DeviceConfig.from_spec(spec)
-        self.run_state = RunState()
+        self.run_state = RunState(float(os.environ.get(TEST_CLOCK_SHIFT_ENV, "0") or 0))
         self.identities = identities or SharedIdentity(spec.run_id, spec.connection)
         self.devices: list[Device] = []
-        self.connected = 0
+        self.connected = 0  # connected now
+        self.connected_ever = 0  # connected at least once
         self.connect_failed = 0
         self.connect_retries = 0
-        self.disconnects = 0
+        self.disconnects = 0  # unexpected ones; sum of disconnect_reasons
+        self.disconnect_reasons: Counter[str] = Counter()
+        self.reconnects = 0
+        self.reconnect_latency = DelayHistogram()  # disconnect -> CONNACK again, µs
+        self.reconnect_timeline: Counter[int] = Counter()  # reconnects per 100 ms (epoch s * 10, timeline clock)
+        self.offline_device_s = 0.0  # closed offline spells: until the reconnect, or the schedule's end
+        self.dropped_offline = 0
+        self.resent = 0
+        # Devices offline now after having connected -> time.monotonic() of the disconnect. Insertion order
+        # is disconnect order, so the first entries are the longest offline (status() stops early).
+        self._offline: dict[Device, float] = {}
         self.finished = 0
         self.sent = 0
         self.publish_errors = 0
@@ -93,8 +103,9 @@ class WorkerFleet:
         self.lateness = DelayHistogram()
         self.connect_latency = DelayHistogram()
         self.sent_timeline: Counter[int] = Counter()
+        self.connected_timeline: Counter[int] = Counter()  # slot -> devices connected at its end
+        self._sampler: gevent.Greenlet | None = None
         self.go = gevent.event.Event()
-        self._test_clock_shift = float(os.environ.get(TEST_CLOCK_SHIFT_ENV, "0") or 0)
         self.connected_at_go = 0
         self.first_drop_at: float | None = None
         self.schedules_done = gevent.event.Event()
@@ -128,6 +139,7 @@ class WorkerFleet:
 
     def device_connected(self, device: Device, seconds: float) -> None:
         self.connected += 1
+        self.connected_ever += 1
         self.connect_latency.record(int(seconds * 1_000_000))
 
     def device_failed(self, device: Device, error: str) -> None:
@@ -140,14 +152,48 @@ class WorkerFleet:
     def device_disconnected(self, device: Device, reason: str) -> None:
         self.connected -= 1
         self.disconnects += 1
+        if reason in self.disconnect_reasons or len(self.disconnect_reasons) < _MAX_DISTINCT_ERRORS:
+            self.disconnect_reasons[reason] += 1
+        else:
+            self.disconnect_reasons["other"] += 1
+        if device.offline_since is not None:
+            self._offline[device] = device.offline_since
         if not device.finished:
             if self.first_drop_at is None and self.go.is_set():
                 self.first_drop_at = time.time()
-            self._error(f"disconnected during the run: {reason}")
+            if not self.spec.reconnect:
+                # Reconnecting, a drop is a measured event (disconnect_reasons, reconnects), not a broken run.
+                self._error(f"disconnected during the run: {reason}")
+
+    def device_reconnected(self, device: Device, offline_s: float) -> None:
+        self.connected += 1
+        self.reconnects += 1
+        self.reconnect_latency.record(int(offline_s * 1_000_000))
+        self.reconnect_timeline[int((self.now() - self.run_state.record_shift_s) * 10)] += 1
+        self._offline_ended(device, offline_s)
+
+    def device_gave_up(self, device: Device, offline_s: float) -> None:
+        self._offline_ended(device, offline_s)
+
+    def _offline_ended(self, device: Device, offline_s: float) -> None:
+        self._offline.pop(device, None)
+        self.offline_device_s += offline_s
+
+    def message_dropped_offline(self) -> None:
+        self.dropped_offline += 1
+
+    def message_resent(self) -> None:
+        self.resent += 1
 
     def message_sent(self, due_us: int, sent_us: int) -> None:
         self.sent += 1
         self.lateness.record(sent_us - due_us)
+        self.sent_timeline[due_us // self._slot_us] += 1
+
+    def queued_message_sent(self, due_us: int, sent_us: int) -> None:
+        # Not in lateness: that is the generator keeping its schedule (saturation); the outage
+        # shows in the sink's delays, measured from the same due time.
+        self.sent += 1
         self.sent_timeline[due_us // self._slot_us] += 1
 
     def publish_failed(self, reason: str) -> None:
@@ -175,7 +221,7 @@ class WorkerFleet:
 
     def now(self) -> float:
         """This worker's clock (shifted in tests by $IOTPERF_TEST_CLOCK_SHIFT_S)."""
-        return time.time() + self._test_clock_shift
+        return self.run_state.now()
 
     def on_go(self, t0: float, offset_s: float = 0.0, correct: bool = False) -> None:
         """Start the schedule at master time ``t0``.
@@ -192,6 +238,7 @@ class WorkerFleet:
         self._cpu_at_go = time.process_time()
         self.go.set()
         gevent.spawn(self._run_schedules, t0 + shift)
+        self._sampler = gevent.spawn(self._sample_connected, t0)
         gevent.spawn(self._report_when_finished)
 
     def _run_schedules(self, t0: float) -> None:
@@ -224,6 +271,24 @@ class WorkerFleet:
                 gevent.sleep(0)  # let readers take acks and keep-alives when we run behind
         self.schedules_done.set()
 
+    def _sample_connected(self, t0: float) -> None:
+        """Devices connected at the end of each timeline slot (slots on the master's clock, like sent_timeline).
+
+        One wake-up per slot; the last slot is sampled when the schedules end.
+        """
+        slot_s = self.spec.timeline_slot_s
+        shift = self.run_state.record_shift_s
+        end = t0 + self.spec.duration_s
+        slot = int(t0 // slot_s)
+        while True:
+            slot_end = min((slot + 1) * slot_s, end)
+            wait = slot_end - (self.now() - shift)
+            done = self.schedules_done.wait(wait) if wait > 0 else self.schedules_done.is_set()
+            self.connected_timeline[slot] = self.connected
+            if done or slot_end >= end:
+                return
+            slot += 1
+
     def on_abort(self, reason: str) -> None:
         self.run_state.aborted = True
         self.abort_reason = reason
@@ -251,6 +316,7 @@ class WorkerFleet:
 
     def status(self) -> dict[str, Any]:
         first_error = next(iter(self.errors), None)
+        offline, over_budget, longest_s = self.offline_now()
         return {
             "worker_index": self.worker_index,
             "devices": len(self.devices),
@@ -261,7 +327,24 @@ class WorkerFleet:
             "first_error": first_error,
             "connected_at_go": self.connected_at_go,
             "finished": self.finished,
+            "offline": offline,
+            "offline_over_budget": over_budget,
+            "offline_longest_s": longest_s,
         }
+
+    def offline_now(self) -> tuple[int, int, float]:
+        """Devices offline now, how many of them for longer than the outage budget, and the longest spell (s)."""
+        offline = self._offline
+        if not offline:
+            return 0, 0, 0.0
+        now = time.monotonic()
+        budget_s = self.spec.outage_budget_s
+        over_budget = 0
+        for since in offline.values():  # oldest first: stop at the first within the budget
+            if now - since <= budget_s:
+                break
+            over_budget += 1
+        return len(offline), over_budget, now - next(iter(offline.values()))
 
     def _report_when_finished(self) -> None:
         # Devices finish on their own when the schedule ends; the hand-off is
@@ -271,8 +354,12 @@ class WorkerFleet:
         cpu_s = time.process_time() - self._cpu_at_go
         wall_s = max(time.time() - self.t0, 1e-9)
         if self.spec.qos > 0:
+            # An offline device does not wait (nothing can be acknowledged); devices stop reconnecting
+            # when their schedule ends, so none comes back meanwhile.
             waiters = [gevent.spawn(d.wait_acknowledged, _ACK_WAIT_S) for d in self.devices]
             gevent.joinall(waiters, timeout=_ACK_WAIT_S + 1)
+        if self._sampler is not None:
+            self._sampler.join(timeout=1.0)
         self._reported = True
         self.runner.send_message("iotperf_report", dict(self.report(cpu_s, wall_s)))
 
@@ -283,7 +370,7 @@ class WorkerFleet:
             "worker_index": self.worker_index,
             "pid": os.getpid(),
             "devices": len(self.devices),
-            "connected_at_go": self.connected + self.disconnects,
+            "connected_at_go": self.connected_ever,
             "connect_failed": self.connect_failed,
             "connect_retries": self.connect_retries,
             "disconnects": self.disconnects,
@@ -303,6 +390,14 @@ class WorkerFleet:
             "aborted": self.aborted,
             "first_drop_at": self.first_drop_at,
             "abort_reason": self.abort_reason,
+            "reconnects": self.reconnects,
+            "dropped_offline": self.dropped_offline,
+            "resent": self.resent,
+            "disconnect_reasons": dict(self.disconnect_reasons),
+            "reconnect_latency": self.reconnect_latency.to_dict(),
+            "offline_device_s": self.offline_device_s,
+            "connected_timeline": {str(slot * spec.timeline_slot_s): n for slot, n in self.connected_timeline.items()},
+            "reconnect_timeline": {str(bucket): n for bucket, n in self.reconnect_timeline.items()},
         }
 
 
@@ -363,5 +458,4 @@ def install_worker(environment: Environment) -> None:
     runner.register_message("iotperf_abort", on_abort)
     # The master sends the spec only after this: a spec that arrives before the handlers are
     # registered is dropped by Locust ("Unknown message type"), and no device could start.
-    # With the open-files limit its devices' sockets count against: the master checks its share before spawning.
-    runner.send_message("iotperf_installed", {"nofile": raise_nofile_limit()})
+    runner.send_message("iotperf_installed", {})
