@@ -44,6 +44,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, SharedIdentity
 from pytest_iotperf.fleet.spec import FleetSpec, device_id_for, phase_for, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
+from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.wire_reports import WorkerReport
 
 if TYPE_CHECKING:
@@ -458,4 +459,5 @@ def install_worker(environment: Environment) -> None:
     runner.register_message("iotperf_abort", on_abort)
     # The master sends the spec only after this: a spec that arrives before the handlers are
     # registered is dropped by Locust ("Unknown message type"), and no device could start.
-    runner.send_message("iotperf_installed", {})
+    # With the open-files limit its devices' sockets count against: the master checks its share before spawning.
+    runner.send_message("iotperf_installed", {"nofile": raise_nofile_limit()})
