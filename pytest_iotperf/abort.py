@@ -5,6 +5,11 @@ A run is stopped when the messages already missing exceed the loss budget of
 the whole planned run for ``grace_s`` in a row (missing-now includes messages
 still in flight or reordered, so a short excess is tolerated), or when more
 devices failed to connect than a ``connect_failures`` SLO allows.
+
+A fleet that reconnects rides through a broker outage, so losing the broker
+is not a reason to stop by itself; the run is stopped when more than half the
+fleet has been offline for longer than the outage budget (the workers count
+the devices whose current offline spell exceeds it: ``offline_over_budget``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_iotperf.slo import Slo
@@ -38,6 +43,28 @@ class AbortRule:
     max_connect_failures: int | None = None
     connect_slo: str = ""
     grace_s: float = _GRACE_S
+    # Reconnecting fleets: give up once more than half of ``devices`` have been offline longer than this.
+    outage_budget_s: float | None = None
+    devices: int = 0
+
+
+def with_outage_budget(rule: AbortRule | None, devices: int, outage_budget_s: float) -> AbortRule:
+    """``rule`` (or no SLO budget at all) plus the outage budget of a fleet of ``devices`` that reconnects."""
+    return replace(rule or AbortRule(), outage_budget_s=outage_budget_s, devices=devices)
+
+
+def outage_reason(rule: AbortRule, progress: Mapping[str, Any]) -> str | None:
+    """Why the run must stop because of an outage, or None: more than half the fleet offline past the budget."""
+    if rule.outage_budget_s is None or rule.devices <= 0:
+        return None
+    over = int(progress.get("offline_over_budget") or 0)
+    if 2 * over <= rule.devices:
+        return None
+    longest = float(progress.get("offline_longest_s") or 0.0)
+    return (
+        f"{over:,} of {rule.devices:,} devices offline for more than {rule.outage_budget_s:g}s "
+        f"(longest {longest:.1f}s)"
+    )
 
 
 def abort_rule_for(slos: Sequence[Slo], planned_messages: int) -> AbortRule | None:
@@ -72,6 +99,9 @@ class AbortWatch:
     def check(self, progress: Mapping[str, Any], now: float | None = None) -> str | None:
         rule = self.rule
         now = time.monotonic() if now is None else now
+        outage = outage_reason(rule, progress)
+        if outage is not None:
+            return outage
         failed = int(progress.get("connect_failed") or 0)
         if rule.max_connect_failures is not None and failed > rule.max_connect_failures:
             return f"{failed} devices failed to connect; {rule.connect_slo} can no longer be met"

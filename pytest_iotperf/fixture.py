@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from pytest_iotperf.config import marker_slos
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.junit import run_properties
-from pytest_iotperf.pipeline import RunOutcome
+from pytest_iotperf.pipeline import PipelineRun, RunOutcome
+from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.session import IotPerfSession
 from pytest_iotperf.slo import Slo, merge_slos
@@ -23,6 +25,7 @@ class IotPerf:
         self._item = item
         self.results: list[RunResult] = []
         self.outcomes: list[RunOutcome] = []
+        self._handles: list[RunHandle] = []
 
     def run(self, *, check: bool = True, **settings: Any) -> RunResult:
         """Run the fleet once and return what was measured, with every SLO's verdict in ``result.slos``.
@@ -42,6 +45,22 @@ class IotPerf:
         measured nothing at all (bad settings, unreachable broker) fails the
         test in both cases.
         """
+        return self.start(check=check, **settings).wait()
+
+    def start(self, *, check: bool = True, **settings: Any) -> RunHandle:
+        """Start the run in the background, so the test can act on the system while it runs::
+
+            with iot_perf.start(devices=2000, rate_per_device=1.0, duration="90s") as run:
+                run.wait_until("30s")            # steady-state time since T0
+                my_cluster.restart("mqtt-broker")
+                print(run.progress())            # live figures
+            result = run.result                  # SLOs checked here, exactly as run() checks them
+
+        Takes :meth:`run`'s arguments.  Leaving the block waits for the end of the run and then
+        judges it like :meth:`run` (``check=False``: the test decides).  ``run.stop()`` ends the
+        steady state early; the run still drains and accounts.  An exception inside the block stops
+        the run, writes what was measured and is re-raised.
+        """
         config_error: str | None = None
         try:
             run_settings = self._session.settings.for_run(settings)
@@ -55,26 +74,24 @@ class IotPerf:
             broker = self._session.broker_for(run_settings.broker)
             eventhub = self._session.eventhub_for(run_settings.eventhub) if run_settings.sink == "eventhub" else None
             pipeline = self._session.pipeline(progress)
-            outcome = pipeline.run(
+            started = pipeline.start(
                 run_settings,
                 broker,
                 slos=self.slos(),
                 name=self._item.nodeid,
-                run_index=len(self.results) + 1,
+                run_index=len(self.results) + len(self._handles) + 1,
                 eventhub=eventhub,
                 broker_warnings=self._session.broker_warnings,
             )
         except IotPerfError as exc:
             failure = str(exc)
-        finally:
             progress.close()
         if failure is not None:
             # Outside the except block: no "during handling of the above exception" noise.
             pytest.fail(failure, pytrace=False)
-        self._record(outcome)
-        if check and not outcome.passed:
-            pytest.fail(outcome.failure_message(), pytrace=False)
-        return outcome.result
+        handle = RunHandle(self, started, progress, check=check)
+        self._handles.append(handle)
+        return handle
 
     def slos(self) -> list[Slo]:
         """This test's SLOs: ini defaults, its perf markers (outermost first), then env and CLI overrides."""
@@ -83,7 +100,114 @@ class IotPerf:
             from_markers = merge_slos(from_markers, marker_slos(marker.kwargs.get("slo"), self._item.nodeid))
         return self._session.slos.for_test(tuple(from_markers))
 
-    def _record(self, outcome: RunOutcome) -> None:
+    def close(self) -> None:
+        """At the test's end: a run still going (started, never waited for) stops every child."""
+        for handle in self._handles:
+            handle.kill()
+        self._handles.clear()
+
+    def _record_gone(self, handle: RunHandle) -> None:
+        if handle in self._handles:
+            self._handles.remove(handle)
+
+    def _record(self, handle: RunHandle, outcome: RunOutcome) -> None:
+        self._record_gone(handle)
         self.outcomes.append(outcome)
         self.results.append(outcome.result)
         self._item.user_properties.extend(run_properties(outcome.result, outcome.comparisons, len(self.results)))
+
+
+class RunHandle:
+    """A run going on while the test acts (``iot_perf.start()``); a context manager.
+
+    ``wait_until(t)``, ``progress()`` and ``stop()`` during the run; ``result``
+    after it (the ``with`` block, or :meth:`wait`).
+    """
+
+    def __init__(self, owner: IotPerf, run: PipelineRun, progress: ProgressReporter, *, check: bool) -> None:
+        self._owner = owner
+        self._run = run
+        self._progress = progress
+        self._check = check
+        self._outcome: RunOutcome | None = None
+        self._closed = False
+
+    @property
+    def run_id(self) -> str:
+        return self._run.run_id
+
+    def wait_until(self, t: float | str) -> None:
+        """Return once ``t`` (seconds, or a duration such as ``"30s"``) of steady state has passed since T0
+        (``result.t0``, on the wall clock); raises when the run ended, failed or was stopped before then."""
+        self._run.wait_until(t)
+
+    def progress(self) -> dict[str, Any]:
+        """Live figures: ``phase``, ``sent``, ``received``, ``connected``, ``p95_delay_ms``, ``elapsed_s``."""
+        return self._run.progress()
+
+    def stop(self) -> None:
+        """End the steady state now; the run drains and accounts as a run of that length (not aborted)."""
+        self._run.stop()
+
+    @property
+    def result(self) -> RunResult:
+        """What was measured, with every verdict in ``result.slos``: after the ``with`` block."""
+        if self._outcome is None:
+            raise RuntimeError("the run is still going: read run.result after its with block (or run.wait())")
+        return self._outcome.result
+
+    @property
+    def outcome(self) -> RunOutcome | None:
+        return self._outcome
+
+    def wait(self) -> RunResult:
+        """Wait for the end of the run, then judge it as ``iot_perf.run()`` does (and fail the test if so)."""
+        if self._outcome is None:
+            failure: str | None = None
+            try:
+                self._outcome = self._run.wait()
+            except IotPerfError as exc:
+                failure = str(exc)
+            finally:
+                self._close()
+            if failure is not None:
+                self._owner._record_gone(self)
+                pytest.fail(failure, pytrace=False)
+            assert self._outcome is not None
+            self._owner._record(self, self._outcome)
+            if self._check and not self._outcome.passed:
+                pytest.fail(self._outcome.failure_message(), pytrace=False)
+        return self._outcome.result
+
+    def kill(self) -> None:
+        """Stop every child now; nothing is judged or written."""
+        if self._outcome is None and not self._closed:
+            self._run.kill()
+            self._close()
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.wait()
+            return
+        # The block failed: the pipeline stops the run and writes what it measured (an interrupt: kills it).
+        try:
+            self._run.__exit__(exc_type, exc, tb)
+        finally:
+            self._close()
+        if self._run.done and isinstance(exc, Exception):
+            try:
+                self._outcome = self._run.outcome
+            except RuntimeError:  # nothing was measured
+                self._owner._record_gone(self)
+                return
+            self._owner._record(self, self._outcome)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._progress.close()

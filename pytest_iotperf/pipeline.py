@@ -19,6 +19,20 @@ verdicts, baseline comparison, JSON/HTML reports and InfluxDB export::
 A failed SLO is a verdict, never an exception, so a loop (a capacity search)
 can go on past it.  Only a run that produced nothing at all (bad broker, no
 fleet) raises :class:`~pytest_iotperf.errors.IotPerfError`.
+
+Besides the SLOs it is given, every run is held to the load it was asked for
+(:func:`load_slos`): every device connected, every scheduled message sent
+(``dropped_offline`` aside), the generator kept its schedule.  A test accepts
+less with an SLO on the same metric, or with ``allow_saturated``.
+
+``Pipeline.start()`` runs in the background and returns a :class:`PipelineRun`,
+so a script can act on the system during the run (restart a broker) and
+still get the same outcome::
+
+    with Pipeline().start(settings, broker.endpoint, slos=["loss == 0"]) as run:
+        run.wait_until("30s")  # steady-state time since T0
+        restart_the_broker()
+    print(run.outcome.summary())
 """
 
 from __future__ import annotations
@@ -26,24 +40,48 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.baseline import BaselineSettings, Comparison, compare
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import RunSettings
+from pytest_iotperf.errors import IotPerfError
+from pytest_iotperf.live import Ended, LiveState
 from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.report.html import write_html
 from pytest_iotperf.report.json_report import result_path, write_result
-from pytest_iotperf.result import RunResult
+from pytest_iotperf.result import SATURATION_LATENESS_MS, RunResult
 from pytest_iotperf.runner import PerfRun, ProgressCallback, RunFailed
 from pytest_iotperf.secrets import INFLUX_TOKEN_ENV
-from pytest_iotperf.slo import Slo, SloVerdict, evaluate_all, failure_message, parse_slo
+from pytest_iotperf.setting_parsers import parse_duration
+from pytest_iotperf.slo import Slo, SloVerdict, failure_message, parse_slo
 
 logger = logging.getLogger("pytest_iotperf")
+
+_KILL_JOIN_S = 60.0  # after kill(): the run's thread unwinds once its children are gone
+#: What ``PipelineRun.progress()`` always holds.
+PROGRESS_KEYS = ("phase", "sent", "received", "connected", "p95_delay_ms", "elapsed_s")
+
+# Why a default verdict exists, and how a test accepts what it rejects (shown when it fails).
+_LOAD_HINTS = {
+    "connect_failures": "a device never connected; an SLO on connect_failures (e.g. 'connect_failures <= 1') "
+    "accepts that",
+    "unsent": "scheduled messages were never sent (not counting dropped_offline); an SLO on unsent accepts that",
+    "lateness_p99_ms": "the load generator could not keep its schedule (add workers or lower the rate); "
+    "--iot-allow-saturated or an SLO on lateness_p99_ms accepts that",
+}
+
+
+class RunEnded(IotPerfError):
+    """``wait_until()`` asked for a moment the run did not reach: it ended, failed or was stopped before."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +113,8 @@ class RunOutcome:
     broke: str | None = None
     #: Metrics that regressed past their margins against the baseline, as one message, or None.
     regressions: str | None = None
+    #: The metrics of the verdicts the pipeline added by default (:func:`load_slos`).
+    load_checks: tuple[str, ...] = ()
 
     @property
     def slos_met(self) -> bool:
@@ -89,6 +129,12 @@ class RunOutcome:
         if self.broke is not None:
             return f"perf run {self.result.run_id} failed: {self.broke}"
         reasons = [] if self.slos_met else [failure_message(self.verdicts, self.result.sent)]
+        hints = [
+            f"  ({verdict.slo.metric} is checked by default: {_LOAD_HINTS[verdict.slo.metric]})"
+            for verdict in self.verdicts
+            if not verdict.passed and verdict.slo.metric in self.load_checks
+        ]
+        reasons += ["\n".join(hints)] if hints else []
         reasons += [self.regressions] if self.regressions else []
         return f"perf run {self.result.run_id}: " + "\n".join(reasons) if reasons else ""
 
@@ -135,21 +181,66 @@ class Pipeline:
         the same name (``<name>.run2.json``).  Raises ``IotPerfError`` only when
         nothing was measured (broker unreachable, fleet never started).
         """
+        started = self.start(
+            settings,
+            broker,
+            slos=slos,
+            name=name,
+            run_index=run_index,
+            eventhub=eventhub,
+            broker_warnings=broker_warnings,
+        )
+        return started.wait()
+
+    def start(
+        self,
+        settings: RunSettings,
+        broker: BrokerEndpoint,
+        *,
+        slos: Sequence[Slo | str] = (),
+        name: str = "run",
+        run_index: int = 1,
+        eventhub: EventHubAccess | None = None,
+        broker_warnings: Sequence[str] = (),
+    ) -> PipelineRun:
+        """Start the run in the background and return its handle; :meth:`PipelineRun.wait` gives what
+        :meth:`run` returns.  The arguments are :meth:`run`'s."""
         parsed = [parse_slo(slo) if isinstance(slo, str) else slo for slo in slos]
         planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
         abort_rule = abort_rule_for(parsed, planned) if self.abort_early else None
-        perf_run = PerfRun(settings, broker, progress=self.progress, eventhub=eventhub, abort_rule=abort_rule)
-        try:
-            result = perf_run.execute()
-        except RunFailed as failed:
+        perf_run = PerfRun(settings, broker, eventhub=eventhub, abort_rule=abort_rule)
+        conclusion = _Conclusion(
+            self, parsed, load_slos(parsed, allow_saturated=settings.allow_saturated), name, run_index, broker.kind,
+            tuple(broker_warnings),
+        )  # fmt: skip
+        handle = PipelineRun(perf_run, conclusion, self.progress)
+        handle._start()
+        return handle
+
+    def conclude(
+        self,
+        ended: RunResult | RunFailed,
+        slos: Sequence[Slo],
+        *,
+        name: str,
+        run_index: int,
+        broker_kind: str = "external",
+        broker_warnings: Sequence[str] = (),
+        load_checks: Sequence[Slo] = (),
+    ) -> RunOutcome:
+        """Verdicts, baseline comparison and outputs of a run that ended (``RunFailed``: it broke halfway)."""
+        metrics = tuple(slo.metric for slo in load_checks)
+        if isinstance(ended, RunFailed):
             # What was measured before the break still gets its verdicts and outputs.
-            outcome = RunOutcome(failed.result, verdicts=judge(parsed, failed.result), broke=str(failed))
+            verdicts = judge(slos, ended.result, load_checks)
+            outcome = RunOutcome(ended.result, verdicts=verdicts, broke=str(ended), load_checks=metrics)
             self._write(outcome, name, run_index)
             return outcome
-        if broker.kind != "external":
+        result = ended
+        if broker_kind != "external":
             result.warnings[:0] = list(broker_warnings)
-        outcome = RunOutcome(result, verdicts=judge(parsed, result))
-        result.warnings.extend(clock_warnings(parsed, result))
+        outcome = RunOutcome(result, verdicts=judge(slos, result, load_checks), load_checks=metrics)
+        result.warnings.extend(clock_warnings(slos, result))
         self._compare(outcome, name, run_index)
         self._write(outcome, name, run_index)
         self._save_baseline(outcome, name, run_index)
@@ -215,11 +306,34 @@ class Pipeline:
             result.warnings.append(f"InfluxDB export failed (the run's outcome stands): {report.error}")
 
 
-def judge(slos: Sequence[Slo], result: RunResult) -> list[SloVerdict]:
-    """Every SLO's verdict on ``result`` (also recorded on ``result.slos``)."""
-    verdicts = evaluate_all(slos, result)
+def judge(slos: Sequence[Slo], result: RunResult, load_checks: Sequence[Slo] = ()) -> list[SloVerdict]:
+    """Every SLO's verdict on ``result``, then the default load checks' (all recorded on ``result.slos``)."""
+    verdicts = [slo.evaluate(result) for slo in slos]
+    verdicts += [_load_verdict(slo, result) for slo in load_checks]
     result.slos = [verdict_dict(v) for v in verdicts]
     return verdicts
+
+
+def load_slos(slos: Sequence[Slo], *, allow_saturated: bool = False) -> list[Slo]:
+    """The verdicts every run gets by default: the load it was asked for is the load that ran.
+
+    Every device connected, every scheduled message was sent (``dropped_offline`` aside: the devices
+    dropped those by design), and the generator kept its schedule (fleet lateness p99 within
+    ``SATURATION_LATENESS_MS``).  A test that names one of these metrics in its own SLOs has said what it
+    accepts, and ``allow_saturated`` accepts a saturated generator: those checks are left out.
+    """
+    named = {slo.metric for slo in slos}
+    checks = [parse_slo("connect_failures == 0"), parse_slo("unsent == 0")]
+    if not allow_saturated:
+        checks.append(parse_slo(f"lateness_p99_ms <= {SATURATION_LATENESS_MS:g}"))
+    return [check for check in checks if check.metric not in named]
+
+
+def _load_verdict(slo: Slo, result: RunResult) -> SloVerdict:
+    if slo.metric == "lateness_p99_ms" and result.lateness_histogram.count == 0:
+        # Nothing was sent, so the generator was not late (unsent or connect_failures says what went wrong).
+        return SloVerdict(slo=slo, measured=math.nan, passed=True)
+    return slo.evaluate(result)
 
 
 def clock_warnings(slos: Sequence[Slo], result: RunResult) -> list[str]:
@@ -249,4 +363,197 @@ def verdict_dict(verdict: SloVerdict) -> dict[str, Any]:
     }
 
 
-__all__ = ["InfluxOutput", "Outputs", "Pipeline", "RunOutcome", "clock_warnings", "judge", "verdict_dict"]
+@dataclass(frozen=True)
+class _Conclusion:
+    """How a started run is judged and written once it ended (``Pipeline.conclude``'s arguments)."""
+
+    pipeline: Pipeline
+    slos: list[Slo]
+    load_checks: list[Slo]
+    name: str
+    run_index: int
+    broker_kind: str
+    broker_warnings: tuple[str, ...]
+
+    def __call__(self, ended: RunResult | RunFailed) -> RunOutcome:
+        return self.pipeline.conclude(
+            ended,
+            self.slos,
+            name=self.name,
+            run_index=self.run_index,
+            broker_kind=self.broker_kind,
+            broker_warnings=self.broker_warnings,
+            load_checks=self.load_checks,
+        )
+
+
+class PipelineRun:
+    """A run going on in the background (``Pipeline.start``): act on the system meanwhile, then :meth:`wait`.
+
+    The run measures on its own thread; it only waits on child processes and
+    pipes.  Every method is called from the thread that started it, which also
+    gets the pipeline's progress callback, from inside :meth:`wait_until` and
+    :meth:`wait` (never from the run's thread).
+
+    As a context manager: leaving the block waits for the outcome; an
+    exception inside it stops the run, writes what was measured and goes on
+    (the block's exception is what the caller sees); an interrupt (Ctrl-C,
+    SIGTERM, a timeout) stops every child at once.
+    """
+
+    def __init__(
+        self, perf_run: PerfRun, conclude: _Conclusion, progress: ProgressCallback | None = None
+    ) -> None:
+        self._perf_run = perf_run
+        self._conclude = conclude
+        self._on_progress = progress
+        self._live: LiveState[RunResult] = LiveState(perf_run.snapshot())
+        perf_run.progress = self._live.publish  # called on the run's thread
+        self._seen = 0
+        self._outcome: RunOutcome | None = None
+        self._thread = threading.Thread(target=self._measure, name=f"iotperf-run-{perf_run.run_id}", daemon=True)
+
+    @property
+    def run_id(self) -> str:
+        return self._perf_run.run_id
+
+    def _start(self) -> None:
+        self._thread.start()
+
+    def _measure(self) -> None:
+        try:
+            result = self._perf_run.execute()
+        except BaseException as exc:  # handed to the waiting thread, which raises or judges it
+            self._live.end(Ended(error=exc))
+        else:
+            self._live.end(Ended(value=result))
+
+    # -- during the run -----------------------------------------------------------------
+
+    def wait_until(self, t: float | str) -> None:
+        """Return once ``t`` (seconds or a duration such as ``"30s"``) of steady state has passed since T0.
+
+        T0 is the master's ``publishing`` time (``result.t0``); this returns on the wall clock at
+        T0 + ``t``.  Raises :class:`RunEnded` when the run ended, failed or was stopped before then,
+        and ``ValueError`` for a moment past the run's duration.
+        """
+        offset_s = float(t) if isinstance(t, (int, float)) else parse_duration(t)
+        duration_s = self._perf_run.settings.duration_s
+        if offset_s > duration_s:
+            raise ValueError(f"wait_until({t!r}): the run's steady state lasts {duration_s:g}s")
+        timeout_s: float | None = None
+        with self._interruptible():
+            while True:
+                version, snapshot, ended = self._live.wait_newer(self._seen, timeout_s)
+                self._report(version, snapshot)
+                t0 = snapshot.get("t0")
+                remaining_s = float(t0) + offset_s - time.time() if t0 is not None else None
+                if remaining_s is not None and remaining_s <= 0:
+                    return
+                if ended is not None:
+                    why = f": {ended.error}" if ended.error is not None else ""
+                    raise RunEnded(f"wait_until({t!r}): the run ended before T0 + {offset_s:g}s{why}")
+                timeout_s = remaining_s  # None: block until T0 is known
+
+    def progress(self) -> dict[str, Any]:
+        """The latest live figures: ``phase``, ``sent``, ``received``, ``connected``, ``p95_delay_ms``,
+        ``elapsed_s`` (steady-state seconds since T0), and whatever else the run reported so far."""
+        _, snapshot = self._live.latest()
+        figures = {key: snapshot.get(key) for key in PROGRESS_KEYS} | snapshot
+        t0 = snapshot.get("t0")
+        if t0 is not None and snapshot.get("phase") == "publishing":
+            figures["elapsed_s"] = min(max(0.0, time.time() - float(t0)), self._perf_run.settings.duration_s)
+        return figures
+
+    def stop(self) -> None:
+        """End the steady state early: the run drains and accounts as a run of that length (not aborted)."""
+        self._perf_run.request_stop()
+
+    def kill(self) -> None:
+        """Stop every child now (an interrupt); what was measured is not judged or written."""
+        self._perf_run.kill()
+        self._thread.join(_KILL_JOIN_S)
+
+    # -- the end ------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._live.ended is not None
+
+    @property
+    def outcome(self) -> RunOutcome:
+        """What :meth:`wait` returned; only once it has."""
+        if self._outcome is None:
+            raise RuntimeError("the run has no outcome yet: wait() for it (or leave its with block)")
+        return self._outcome
+
+    def wait(self) -> RunOutcome:
+        """Block until the run ended; then its verdicts and outputs, as ``Pipeline.run`` returns them.
+
+        Raises ``IotPerfError`` when nothing was measured (broker unreachable, fleet never started).
+        """
+        if self._outcome is None:
+            with self._interruptible():
+                ended: Ended[RunResult] | None = None
+                while ended is None:
+                    version, snapshot, ended = self._live.wait_newer(self._seen, None)
+                    self._report(version, snapshot)
+                self._thread.join()
+            if ended.error is not None and not isinstance(ended.error, RunFailed):
+                raise ended.error
+            finished = ended.error if ended.error is not None else ended.value
+            assert finished is not None
+            self._outcome = self._conclude(finished)
+        return self._outcome
+
+    def __enter__(self) -> PipelineRun:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.wait()
+        elif isinstance(exc, Exception):
+            # The block failed: end the run, keep and write what it measured; the block's exception goes on.
+            self.stop()
+            try:
+                self.wait()
+            except IotPerfError as measured_nothing:
+                logger.warning("run %s ended with nothing measured: %s", self.run_id, measured_nothing)
+        else:
+            self.kill()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _report(self, version: int, snapshot: dict[str, Any]) -> None:
+        if version > self._seen:
+            self._seen = version
+            if self._on_progress is not None:
+                self._on_progress(snapshot)
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """An interrupt while waiting (Ctrl-C, SIGTERM, a test timeout) stops every child before it goes on."""
+        try:
+            yield
+        except Exception:
+            raise
+        except BaseException:
+            self.kill()
+            raise
+
+
+__all__ = [
+    "PROGRESS_KEYS",
+    "InfluxOutput",
+    "Outputs",
+    "Pipeline",
+    "PipelineRun",
+    "RunEnded",
+    "RunOutcome",
+    "clock_warnings",
+    "judge",
+    "load_slos",
+    "verdict_dict",
+]

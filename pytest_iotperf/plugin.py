@@ -8,7 +8,7 @@ outputs in ``pipeline`` (no pytest there).  Nothing here imports locust.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,9 +201,11 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 @pytest.fixture
-def iot_perf(request: pytest.FixtureRequest) -> IotPerf:
+def iot_perf(request: pytest.FixtureRequest) -> Iterator[IotPerf]:
     """Runs a fleet of simulated MQTT devices and returns what was measured.
 
     ``result = iot_perf.run(devices=500, rate_per_device=1.0, duration="60s")``
     """
-    return IotPerf(request.config.stash[session_key], request.node)
+    perf = IotPerf(request.config.stash[session_key], request.node)
+    yield perf
+    perf.close()  # a run started and never waited for: its children go with the test

@@ -92,7 +92,8 @@ class RunResult:
     offline_device_s: float = 0.0  # device-seconds spent offline after having connected
     dropped_offline: int = 0  # due while offline, overflowed the offline queue: never sent
     resent: int = 0  # QoS 1 retransmissions after a reconnect (not in sent)
-    unsent: int = 0  # scheduled - sent - dropped_offline (never negative)
+    # scheduled - sent - dropped_offline, not counting devices that never connected (connect_failures); never < 0
+    unsent: int = 0
     sink_reconnects: int = 0  # the MQTT sink's own
     sink_disconnects: int = 0
     # When reconnects completed: 100 ms bucket start (seconds after T0, "12.3") -> reconnects.
@@ -196,7 +197,9 @@ def build_result(
         DelayHistogram.from_dict(fleet["reconnect_latency"]) if "reconnect_latency" in fleet else DelayHistogram()
     )
     sink_counters: Mapping[str, Any] = sink  # the MQTT sink's reconnect counters are not in every sink's report
-    duration_s = float(settings.get("duration", 0.0))
+    stopped_at_s = fleet.get("stopped_at_s")
+    # A run the test stopped early (run.stop()) ran, and is accounted, for that long: not for the duration asked.
+    duration_s = float(stopped_at_s) if stopped_at_s is not None else float(settings.get("duration", 0.0))
     lateness_p99 = _percentile_ms(lateness, 99)
     saturated = lateness.count > 0 and lateness_p99 > SATURATION_LATENESS_MS
     if saturated:
@@ -232,6 +235,7 @@ def build_result(
             )
         warnings.append(dropped)
     dropped_offline = int(fleet.get("dropped_offline", 0))
+    never_connected = int(fleet.get("scheduled_never_connected", 0))
     if dropped_offline:
         warnings.append(
             f"{dropped_offline} message(s) fell due while their device was offline and overflowed its offline "
@@ -284,7 +288,7 @@ def build_result(
         offline_device_s=float(fleet.get("offline_device_s", 0.0)),
         dropped_offline=dropped_offline,
         resent=int(fleet.get("resent", 0)),
-        unsent=max(0, int(fleet.get("scheduled", 0)) - loss.sent - dropped_offline),
+        unsent=max(0, int(fleet.get("scheduled", 0)) - never_connected - loss.sent - dropped_offline),
         sink_reconnects=int(sink_counters.get("reconnects", 0)),
         sink_disconnects=int(sink_counters.get("disconnects", 0)),
         reconnect_timeline=_reconnect_timeline(fleet),

@@ -3,6 +3,10 @@
 ``PerfRun`` measures; it does not judge.  Scripts and the plugin use it
 through ``pytest_iotperf.pipeline.Pipeline``, which adds the SLO verdicts,
 the baseline comparison and the outputs (JSON/HTML, InfluxDB).
+
+``execute()`` blocks on child processes and pipes only, so the pipeline runs
+it on a thread while a test acts on the system; ``request_stop()`` and
+``kill()`` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from pytest_iotperf.abort import AbortRule, AbortWatch
+from pytest_iotperf.abort import AbortRule, AbortWatch, with_outage_budget
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
@@ -67,8 +72,15 @@ class PerfRun:
         self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
         self.eventhub = eventhub
         planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
+        if settings.reconnect:
+            # Devices ride through a lost broker; only a long outage of most of the fleet ends the run.
+            abort_rule = with_outage_budget(abort_rule, settings.devices, settings.outage_budget_s)
         self._abort = AbortWatch(abort_rule, planned) if abort_rule is not None else None
         self._abort_file: Path | None = None
+        self._stop_file: Path | None = None
+        self._stop_wanted = threading.Event()
+        self._killed = threading.Event()
+        self._group: ProcessGroup | None = None
         self.broker = broker
         # How every MQTT client of this run connects: built once, serialised into each child's spec.
         self.connection = Connection.for_run(settings, broker)
@@ -83,6 +95,7 @@ class PerfRun:
             "sent": 0,
             "received": 0,
             "p95_delay_ms": None,
+            "elapsed_s": 0.0,
         }
         self._workdir = workdir
         self.fleet_spec = FleetSpec(
@@ -116,6 +129,32 @@ class PerfRun:
                 )
         return out
 
+    def snapshot(self) -> dict[str, Any]:
+        """The progress figures as they are now (before ``execute()``: its starting state)."""
+        return dict(self._progress_state)
+
+    def request_stop(self) -> None:
+        """End the steady state early (any thread): the run then drains and accounts as one of that length."""
+        self._stop_wanted.set()
+        self._write_stop_file()
+
+    def _write_stop_file(self) -> None:
+        path = self._stop_file  # set by the run's thread once its working directory exists
+        if path is not None and self._stop_wanted.is_set() and not path.exists():
+            path.write_text("stop\n")
+
+    def kill(self) -> None:
+        """Stop every child now (any thread; for an interrupt): ``execute()`` then ends with what it has."""
+        self._killed.set()
+        group = self._group
+        if group is not None:
+            group.stop_all()
+
+    def _check_killed(self) -> None:
+        # Between starting children: after kill() no new one starts (the group stops those that did).
+        if self._killed.is_set():
+            raise ChildExited("the run was interrupted")
+
     def execute(self) -> RunResult:
         """Run it; RunFailed (carrying the partial result) when it broke halfway."""
         # Before anything starts: a broker that cannot hold every device fails them one by one otherwise.
@@ -146,7 +185,10 @@ class PerfRun:
         errors: list[str] = []
         sink_report: SinkReport | None = None
         readback = self._readback()
+        self._stop_file = workdir / "stop-request.txt"
         with ProcessGroup() as group:
+            self._group = group
+            self._check_killed()
             if readback is not None:
                 readback.start(group, workdir)
             try:
@@ -200,6 +242,7 @@ class PerfRun:
         self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, readback: Readback | None
     ) -> None:
         """Start master and workers, follow the master until it wrote its report."""
+        self._check_killed()
         master = group.add(
             Child.python_module(
                 "Locust master",
@@ -215,6 +258,8 @@ class PerfRun:
                     str(_STARTUP_S),
                     "--abort-file",
                     str(self._abort_file_path(workdir)),
+                    "--stop-file",
+                    str(self._stop_file or workdir / "stop-request.txt"),
                 ],
                 workdir / "master.log",
             )
@@ -224,7 +269,9 @@ class PerfRun:
         except ChildExited as exc:
             # Nothing was measured yet: like a sink that cannot start, this is an error, not a broken run.
             raise FleetError(f"the Locust master could not start: {exc}") from None
+        self._write_stop_file()  # a stop asked for before the run's directory existed
         for index in range(self.settings.workers):
+            self._check_killed()
             group.add(
                 Child.python_module(
                     f"Locust worker {index}",
@@ -256,6 +303,7 @@ class PerfRun:
             state.update(phase="publishing", t0=master_event.get("t0"))
         if readback is not None:
             state.update(readback.pending_progress())
+        self._write_stop_file()
         if self._abort_file is None or self._abort_file.exists():
             return
         # A dead reader cannot measure anything more: stop now, keep what was measured.

@@ -127,6 +127,7 @@ class WorkerCounters(TypedDict):
     connect_retries: int
     disconnects: int
     scheduled: int
+    scheduled_never_connected: int  # of those, due for devices that never connected (connect_failures, not unsent)
     sent: int
     publish_errors: int
     reconnects: int  # disconnect -> CONNACK again, completed

@@ -8,7 +8,7 @@ import time
 import pytest
 from wallclock import StartUp
 
-from pytest_iotperf.abort import AbortRule, AbortWatch, abort_rule_for
+from pytest_iotperf.abort import AbortRule, AbortWatch, abort_rule_for, with_outage_budget
 from pytest_iotperf.slo import parse_slo
 
 
@@ -31,6 +31,30 @@ def test_watch_tolerates_a_short_excess_and_stops_a_lasting_one() -> None:
     assert reason is not None and "60 messages missing" in reason and "lost <= 10" in reason
     connect = AbortWatch(AbortRule(max_connect_failures=0, connect_slo="connect_failures == 0"), 10)
     assert "2 devices failed to connect" in (connect.check({"connect_failed": 2}, now=0.0) or "")
+
+
+def test_watch_stops_once_more_than_half_the_fleet_is_offline_past_the_outage_budget() -> None:
+    rule = with_outage_budget(None, devices=2000, outage_budget_s=60)
+    watch = AbortWatch(rule, planned_messages=180_000)
+    # A broker restart: everyone offline, but within the budget (or half exactly past it) goes on.
+    assert watch.check({"offline": 2000, "offline_over_budget": 0, "offline_longest_s": 59.9}, now=0.0) is None
+    assert watch.check({"offline": 2000, "offline_over_budget": 1000, "offline_longest_s": 61.0}, now=1.0) is None
+    reason = watch.check({"offline": 2000, "offline_over_budget": 1200, "offline_longest_s": 61.3}, now=2.0)
+    assert reason == "1,200 of 2,000 devices offline for more than 60s (longest 61.3s)"
+    # Without reconnecting there is no outage budget: the master's "every device lost its connection" applies.
+    assert AbortWatch(AbortRule(max_missing=5), 100).check({"offline_over_budget": 2000}, now=0.0) is None
+
+
+def test_outage_budget_joins_the_slo_budgets() -> None:
+    slo_rule = abort_rule_for([parse_slo("lost <= 5")], planned_messages=1000)
+    rule = with_outage_budget(slo_rule, devices=10, outage_budget_s=3)
+    assert (rule.max_missing, rule.missing_slo, rule.outage_budget_s, rule.devices) == (5, "lost <= 5", 3, 10)
+    watch = AbortWatch(rule, 1000)
+    reason = watch.check({"offline_over_budget": 6, "offline_longest_s": 4.0, "gaps": 0}, now=0.0)
+    assert reason == "6 of 10 devices offline for more than 3s (longest 4.0s)"
+    # The loss budget is still spent as before, outage or not.
+    assert watch.check({"offline_over_budget": 0, "gaps": 50}, now=10.0) is None
+    assert "50 messages missing" in (watch.check({"offline_over_budget": 0, "gaps": 50}, now=15.0) or "")
 
 
 DROPPING_CONFTEST = '''

@@ -6,6 +6,7 @@ The faults are real: the broker process is killed, a Locust worker is SIGKILLed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -27,7 +28,7 @@ def _settings(**extra: Any) -> Any:
     )
 
 
-def test_broker_killed_mid_run(no_child_left_behind: None, startup: StartUp) -> None:
+def test_broker_killed_mid_run_without_reconnects(no_child_left_behind: None, startup: StartUp) -> None:
     broker = EmbeddedBroker(prefer="mosquitto")
     endpoint = broker.start()
 
@@ -38,17 +39,50 @@ def test_broker_killed_mid_run(no_child_left_behind: None, startup: StartUp) -> 
     started = time.monotonic()
     try:
         with pytest.raises(RunFailed) as failure:
-            PerfRun(_settings(workers=1), endpoint, progress=kill_broker_after_a_second).execute()
+            settings = _settings(workers=1, no_reconnect=True)
+            PerfRun(settings, endpoint, progress=kill_broker_after_a_second).execute()
     finally:
         broker.stop()
     elapsed_s = time.monotonic() - started
     assert elapsed_s < startup.ceiling_s(startups=10, own_s=30), startup  # the 30 s budget after the fault
     result = failure.value.result
+    # Devices that do not reconnect cannot measure anything more once the broker is gone: stop at once.
     assert "every device lost its broker connection at t+" in str(failure.value)
     # What was sent before the fault is kept and accounted; what could not be sent shows as well.
     assert 0 < result.sent < result.scheduled == 20 * 5 * 60
     assert result.received <= result.sent
     assert any("connection(s) dropped during the run, the first at t+" in w for w in result.warnings)
+
+
+def test_broker_gone_for_good_ends_the_run_once_the_outage_budget_is_spent(
+    no_child_left_behind: None, startup: StartUp
+) -> None:
+    broker = EmbeddedBroker(prefer="mosquitto")
+    endpoint = broker.start()
+    killed_at: list[float] = []
+
+    def kill_broker_after_a_second(state: dict[str, Any]) -> None:
+        if state.get("phase") == "publishing" and float(state.get("elapsed_s", 0)) >= 1.0 and broker.running:
+            os.kill(broker.pid or 0, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+    try:
+        with pytest.raises(RunFailed) as failure:
+            settings = _settings(workers=1, outage_budget="2s")
+            PerfRun(settings, endpoint, progress=kill_broker_after_a_second).execute()
+    finally:
+        broker.stop()
+    # Reconnecting devices ride through a lost broker; only when most of the fleet stayed offline past
+    # the budget does the run end, saying how many and for how long.
+    assert killed_at
+    assert time.monotonic() - killed_at[0] < startup.ceiling_s(startups=5, own_s=2 + 30), startup
+    message = str(failure.value)
+    found = re.search(r"aborted early: (\d+) of 20 devices offline for more than 2s \(longest (\d+\.\d)s\)", message)
+    assert found is not None and int(found.group(1)) > 10 and float(found.group(2)) > 2.0, message
+    assert "every device lost its broker connection" not in message
+    result = failure.value.result
+    assert 0 < result.sent < result.scheduled == 20 * 5 * 60
+    assert result.received <= result.sent
 
 
 def test_worker_killed_mid_run_keeps_the_other_workers_data(no_child_left_behind: None, startup: StartUp) -> None:

@@ -99,6 +99,7 @@ def _worker_report(index: int, devices: int, sent: int) -> WorkerReport:
         "connect_retries": 1,
         "disconnects": 0,
         "scheduled": sent,
+        "scheduled_never_connected": 0,
         "sent": sent,
         "publish_errors": 0,
         "reconnects": index,

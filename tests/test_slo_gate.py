@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 RUN = 'iot_perf.run(devices=3, rate_per_device=2, duration="1s", drain="5s", workers=1)'
+# The verdicts every run gets by default (pipeline.load_slos), after the test's own.
+LOAD_CHECKS = ["connect_failures == 0", "unsent == 0", "lateness_p99_ms <= 50"]
 
 
 def test_bad_slo_is_a_collection_error_naming_test_and_expression(pytester: pytest.Pytester) -> None:
@@ -64,7 +66,8 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester, x
         @pytest.mark.perf(slo=["loss < 1%", "p50_delay_ms < 60s", "throughput_per_s >= 1000000"])
         def test_met(iot_perf):
             result = {RUN}
-            assert [v["passed"] for v in result.slos] == [True, True, True, True]
+            assert [v["passed"] for v in result.slos] == [True] * 7
+            assert [v["slo"] for v in result.slos][4:] == {LOAD_CHECKS}
 
         @pytest.mark.perf(slo=["p50_delay_ms < 0.001", "throughput_per_s >= 1000000", "loss < 1%"])
         def test_violated(iot_perf):
@@ -89,7 +92,7 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester, x
     # The summary lists every verdict.
     outcome.stdout.fnmatch_lines(["*SLO FAIL *test_violated: p50_delay_ms < 0.001: measured*"])
     outcome.stdout.fnmatch_lines(["*SLO PASS *test_met: loss < 1%: measured 0.000%*"])
-    assert "1 of 4 SLOs violated" in text
+    assert "1 of 7 SLOs violated" in text
     assert "p50_delay_ms < 0.001: measured" in text
     assert "throughput_per_s >= 1000000" not in text  # replaced by the command line's bound
     cases = {case.get("name"): case for case in ET.parse(pytester.path / "junit.xml").iter("testcase")}
@@ -108,10 +111,12 @@ def test_slos_gate_the_test_listing_every_violation(pytester: pytest.Pytester, x
     assert failure is not None and "FAIL measured" in failure.get("message", "")
     assert per_case[("test_violated", "slo[loss < 1%]")].find("failure") is None
     assert per_case[("test_met", "slo[max_delay_ms < 60s]")].find("failure") is None
-    # 2 tests + 4 SLO cases each, written after the test they belong to; the suite's counts include them.
+    assert per_case[("test_met", "slo[connect_failures == 0]")].find("failure") is None
+    # 2 tests + 7 SLO cases each (4 + the 3 default load checks), written after the test they belong to;
+    # the suite's counts include them.
     suite = ET.parse(pytester.path / "junit.xml").getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures")) == ("10", "2")
+    assert (suite.get("tests"), suite.get("failures")) == ("16", "2")
     names = [c.get("name") for c in suite.iter("testcase")]
     assert names.index("test_violated") < names.index("slo[p50_delay_ms < 0.001]")
 
@@ -127,7 +132,7 @@ def test_check_false_returns_the_verdicts_without_failing_the_test(pytester: pyt
             result = {RUN.replace("iot_perf.run(", "iot_perf.run(check=False, ")}
             assert [(v["slo"], v["passed"]) for v in result.slos] == [
                 ("p50_delay_ms < 0.001", False), ("loss < 1%", True)
-            ]
+            ] + [(check, True) for check in {LOAD_CHECKS}]
             assert result.complete and result.sent > 0
         """
     )

@@ -371,6 +371,10 @@ class Device:
             return None
         return following
 
+    def end_schedule(self) -> None:
+        """The run was stopped before this device's next message fell due: its schedule ends here."""
+        self._finish()
+
     def _publish(self, due_us: int, now_us: int, queued: bool = False) -> MQTTErrorCode:
         """Send the next seq now; counted as sent when the write succeeded."""
         client = self.client

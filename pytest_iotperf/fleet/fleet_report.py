@@ -81,6 +81,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "connect_retries": totals["connect_retries"],
         "disconnects": totals["disconnects"],
         "scheduled": totals["scheduled"],
+        "scheduled_never_connected": totals["scheduled_never_connected"],
         "sent": totals["sent"],
         "publish_errors": totals["publish_errors"],
         "reconnects": totals["reconnects"],

@@ -6,7 +6,10 @@ origin T0 once every device connected (or gave up), collects every worker's
 complete report and writes the merged fleet report to REPORT.
 
 It talks to the pytest process through JSON lines on stdout:
-``listening``, ``workers``, ``progress``, ``publishing`` (with t0), ``error``, ``done``.
+``listening``, ``workers``, ``progress``, ``publishing`` (with t0), ``aborting``, ``stopping``, ``error``, ``done``.
+The parent asks it to end the run early through two files it polls: ``--abort-file`` (the run failed:
+stop now, report it aborted) and ``--stop-file`` (the test has seen enough: end the steady state a
+moment from now, then drain and account as for a run of that length).
 """
 
 from __future__ import annotations
@@ -49,9 +52,13 @@ emit = scrubbing_event_writer(os.environ.get(MQTT_PASSWORD_ENV))
 class MasterFleet:
     """Drives one run through its phases on a MasterRunner."""
 
-    def __init__(self, spec: FleetSpec, runner: MasterRunner, abort_file: Path | None = None) -> None:
+    def __init__(
+        self, spec: FleetSpec, runner: MasterRunner, abort_file: Path | None = None, stop_file: Path | None = None
+    ) -> None:
         self.spec = spec
         self.abort_file = abort_file  # the parent writes the reason here to stop the run early
+        self.stop_file = stop_file  # the parent creates it to end the steady state early (not a failure)
+        self.stopped_at_s: float | None = None  # seconds after T0 at which a stop ended the schedule
         self.runner = runner
         self.statuses: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, WorkerReport] = {}
@@ -189,10 +196,16 @@ class MasterFleet:
                     connected=self._total("connected"),
                     sent=self._total("sent"),
                     elapsed_s=max(0.0, now - t0),
+                    offline=self._total("offline"),
+                    offline_over_budget=self._total("offline_over_budget"),
+                    offline_longest_s=self._longest_offline_s(),
                 )
             if self.abort_file is not None and self.abort_file.exists() and not self.aborted:
                 self._abort_run(self.abort_file.read_text().strip() or "aborted by the parent")
-            if not self.aborted and now > t0 + 1.0 and self._all_devices_dropped():
+            if self._stop_requested():
+                self._stop_run(now, t0)
+            # A fleet that reconnects rides through a lost broker; the parent's outage budget decides (abort.py).
+            if not self.spec.reconnect and not self.aborted and now > t0 + 1.0 and self._all_devices_dropped():
                 self._abort_run(
                     f"every device lost its broker connection at t+{now - t0:.1f}s "
                     f"({self._first_error() or 'no reason given'})"
@@ -220,6 +233,25 @@ class MasterFleet:
         emit("aborting", reason=reason)
         self.abort(reason)
 
+    def _stop_requested(self) -> bool:
+        if self.stop_file is None or self.stopped_at_s is not None or self.aborted:
+            return False
+        return self.stop_file.exists()
+
+    def _stop_run(self, now: float, t0: float) -> None:
+        """End every schedule at one instant a little ahead (so each worker hears of it in time).
+
+        Each device then sends exactly the messages due before that instant, and each worker counts
+        only those as scheduled: the run accounts like one of that duration.
+        """
+        end_s = min(max(0.0, now + _GO_LEAD_S - t0), self.spec.duration_s)
+        self.stopped_at_s = end_s
+        self.runner.send_message("iotperf_stop", {"duration_s": end_s})
+        emit("stopping", duration_s=end_s)
+
+    def _longest_offline_s(self) -> float:
+        return max((float(s.get("offline_longest_s") or 0.0) for s in self.statuses.values()), default=0.0)
+
     def _all_devices_dropped(self) -> bool:
         connected_at_go = self._total("connected_at_go")
         return (
@@ -243,6 +275,7 @@ class MasterFleet:
             for node, clock in self.clocks.items()
         }
         report["clock_corrected"] = self.spec.clock_correction
+        report["stopped_at_s"] = self.stopped_at_s
         report["errors"] = self.errors + report["errors"]
         write_json_atomically(path, report)
 
@@ -255,13 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
     parser.add_argument("--worker-timeout", type=float, default=60.0)
     parser.add_argument("--abort-file", type=Path, default=None)
+    parser.add_argument("--stop-file", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
     die_with_parent()
     spec = FleetSpec.load(args.spec)
     environment = Environment(user_classes=[DeviceUser])
     runner = environment.create_master_runner(args.bind_host, args.port)
-    fleet = MasterFleet(spec, runner, args.abort_file)
+    fleet = MasterFleet(spec, runner, args.abort_file, args.stop_file)
     # Binding port 0 here (not a port picked by the parent) leaves no window
     # in which another process can take it.
     emit("listening", host=args.bind_host, port=int(runner.server.port), locustfile=_LOCUSTFILE)

@@ -12,6 +12,8 @@ master -> worker
     ``iotperf_go``         ``{"t0": epoch seconds, "offsets": {worker client id: seconds}, "correct": bool}``:
                            every device starts its schedule at T0 (on the master's clock when correcting)
     ``iotperf_abort``      ``{"reason": str}``: stop publishing now and report
+    ``iotperf_stop``       ``{"duration_s": seconds after T0}``: the parent ended the steady state early; no
+                           message due from then on is sent or counted as scheduled
 worker -> master
     ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline)
     ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
@@ -112,6 +114,10 @@ class WorkerFleet:
         self.schedules_done = gevent.event.Event()
         self.t0 = 0.0
         self.abort_reason: str | None = None
+        self.stop_s: float | None = None  # seconds after T0 at which a stop request ended the schedule
+        self._never_connected: list[Device] = []  # gave up connecting: their messages count as connect failures
+        self._stopped = gevent.event.Event()
+        self._schedule_t0 = 0.0  # T0 on this worker's clock (shifted when correcting)
         self._cpu_at_go = 0.0
         self._rss_before_devices = current_rss_bytes()
         self._reported = False
@@ -145,6 +151,7 @@ class WorkerFleet:
 
     def device_failed(self, device: Device, error: str) -> None:
         self.connect_failed += 1
+        self._never_connected.append(device)
         self._error(f"connect failed: {error}")
 
     def connect_retried(self, error: str) -> None:
@@ -237,6 +244,7 @@ class WorkerFleet:
         self.connected_at_go = self.connected
         self.t0 = t0
         self._cpu_at_go = time.process_time()
+        self._schedule_t0 = t0 + shift
         self.go.set()
         gevent.spawn(self._run_schedules, t0 + shift)
         self._sampler = gevent.spawn(self._sample_connected, t0)
@@ -258,9 +266,16 @@ class WorkerFleet:
         published = 0
         while heap:
             due, index, device = heap[0]
+            if self.stop_s is not None and due >= t0 + self.stop_s:
+                heapq.heappop(heap)
+                device.end_schedule()
+                continue
             now = self.now()
             if due > now:
-                gevent.sleep(due - now)
+                if self.stop_s is None:
+                    self._stopped.wait(due - now)  # a stop request may end the schedule before then
+                else:
+                    gevent.sleep(due - now)
                 continue
             following = device.publish_due(now)
             if following is None:
@@ -289,6 +304,17 @@ class WorkerFleet:
             if done or slot_end >= end:
                 return
             slot += 1
+
+    def on_stop(self, duration_s: float) -> None:
+        """End every schedule at T0 + ``duration_s``: messages due before it are sent, later ones never fall due.
+
+        Heard late (past that instant), the schedule ends now instead: what was sent stays counted, and
+        ``scheduled`` counts exactly the messages due before the end this worker applied.
+        """
+        if self.stop_s is not None or not self.go.is_set():
+            return
+        self.stop_s = min(max(duration_s, self.now() - self._schedule_t0), self.spec.duration_s)
+        self._stopped.set()
 
     def on_abort(self, reason: str) -> None:
         self.run_state.aborted = True
@@ -366,7 +392,9 @@ class WorkerFleet:
 
     def report(self, cpu_s: float, wall_s: float) -> WorkerReport:
         spec = self.spec
-        scheduled = sum(scheduled_count(d.phase_s, spec.rate, spec.duration_s) for d in self.devices)
+        duration_s = spec.duration_s if self.stop_s is None else self.stop_s
+        scheduled = sum(scheduled_count(d.phase_s, spec.rate, duration_s) for d in self.devices)
+        never_connected = sum(scheduled_count(d.phase_s, spec.rate, duration_s) for d in self._never_connected)
         return {
             "worker_index": self.worker_index,
             "pid": os.getpid(),
@@ -376,6 +404,7 @@ class WorkerFleet:
             "connect_retries": self.connect_retries,
             "disconnects": self.disconnects,
             "scheduled": scheduled,
+            "scheduled_never_connected": never_connected,
             "sent": self.sent,
             "sent_by_device": {d.device_id: d.sent for d in self.devices},
             "publish_errors": self.publish_errors,
@@ -447,6 +476,11 @@ def install_worker(environment: Environment) -> None:
             "iotperf_clock_pong", {"t1": msg.data["t1"], "t2": received, "t3": fleet.now() if fleet else time.time()}
         )
 
+    def on_stop(msg: Any, **_: Any) -> None:
+        fleet = _fleets.get(environment)
+        if fleet is not None:
+            fleet.on_stop(float(msg.data["duration_s"]))
+
     def on_abort(msg: Any, **_: Any) -> None:
         fleet = _fleets.get(environment)
         if fleet is not None:
@@ -457,6 +491,7 @@ def install_worker(environment: Environment) -> None:
     runner.register_message("iotperf_go", on_go)
     runner.register_message("iotperf_clock_ping", on_clock_ping)
     runner.register_message("iotperf_abort", on_abort)
+    runner.register_message("iotperf_stop", on_stop)
     # The master sends the spec only after this: a spec that arrives before the handlers are
     # registered is dropped by Locust ("Unknown message type"), and no device could start.
     # With the open-files limit its devices' sockets count against: the master checks its share before spawning.
