@@ -125,34 +125,44 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def back_after(timeline: list[tuple[float, int]], wanted: float) -> float:
-    """Seconds after the cut by which ``wanted`` reconnects had completed (end of that 100 ms bucket)."""
+def back_after(buckets: dict[int, int], cut: float, wanted: float) -> float:
+    """Seconds from the cut until ``wanted`` reconnects had completed (the end of that 100 ms bucket)."""
     done = 0
-    for since_cut, count in timeline:
-        done += count
+    for bucket in sorted(buckets):
+        done += buckets[bucket]
         if done >= wanted:
-            return since_cut + _BUCKET_S
+            return (bucket + 1) * _BUCKET_S - cut
     return math.nan
 
 
-def print_timeline(timeline: list[tuple[float, int]]) -> None:
-    """One line per 100 ms bucket with reconnects; runs of empty buckets folded into one line."""
-    if not timeline:
+def by_bucket(stamps: Any) -> dict[int, int]:
+    """Epoch times counted per 100 ms bucket of the epoch grid (the fleet's reconnect_timeline grid)."""
+    out: dict[int, int] = {}
+    for stamp in stamps:
+        bucket = int(stamp / _BUCKET_S)
+        out[bucket] = out.get(bucket, 0) + 1
+    return out
+
+
+def print_timeline(attempts: dict[int, int], connacks: dict[int, int], fleet: dict[int, int], cut: float) -> None:
+    """One line per 100 ms bucket (epoch grid) from the cut on; runs of empty buckets folded into one line."""
+    every = attempts.keys() | connacks.keys() | fleet.keys()
+    if not every:
         return
-    top = max(count for _, count in timeline)
-    by_bucket = {round(since / _BUCKET_S): count for since, count in timeline}
-    first, last = min(by_bucket), max(by_bucket)
+    top = max([*attempts.values(), 1])
+    print("    since the cut  attempts (proxy)  CONNACK sent (proxy)  reconnected (fleet)  attempts")
     empty = 0
-    for bucket in range(first, last + 1):
-        count = by_bucket.get(bucket, 0)
-        if not count:
+    for bucket in range(min(every), max(every) + 1):
+        tried, sent, done = attempts.get(bucket, 0), connacks.get(bucket, 0), fleet.get(bucket, 0)
+        if not (tried or sent or done):
             empty += 1
             continue
         if empty:
-            print(f"    ({empty} bucket(s) of 100 ms with no reconnect)")
+            print(f"    ({empty} bucket(s) of 100 ms with nothing)")
             empty = 0
-        bar = "#" * max(1, round(50 * count / top))
-        print(f"    t+{bucket * _BUCKET_S:5.1f} s  {count:6,}  {bar}")
+        since = bucket * _BUCKET_S - cut
+        bar = "#" * round(30 * tried / top)
+        print(f"    t+{since:5.2f} s  {tried:16,}  {sent:20,}  {done:19,}  {bar}")
 
 
 def report(result: RunResult, storm: Storm, proxy_stats: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -160,57 +170,65 @@ def report(result: RunResult, storm: Storm, proxy_stats: list[dict[str, Any]], a
     print(
         f"fleet: {result.devices:,} devices, {result.connected:,} connected at T0; sent {result.sent:,} of "
         f"{result.scheduled:,} scheduled; dropped offline {result.dropped_offline:,}; resent {result.resent:,}; "
-        f"lateness p99 {result.lateness_p99_ms:.1f} ms"
+        f"lateness p99 {result.lateness_p99_ms:.1f} ms (messages held offline count with their delay)"
     )
     if storm.cut_started is None or t0 is None:
         print("the cut did not happen (the run ended before T0 + --cut-at?)")
         return
-    cut_since_t0 = storm.cut_started - t0
+    cut = storm.cut_started
     print(
-        f"cut at T0+{cut_since_t0:.2f} s: {storm.cut_count:,} connections closed "
+        f"cut at T0+{cut - t0:.2f} s: {storm.cut_count:,} connections closed "
         f"({storm.connections_before:,} open just before); new connections refused for {args.refuse:g} s"
     )
     print(
         f"devices: {result.disconnects:,} disconnects {dict(result.disconnect_reasons)}, {result.reconnects:,} "
         f"reconnects, {result.offline_device_s:,.0f} device-seconds offline"
     )
-    timeline = sorted((float(t) - cut_since_t0, n) for t, n in result.reconnect_timeline.items())
-    timeline = [(since, n) for since, n in timeline if since > -_BUCKET_S]  # the storm's, not earlier drops
+    # Both timelines on the epoch's 100 ms grid: the fleet's (when each device had its CONNACK) and the proxy's
+    # (when the broker's CONNACK went back to the device).
+    fleet: dict[int, int] = {}
+    for since_t0, count in result.reconnect_timeline.items():
+        bucket = round((t0 + float(since_t0)) / _BUCKET_S)
+        if bucket * _BUCKET_S >= cut - _BUCKET_S:  # the storm's, not an earlier drop's
+            fleet[bucket] = fleet.get(bucket, 0) + count
+    proxy = by_bucket(t for shard in proxy_stats for t in shard["connacks"])
+    attempts = by_bucket(t for shard in proxy_stats for t in shard["attempts"])
+    connacks = sorted(t - cut for shard in proxy_stats for t in shard["connacks"])
     total = storm.cut_count or result.disconnects
-    if not timeline:
-        print("no reconnect_timeline in the result (the worker does not report one): times from the proxy only")
-    else:
-        back_99, back_100 = back_after(timeline, 0.99 * total), back_after(timeline, total)
-        print(
-            f"back after the cut: 99 % in {back_99:.1f} s, 100 % in {back_100:.1f} s "
-            f"(after the refusal ended: {back_99 - args.refuse:.1f} s / {back_100 - args.refuse:.1f} s)"
-        )
+    for name, buckets in (("fleet: CONNACK handled", fleet), ("proxy: CONNACK sent", proxy)):
+        if buckets:
+            print(
+                f"back after the cut ({name}): 99 % in {back_after(buckets, cut, 0.99 * total):.1f} s, "
+                f"100 % in {back_after(buckets, cut, total):.1f} s (the refusal ended after {args.refuse:g} s)"
+            )
+    if not fleet:
+        print("no reconnect_timeline in the result (the worker does not report one)")
     print(
-        f"disconnect -> CONNACK again: p50 {result.reconnect_p50_ms:,.0f} ms, p99 {result.reconnect_p99_ms:,.0f} ms, "
-        f"max {result.reconnect_max_ms:,.0f} ms"
+        f"disconnect -> CONNACK again (fleet): p50 {result.reconnect_p50_ms:,.0f} ms, p99 "
+        f"{result.reconnect_p99_ms:,.0f} ms, max {result.reconnect_max_ms:,.0f} ms"
     )
-    connacks = sorted(t - storm.cut_started for shard in proxy_stats for t in shard["connacks"])
     if connacks:
         print(
-            f"seen by the proxy: {len(connacks):,} CONNACKs back to reconnecting devices, cut -> CONNACK "
-            f"p50 {percentile(connacks, 50):.2f} s, p99 {percentile(connacks, 99):.2f} s, max {connacks[-1]:.2f} s; "
-            f"{sum(int(s['refused']) for s in proxy_stats):,} connection attempts refused while cut"
+            f"cut -> CONNACK sent (proxy): p50 {percentile(connacks, 50):.2f} s, p99 {percentile(connacks, 99):.2f} s, "
+            f"max {connacks[-1]:.2f} s; {sum(int(s['refused']) for s in proxy_stats):,} connection attempts "
+            "refused while cut"
         )
-    end_of_storm = storm.cut_started + (back_after(timeline, total) if timeline else args.refuse + 5.0)
-    steady = storm.cpu_percent(storm.cut_started - 5.0, storm.cut_started)
-    during = storm.cpu_percent(storm.cut_started, end_of_storm if math.isfinite(end_of_storm) else time.time())
+    back_all = back_after(fleet, cut, total) if fleet else args.refuse + 5.0
+    steady = storm.cpu_percent(cut - 5.0, cut)
+    during = storm.cpu_percent(cut, cut + back_all if math.isfinite(back_all) else time.time())
     whole = sum(w.get("cpu_percent", 0.0) for w in result.worker_stats)
     print(
         f"worker CPU: {steady:.0f} % in the 5 s before the cut, {during:.0f} % during the storm (cut -> all back), "
         f"{whole:.0f} % over the run; proxy CPU {sum(float(s['cpu_s']) for s in proxy_stats):.1f} s in total"
     )
-    if timeline:
-        busiest = max(n for _, n in timeline)
+    if attempts:
         print(
-            f"reconnect timeline per 100 ms after the cut ({len(timeline)} buckets with reconnects; the busiest "
-            f"holds {busiest:,} = {100 * busiest / max(total, 1):.1f} % of the fleet):"
+            f"per 100 ms: {sum(attempts.values()):,} connection attempts in {len(attempts)} buckets, the busiest "
+            f"{max(attempts.values()):,}; reconnects completed in {len(fleet)} buckets, the busiest "
+            f"{max(fleet.values(), default=0):,} = {100 * max(fleet.values(), default=0) / max(total, 1):.1f} % of "
+            "the fleet:"
         )
-        print_timeline(timeline)
+    print_timeline(attempts, proxy, fleet, cut)
 
 
 def main() -> None:

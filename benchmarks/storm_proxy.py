@@ -12,8 +12,9 @@ backlog overflows in a storm must not stall the other connections).
 the broker sees them go without a DISCONNECT) and accepts new connections only
 to close them at once for ``refuse_s`` seconds, like a broker pod that is gone
 behind its service address.  For every connection accepted after the cut the
-shard notes when the broker's first bytes (the CONNACK) went back to the
-client: an outside view of the storm, independent of the fleet's own figures.
+shard notes when it arrived and when the broker's first bytes (the CONNACK)
+went back to the client: an outside view of the storm (retry waves would show
+in the arrivals), independent of the fleet's own figures.
 
 Independent of the code under test on purpose: nothing is imported from
 ``pytest_iotperf``.  Not a test helper for the default suite (``tests/cutting_proxy.py``
@@ -76,6 +77,7 @@ class _Shard:
         self.refused = 0
         self.upstream_failed = 0
         self.connacks: list[float] = []  # time.time() of each post-cut CONNACK sent back to its client
+        self.attempts: list[float] = []  # time.time() of each connection accepted after the cut, refused or not
         self.running = True
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -103,6 +105,7 @@ class _Shard:
             self.cut_started = time.time()
             self.refuse_until = self.cut_started + float(argument)
             self.connacks.clear()
+            self.attempts.clear()
             for sock in list(self.pairs):
                 if sock in self.pairs and sock is self.pairs[sock].client:
                     self.cut_connections += 1
@@ -126,6 +129,7 @@ class _Shard:
             "cut_started": self.cut_started,
             "cut_ended": self.cut_ended,
             "connacks": list(self.connacks),
+            "attempts": list(self.attempts),
             "cpu_s": usage.ru_utime + usage.ru_stime,
         }
 
@@ -139,7 +143,10 @@ class _Shard:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
                     return  # out of descriptors: leave it in the backlog (cannot happen with enough shards)
                 raise
-            if time.time() < self.refuse_until:
+            now = time.time()
+            if self.cut_started is not None:
+                self.attempts.append(now)
+            if now < self.refuse_until:
                 self.refused += 1
                 client.close()
                 continue

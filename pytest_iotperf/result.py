@@ -96,7 +96,7 @@ class RunResult:
     unsent: int = 0
     sink_reconnects: int = 0  # the MQTT sink's own
     sink_disconnects: int = 0
-    # When reconnects completed: 100 ms bucket start (seconds after T0, "12.3") -> reconnects.
+    # When reconnects completed: 100 ms bucket start (seconds after T0, "12.315") -> reconnects.
     reconnect_timeline: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0
     other_runs: int = 0
@@ -360,14 +360,13 @@ def _timeline(fleet: FleetReport, sink: SinkReport) -> list[TimelinePoint]:
 
 
 def _reconnect_timeline(fleet: FleetReport) -> dict[str, int]:
-    """The fleet's reconnects per 100 ms bucket (epoch s * 10) re-keyed as seconds after T0, in time order."""
+    """The fleet's reconnects per 100 ms bucket (epoch s * 10) re-keyed as seconds after T0, in time order.
+
+    The buckets stay on the epoch's 100 ms grid (T0 is not on it): keys in ms precision, "7.215".
+    """
     buckets = {int(bucket): int(n) for bucket, n in fleet.get("reconnect_timeline", {}).items()}
     if not buckets:
         return {}
     t0 = fleet.get("t0")
     origin = float(t0) if t0 is not None else min(buckets) / 10
-    out: dict[str, int] = {}
-    for bucket, n in sorted(buckets.items()):
-        key = f"{bucket / 10 - origin:.1f}"
-        out[key] = out.get(key, 0) + n  # two buckets could round to one key when T0 is not on the 100 ms grid
-    return out
+    return {f"{bucket / 10 - origin:.3f}": n for bucket, n in sorted(buckets.items())}

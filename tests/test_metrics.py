@@ -619,7 +619,7 @@ def test_build_result_reports_what_an_outage_cost() -> None:
     assert (result.sink_reconnects, result.sink_disconnects) == (1, 1)
     assert [point.connected for point in result.timeline] == [2, 2, 2, 2, 0, 2, 2, 2, 2, 2]
     assert result.timeline[4].to_dict()["connected"] == 0
-    assert result.reconnect_timeline == {"7.6": 1, "7.8": 1}
+    assert result.reconnect_timeline == {"7.600": 1, "7.800": 1}
     assert any("2 reconnected (disconnect to CONNACK p99" in warning for warning in result.warnings)
     assert any("1 message(s) fell due while their device was offline" in warning for warning in result.warnings)
     figures = json.loads(json.dumps(result.to_dict(), allow_nan=False))
