@@ -86,7 +86,7 @@ class RunResult:
     disconnects: int = 0
     disconnect_reasons: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
-    reconnect_p50_ms: float = math.nan  # disconnect -> CONNACK again; NaN without reconnects
+    reconnect_p50_ms: float = math.nan  # disconnect -> CONNACK again; 0 without disconnects, NaN if none came back
     reconnect_p99_ms: float = math.nan
     reconnect_max_ms: float = math.nan
     offline_device_s: float = 0.0  # device-seconds spent offline after having connected
@@ -196,6 +196,7 @@ def build_result(
     reconnect = (
         DelayHistogram.from_dict(fleet["reconnect_latency"]) if "reconnect_latency" in fleet else DelayHistogram()
     )
+    reconnect_ms = _reconnect_figures(reconnect, disconnects=int(fleet.get("disconnects", 0)))
     sink_counters: Mapping[str, Any] = sink  # the MQTT sink's reconnect counters are not in every sink's report
     stopped_at_s = fleet.get("stopped_at_s")
     # A run the test stopped early (run.stop()) ran, and is accounted, for that long: not for the duration asked.
@@ -282,9 +283,9 @@ def build_result(
         disconnects=int(fleet.get("disconnects", 0)),
         disconnect_reasons={str(k): int(v) for k, v in fleet.get("disconnect_reasons", {}).items()},
         reconnects=int(fleet.get("reconnects", 0)),
-        reconnect_p50_ms=_percentile_ms(reconnect, 50),
-        reconnect_p99_ms=_percentile_ms(reconnect, 99),
-        reconnect_max_ms=_ms(reconnect.max_us) if reconnect.max_us is not None else math.nan,
+        reconnect_p50_ms=reconnect_ms[0],
+        reconnect_p99_ms=reconnect_ms[1],
+        reconnect_max_ms=reconnect_ms[2],
         offline_device_s=float(fleet.get("offline_device_s", 0.0)),
         dropped_offline=dropped_offline,
         resent=int(fleet.get("resent", 0)),
@@ -357,6 +358,19 @@ def _timeline(fleet: FleetReport, sink: SinkReport) -> list[TimelinePoint]:
             )
         )
     return points
+
+
+def _reconnect_figures(reconnect: DelayHistogram, disconnects: int) -> tuple[float, float, float]:
+    """Disconnect -> CONNACK again: p50, p99, max in ms.
+
+    No disconnect: 0 (no device waited for a reconnect, so ``reconnect_p99_ms < 10000`` holds on a
+    run without an outage). Disconnects but no reconnect completed: NaN, so such an SLO has no data
+    and fails (the devices never came back).
+    """
+    if not reconnect.count:
+        none = 0.0 if disconnects == 0 else math.nan
+        return none, none, none
+    return _percentile_ms(reconnect, 50), _percentile_ms(reconnect, 99), _ms(reconnect.max_us or 0)
 
 
 def _reconnect_timeline(fleet: FleetReport) -> dict[str, int]:

@@ -638,3 +638,7 @@ def test_build_result_without_reconnects_has_no_reconnect_times_and_counts_unsen
     assert result.unsent == 1 and result.disconnect_reasons == {} and result.reconnect_timeline == {}
     assert all(point.connected is None for point in result.timeline)
     assert (result.sink_reconnects, result.sink_disconnects) == (0, 0)
+    # Nothing disconnected: no device waited for a reconnect, so an upper bound on the reconnect time holds.
+    fleet["disconnects"] = 0
+    calm = build_result(settings={}, sources={}, broker="b", fleet=fleet, sink=None)
+    assert (calm.reconnect_p50_ms, calm.reconnect_p99_ms, calm.reconnect_max_ms) == (0.0, 0.0, 0.0)
