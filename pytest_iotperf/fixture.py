@@ -168,6 +168,10 @@ class RunHandle:
                 self._outcome = self._run.wait()
             except IotPerfError as exc:
                 failure = str(exc)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # an interrupt: the pipeline wrote what was measured
+                    self._record_measured()
+                raise
             finally:
                 self._close()
             if failure is not None:
@@ -194,18 +198,22 @@ class RunHandle:
         if exc is None:
             self.wait()
             return
-        # The block failed: the pipeline stops the run and writes what it measured (an interrupt: kills it).
+        # The block failed, or an interrupt: the pipeline stops the run and writes what it measured.
         try:
             self._run.__exit__(exc_type, exc, tb)
         finally:
             self._close()
-        if self._run.done and isinstance(exc, Exception):
-            try:
-                self._outcome = self._run.outcome
-            except RuntimeError:  # nothing was measured
-                self._owner._record_gone(self)
-                return
-            self._owner._record(self, self._outcome)
+        if self._run.done:
+            self._record_measured()
+
+    def _record_measured(self) -> None:
+        """The outcome the pipeline wrote for a run that ended early, on this test (junit rows)."""
+        try:
+            self._outcome = self._run.outcome
+        except RuntimeError:  # nothing was measured
+            self._owner._record_gone(self)
+            return
+        self._owner._record(self, self._outcome)
 
     def _close(self) -> None:
         if not self._closed:

@@ -67,6 +67,9 @@ from pytest_iotperf.slo import Slo, SloVerdict, failure_message, parse_slo
 logger = logging.getLogger("pytest_iotperf")
 
 _KILL_JOIN_S = 60.0  # after kill(): the run's thread unwinds once its children are gone
+#: An interrupt stops the run and drains for at most this long before it kills what is left: CI runners
+#: send SIGKILL a few seconds after SIGTERM, and whoever pressed Ctrl-C wants the prompt back.
+INTERRUPT_WIND_DOWN_S = 5.0
 #: What ``PipelineRun.progress()`` always holds.
 PROGRESS_KEYS = ("phase", "sent", "received", "connected", "p95_delay_ms", "elapsed_s")
 
@@ -398,7 +401,9 @@ class PipelineRun:
     As a context manager: leaving the block waits for the outcome; an
     exception inside it stops the run, writes what was measured and goes on
     (the block's exception is what the caller sees); an interrupt (Ctrl-C,
-    SIGTERM, a timeout) stops every child at once.
+    SIGTERM, a timeout) does the same within ``INTERRUPT_WIND_DOWN_S`` (a
+    second interrupt, or that bound passing, kills every child at once), marks
+    the result incomplete and goes on.
     """
 
     def __init__(
@@ -411,6 +416,7 @@ class PipelineRun:
         perf_run.progress = self._live.publish  # called on the run's thread
         self._seen = 0
         self._outcome: RunOutcome | None = None
+        self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._measure, name=f"iotperf-run-{perf_run.run_id}", daemon=True)
 
     @property
@@ -418,6 +424,7 @@ class PipelineRun:
         return self._perf_run.run_id
 
     def _start(self) -> None:
+        self._started_at = time.monotonic()
         self._thread.start()
 
     def _measure(self) -> None:
@@ -470,7 +477,7 @@ class PipelineRun:
         self._perf_run.request_stop()
 
     def kill(self) -> None:
-        """Stop every child now (an interrupt); what was measured is not judged or written."""
+        """Stop every child now (a run left behind); what was measured is not judged or written (see interrupt())."""
         self._perf_run.kill()
         self._thread.join(_KILL_JOIN_S)
 
@@ -522,7 +529,58 @@ class PipelineRun:
             except IotPerfError as measured_nothing:
                 logger.warning("run %s ended with nothing measured: %s", self.run_id, measured_nothing)
         else:
-            self.kill()
+            self.interrupt(exc)
+
+    def interrupt(self, why: BaseException) -> RunOutcome | None:
+        """An interrupt (``why``: Ctrl-C, SIGTERM, a timeout): stop, drain briefly, then judge and write.
+
+        The run gets ``INTERRUPT_WIND_DOWN_S`` to end its schedules, hand over its reports and drain;
+        a second interrupt meanwhile, or the bound passing, kills every child at once.  What was
+        measured is judged and written like a run that broke (``result.complete`` false, the
+        interrupt in ``result.errors``) and becomes :attr:`outcome`; None when nothing was measured.
+        The caller re-raises the interrupt.
+        """
+        if self._outcome is not None:
+            return self._outcome
+        cause = _interrupt_cause(why)
+        elapsed_s = time.monotonic() - self._started_at
+        wound_down = self._wind_down(INTERRUPT_WIND_DOWN_S)
+        ended = self._live.ended
+        measured = ended.value if ended is not None else None
+        if ended is not None and isinstance(ended.error, RunFailed):
+            measured = ended.error.result
+        if measured is None:
+            return None  # nothing measured (interrupted before the fleet started): nothing to write
+        message = f"interrupted by {cause} after {elapsed_s:.0f}s"
+        if not wound_down:
+            message += f" (not wound down within {INTERRUPT_WIND_DOWN_S:g}s: its children were killed)"
+        measured.errors.insert(0, message)
+        measured.complete = False
+        try:
+            self._outcome = self._conclude(RunFailed(message, measured))
+        except Exception as exc:  # the interrupt goes on regardless: say why nothing was written
+            logger.warning("run %s: could not write what the interrupted run measured: %s", self.run_id, exc)
+            return None
+        return self._outcome
+
+    def _wind_down(self, bound_s: float) -> bool:
+        """Stop the run and wait up to ``bound_s`` for it to end; else (or on an interrupt) kill it.
+
+        True when it ended by itself in time.  The run's thread is done either way on return.
+        """
+        self.stop()
+        deadline = time.monotonic() + bound_s
+        seen = self._seen
+        try:
+            while self._live.ended is None and (remaining_s := deadline - time.monotonic()) > 0:
+                seen, _, _ = self._live.wait_newer(seen, remaining_s)
+        except BaseException:  # a second interrupt: no more waiting, kill below
+            pass
+        wound_down = self._live.ended is not None
+        if not wound_down:
+            self._perf_run.kill()
+        self._thread.join(_KILL_JOIN_S)
+        return wound_down
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -539,12 +597,22 @@ class PipelineRun:
             yield
         except Exception:
             raise
-        except BaseException:
-            self.kill()
+        except BaseException as exc:
+            self.interrupt(exc)
             raise
 
 
+def _interrupt_cause(why: BaseException) -> str:
+    """What interrupted the run, for its error: SIGTERM/SIGHUP (``process_guard``), Ctrl-C, or a timeout."""
+    text = str(why).strip()
+    if isinstance(why, KeyboardInterrupt):
+        # process_guard raises "SIGTERM received"; Ctrl-C raises a bare KeyboardInterrupt.
+        return text.split()[0] if text.startswith("SIG") else "Ctrl-C"
+    return text.splitlines()[0] if text else type(why).__name__
+
+
 __all__ = [
+    "INTERRUPT_WIND_DOWN_S",
     "PROGRESS_KEYS",
     "InfluxOutput",
     "Outputs",

@@ -4,6 +4,7 @@ embedded servers) is gone."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -64,7 +65,8 @@ def _assert_all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_an_interrupt_during_a_run_stops_every_child(tmp_path: Path, signum: signal.Signals) -> None:
     # SIGTERM is what timeout, CI runners and Kubernetes send on cancel; SIGHUP a closed terminal: both act as Ctrl-C.
-    process = _start(tmp_path)
+    # The run stops and drains briefly, and what it measured is written, marked interrupted.
+    process = _start(tmp_path, "--iot-report-dir", "out")
     try:
         descendants = _descendants_once_publishing(process)
         process.send_signal(signum)
@@ -75,6 +77,13 @@ def test_an_interrupt_during_a_run_stops_every_child(tmp_path: Path, signum: sig
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "KeyboardInterrupt" in output
     _assert_all_gone(descendants)
+    (written,) = (tmp_path / "out").glob("*.json")
+    result = json.loads(written.read_text())
+    cause = "Ctrl-C" if signum == signal.SIGINT else signum.name
+    assert result["errors"][0].startswith(f"interrupted by {cause} after "), result["errors"]
+    assert not result["complete"] and result["sent"] > 0, result
+    # The wind-down stopped the schedules and drained: what was sent arrived, nothing was killed halfway.
+    assert "killed" not in result["errors"][0] and result["lost"] == result["sent"] - result["received"], result
 
 
 def test_sigkill_of_pytest_takes_every_child_with_it(tmp_path: Path) -> None:
