@@ -470,21 +470,14 @@ def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) ->
             f'stroke="{_FLEET}" stroke-width="1.2" stroke-dasharray="4 4"/>'
         )
         legend_items.append((f"fleet ({fleet:,})", _FLEET, "4 4"))
-    segments: list[list[tuple[float, float]]] = [[]]
-    for p in points:
-        if p.connected is None:
-            if segments[-1]:
-                segments.append([])
-            continue
-        segments[-1].append((x(p.t_s), y(p.connected)))
-    path = " ".join(svg_path(segment) for segment in segments if segment)
-    parts.append(
-        f'<path class="series connected" data-series="connected" d="{path}" fill="none" stroke="{_CONNECTED}" '
-        'stroke-width="2.2" stroke-linejoin="round"/>'
+    parts.extend(
+        _gapped_line(
+            [(x(p.t_s), y(p.connected)) if p.connected is not None else None for p in points],
+            'class="series connected" data-series="connected"',
+            _CONNECTED,
+            dots=len(known) <= 40,
+        )
     )
-    for segment in segments:
-        if len(segment) == 1 or len(known) <= 40:
-            parts.extend(f'<circle cx="{px(cx)}" cy="{px(cy)}" r="2.5" fill="{_CONNECTED}"/>' for cx, cy in segment)
     parts.extend(legend(legend_items))
     lowest = min(known, key=lambda p: p.connected or 0)
     summary = (
@@ -498,6 +491,31 @@ def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) ->
     svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
     rows = [[f"{p.t_s:g}", "\u2013" if p.connected is None else f"{p.connected:,}"] for p in points]
     return _figure(name, heading, svg, data_table(title, headers, rows))
+
+
+def _gapped_line(
+    positions: Sequence[tuple[float, float] | None], attributes: str, color: str, *, dots: bool
+) -> list[str]:
+    """A line through ``positions`` that breaks where one is None (a slot without data).
+
+    Each point gets a dot when ``dots`` (few points), and a lone point between two gaps always
+    does: a path of one point draws nothing.
+    """
+    segments: list[list[tuple[float, float]]] = [[]]
+    for position in positions:
+        if position is None:
+            if segments[-1]:
+                segments.append([])
+            continue
+        segments[-1].append(position)
+    path = " ".join(svg_path(segment) for segment in segments if segment)
+    out = [
+        f'<path {attributes} d="{path}" fill="none" stroke="{color}" stroke-width="2.2" stroke-linejoin="round"/>'
+    ]
+    for segment in segments:
+        if len(segment) == 1 or dots:
+            out.extend(f'<circle cx="{px(cx)}" cy="{px(cy)}" r="2.5" fill="{color}"/>' for cx, cy in segment)
+    return out
 
 
 def _p95_threshold(slos: Sequence[Mapping[str, Any]]) -> tuple[float, str] | None:
@@ -526,20 +544,14 @@ def _p95_figure(points: Sequence[TimelinePoint], slos: Sequence[Mapping[str, Any
     y = Linear(0.0, top, Y1, Y0)
     y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
     parts = [frame(), *axes(x_ticks, y_ticks, "time since T0 (s)", "p95 delay (ms)")]
-    segments: list[list[tuple[float, float]]] = [[]]
-    for p in points:
-        if p.p95_ms is None:
-            if segments[-1]:
-                segments.append([])
-            continue
-        segments[-1].append((x(p.t_s), y(p.p95_ms)))
-    path = " ".join(svg_path(segment) for segment in segments if segment)
-    parts.append(
-        f'<path class="series p95" d="{path}" fill="none" stroke="{_LINE}" stroke-width="2.2" stroke-linejoin="round"/>'
+    parts.extend(
+        _gapped_line(
+            [(x(p.t_s), y(p.p95_ms)) if p.p95_ms is not None else None for p in points],
+            'class="series p95"',
+            _LINE,
+            dots=len(known) <= 40,
+        )
     )
-    for segment in segments:
-        if len(segment) == 1 or len(known) <= 40:
-            parts.extend(f'<circle cx="{px(cx)}" cy="{px(cy)}" r="2.5" fill="{_LINE}"/>' for cx, cy in segment)
     legend_items = [("p95 per slot", _LINE, "")]
     if shown_threshold is not None:
         ty = y(shown_threshold[0])
