@@ -30,11 +30,12 @@ class IotPerf:
     def run(self, *, check: bool = True, **settings: Any) -> RunResult:
         """Run the fleet once and return what was measured, with every SLO's verdict in ``result.slos``.
 
-        Keyword arguments (``devices``, ``rate_per_device``, ``duration``,
-        ``ramp_up``, ``workers``, ``qos``, ``payload_bytes``, ``topic``,
-        ``sink``, ``sink_topic``, ``drain``, ``broker``, ``username``,
-        ``eventhub``, ``eventhub_consumers``, ``bridge``) take precedence over
-        the ini file; the command line and the environment override them.
+        Keyword arguments are the settings that have a ``run()`` keyword
+        (``devices``, ``rate_per_device``, ``duration``, ``broker``, ``qos``, ...,
+        ``offline_queue``, ``outage_budget``: ``config.SETTINGS_BY_KWARG`` and the
+        README's option tables list them all); they take precedence over the ini
+        file, the command line and the environment override them.  An unknown
+        keyword fails the test naming the known ones.
 
         ``check=True`` (the default) fails the test when an SLO is violated, a
         metric regressed against the compared baseline, or the run broke
