@@ -24,7 +24,7 @@ from pytest_iotperf.secrets import redact_url
 
 __all__ = ["DEFAULT_PORTS", "BrokerEndpoint", "parse_broker_url", "wait_for_mqtt"]
 
-DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883}
+DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883, "iothub": 8883}
 """Port used for each URL scheme when the URL names none."""
 
 
@@ -36,7 +36,8 @@ class BrokerEndpoint:
         host: Host name or IP address clients connect to.
         port: TCP port.
         tls: Whether clients must use TLS (``mqtts``).
-        kind: ``"mosquitto"``, ``"amqtt"`` (both embedded) or ``"external"``.
+        kind: ``"mosquitto"``, ``"amqtt"``, ``"iothub-embedded"`` (embedded), ``"external"`` or ``"iothub"``
+            (an Azure IoT Hub: devices sign SAS tokens for ``host``, publish to its telemetry topic).
         description: Human-readable summary for reports, e.g.
             ``"mosquitto 2.0.11 (embedded)"``.
         open_files: The broker process's open-files limit where it is known
@@ -49,11 +50,17 @@ class BrokerEndpoint:
     kind: str
     description: str
     open_files: int | None = None
+    ca_file: str | None = None  # the CA that signed an embedded server's certificate (clients trust it)
+
+    @property
+    def iothub(self) -> bool:
+        """An Azure IoT Hub (or the embedded one): SAS identities, its topic, its built-in endpoint."""
+        return self.kind in ("iothub", "iothub-embedded")
 
     @property
     def url(self) -> str:
         """The broker as a URL, e.g. ``mqtt://127.0.0.1:41234``."""
-        scheme = "mqtts" if self.tls else "mqtt"
+        scheme = "iothub" if self.iothub else "mqtts" if self.tls else "mqtt"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
 
@@ -62,33 +69,28 @@ class BrokerEndpoint:
         """Build the endpoint of an external broker from its URL.
 
         Raises:
-            ValueError: ``url`` is not ``mqtt://host[:port]`` or ``mqtts://host[:port]``.
+            ValueError: ``url`` is not ``mqtt://host[:port]``, ``mqtts://host[:port]`` or ``iothub://host[:port]``.
         """
         scheme, host, port = parse_broker_url(url)
-        tls = scheme == "mqtts"
-        bare = cls(host=host, port=port, tls=tls, kind="external", description="")
-        return cls(
-            host=host,
-            port=port,
-            tls=tls,
-            kind="external",
-            description=f"{bare.url} (external)",
-        )
+        tls = scheme in ("mqtts", "iothub")  # IoT Hub speaks MQTT over TLS only
+        kind = "iothub" if scheme == "iothub" else "external"
+        bare = cls(host=host, port=port, tls=tls, kind=kind, description="")
+        return cls(host=host, port=port, tls=tls, kind=kind, description=f"{bare.url} (external)")
 
 
 def parse_broker_url(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt://host:port`` or ``mqtts://host:port`` into (scheme, host, port).
+    """Split ``mqtt://host:port``, ``mqtts://host:port`` or ``iothub://host:port`` into (scheme, host, port).
 
     The one parser of broker URLs: the ``--iot-broker`` setting is validated
     with it too.  The port defaults to 1883 for ``mqtt`` and 8883 for
-    ``mqtts``.  The error message never repeats credentials embedded in the URL.
+    ``mqtts`` and ``iothub``.  The error message never repeats credentials embedded in the URL.
 
     Raises:
         ValueError: the URL has another scheme, no host, a bad port, white
             space, or credentials, a path, a query or a fragment.
     """
     shown = redact_url(url)
-    expected = "expected mqtt://host[:port] or mqtts://host[:port]"
+    expected = "expected mqtt://host[:port], mqtts://host[:port] or iothub://NAME.azure-devices.net[:port]"
     text = url.strip()
     if any(char.isspace() for char in text):
         # urlsplit silently drops tabs and newlines inside a URL; a host never has white space.

@@ -25,22 +25,33 @@ from typing import Any, TypeVar
 
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.mqtt_options import MqttClientOptions
-from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV, INFLUX_TOKEN_ENV, MQTT_PASSWORD_ENV, redact_text
+from pytest_iotperf.secrets import (
+    EVENTHUB_CONNECTION_STRING_ENV,
+    INFLUX_TOKEN_ENV,
+    IOTHUB_CONNECTION_STRING_ENV,
+    IOTHUB_GROUP_KEY_ENV,
+    MQTT_PASSWORD_ENV,
+    redact_text,
+)
 from pytest_iotperf.setting_parsers import (
     choice,
     parse_bool,
     parse_broker,
     parse_consumer_group,
+    parse_device_id_template,
     parse_directory,
     parse_duration,
     parse_eventhub,
     parse_file,
+    parse_file_or_template,
     parse_host_port,
     parse_http_url,
+    parse_identity_template,
     parse_non_negative_int,
     parse_positive_duration,
     parse_positive_float,
     parse_positive_int,
+    parse_properties,
     parse_qos,
     parse_ramp_up,
     parse_text,
@@ -74,6 +85,7 @@ class Setting:
     metavar: str = "VALUE"
     run_kwarg: str | None = None  # the iot_perf.run() keyword, when test code may set it
     flag: bool = False  # a switch on the command line (no value); 'true'/'false' in env and ini
+    repeatable: bool = False  # the option may be given several times (joined by newlines before parsing)
 
     @property
     def cli(self) -> str:
@@ -116,17 +128,79 @@ SETTINGS: tuple[Setting, ...] = (
         "broker",
         parse_broker,
         "embedded",
-        "'embedded' (Mosquitto from PATH, else amqtt) or mqtt://host:port / mqtts://host:port",
+        "'embedded' (Mosquitto from PATH, else amqtt), 'embedded:iothub' (an embedded Azure IoT Hub), "
+        "mqtt://host:port / mqtts://host:port, or iothub://NAME.azure-devices.net (SAS tokens from "
+        f"${IOTHUB_CONNECTION_STRING_ENV} or ${IOTHUB_GROUP_KEY_ENV})",
         "URL",
         "broker",
     ),
     Setting(
         "username",
-        parse_text,
+        parse_identity_template,
         None,
-        f"MQTT user name (the password comes from ${MQTT_PASSWORD_ENV})",
+        f"MQTT user name; may name the device: {{device_id}}, {{n}} (the password comes from ${MQTT_PASSWORD_ENV}, "
+        "a template too)",
         "NAME",
         "username",
+    ),
+    Setting(
+        "device_id",
+        parse_device_id_template,
+        "dev{n:06d}",
+        "device id of device number n: {n} (with a format spec) and {run_id} are filled in",
+        "TEMPLATE",
+        None,
+    ),
+    Setting(
+        "device_offset",
+        parse_non_negative_int,
+        0,
+        "device numbers start here (two runs sharing a hub take disjoint ranges)",
+        "K",
+        None,
+    ),
+    Setting(
+        "client_id",
+        parse_identity_template,
+        None,
+        "MQTT client id template ({device_id}, {n}, {run_id}; default: the device id)",
+        "TEMPLATE",
+        None,
+    ),
+    Setting(
+        "credentials",
+        parse_file,
+        None,
+        "per-device credentials: CSV with a header (device_id,username,password[,cert,key]) or JSON lines; "
+        "device k takes row k",
+        "FILE",
+        None,
+    ),
+    Setting(
+        "sas_ttl",
+        parse_positive_duration,
+        3600.0,
+        "IoT Hub: lifetime of each device's SAS token; longer runs renew it by reconnecting before it expires",
+        "D",
+        None,
+    ),
+    Setting(
+        "property",
+        parse_properties,
+        (),
+        "IoT Hub: a user property KEY=VALUE on every message (repeatable; ';' separates several in env and ini)",
+        "KEY=VALUE",
+        None,
+        repeatable=True,
+    ),
+    Setting(
+        "connect_rate",
+        parse_positive_float,
+        None,
+        "at most N new connections per second, whole fleet (IoT Hub S1: max(100, 12 x units)); "
+        "the auto ramp-up follows it",
+        "N",
+        "connect_rate",
     ),
     Setting("qos", parse_qos, 1, "MQTT QoS of the telemetry, 0 or 1", "{0,1}", "qos"),
     Setting(
@@ -281,8 +355,22 @@ SETTINGS: tuple[Setting, ...] = (
         flag=True,
     ),
     Setting("tls_ca", parse_file, None, "CA file that signed the broker's certificate (mqtts://)", "FILE", None),
-    Setting("tls_cert", parse_file, None, "client certificate for mutual TLS (with --iot-tls-key)", "FILE", None),
-    Setting("tls_key", parse_file, None, "private key of the client certificate", "FILE", None),
+    Setting(
+        "tls_cert",
+        parse_file_or_template,
+        None,
+        "client certificate for mutual TLS (with --iot-tls-key); per device: certs/{device_id}.pem",
+        "FILE",
+        None,
+    ),
+    Setting(
+        "tls_key",
+        parse_file_or_template,
+        None,
+        "private key of the client certificate; per device: certs/{device_id}.key",
+        "FILE",
+        None,
+    ),
     Setting(
         "tls_insecure",
         parse_bool,
@@ -487,12 +575,43 @@ class SessionSettings:
         return self._optional("tls_ca", Path)
 
     @property
-    def tls_cert(self) -> Path | None:
-        return self._optional("tls_cert", Path)
+    def tls_cert(self) -> str | None:
+        """A certificate file, or a per-device template (``{device_id}``, ``{n}``)."""
+        return self._optional("tls_cert", str)
 
     @property
-    def tls_key(self) -> Path | None:
-        return self._optional("tls_key", Path)
+    def tls_key(self) -> str | None:
+        return self._optional("tls_key", str)
+
+    @property
+    def device_id_template(self) -> str:
+        return self._typed("device_id", str)
+
+    @property
+    def device_offset(self) -> int:
+        return self._typed("device_offset", int)
+
+    @property
+    def client_id_template(self) -> str | None:
+        return self._optional("client_id", str)
+
+    @property
+    def credentials(self) -> Path | None:
+        return self._optional("credentials", Path)
+
+    @property
+    def sas_ttl_s(self) -> float:
+        return self._number("sas_ttl")
+
+    @property
+    def properties(self) -> tuple[tuple[str, str], ...]:
+        """IoT Hub user properties of every message, in order."""
+        return tuple(self._typed("property", tuple))
+
+    @property
+    def connect_rate(self) -> float | None:
+        """New connections per second, whole fleet; None: as fast as the ramp spawns."""
+        return None if self["connect_rate"] is None else self._number("connect_rate")
 
     @property
     def tls_insecure(self) -> bool:
@@ -585,7 +704,9 @@ class RunSettings(SessionSettings):
     def ramp_up_s(self) -> float:
         if self["ramp_up"] is not None:
             return self._number("ramp_up")
-        return max(1.0, self.devices / 500.0)
+        automatic = max(1.0, self.devices / 500.0)
+        rate = self.connect_rate
+        return automatic if rate is None else max(automatic, self.devices / rate)
 
     @property
     def workers(self) -> int:
@@ -606,10 +727,13 @@ class RunSettings(SessionSettings):
 
     def mqtt_options(self) -> MqttClientOptions:
         """TLS files and user name of this run's MQTT clients (whether TLS is on comes from the broker URL)."""
+        # A per-device certificate template is the identity's (one context per certificate), not the connection's.
+        cert, key = self.tls_cert, self.tls_key
+        per_device = "{" in (cert or "") or "{" in (key or "")
         return MqttClientOptions(
             ca_file=_str_or_none(self.tls_ca),
-            cert_file=_str_or_none(self.tls_cert),
-            key_file=_str_or_none(self.tls_key),
+            cert_file=None if per_device else cert,
+            key_file=None if per_device else key,
             insecure=self.tls_insecure,
             username=self.username,
         )

@@ -48,6 +48,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 default=None,
                 help=help_text,
             )
+        elif setting.repeatable:
+            group.addoption(
+                setting.cli,
+                dest="iot_" + setting.name,
+                metavar=setting.metavar,
+                action="append",
+                default=None,
+                help=help_text,
+            )
         else:
             group.addoption(
                 setting.cli, dest="iot_" + setting.name, metavar=setting.metavar, default=None, help=help_text
@@ -133,7 +142,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _resolve_settings(config: pytest.Config) -> SessionSettings:
     ini_name = config.inipath.name if config.inipath else "the ini file"
-    cli = {s.name: config.getoption("iot_" + s.name) for s in SETTINGS}
+    cli = {s.name: _cli_value(config.getoption("iot_" + s.name)) for s in SETTINGS}
     ini: dict[str, tuple[str, str] | None] = {}
     for setting in SETTINGS:
         raw = config.getini(setting.ini)
@@ -144,6 +153,13 @@ def _resolve_settings(config: pytest.Config) -> SessionSettings:
         if config.getoption("help", False):
             return resolve({}, {}, {})  # let --help show how to fix the bad value
         raise pytest.UsageError(str(exc)) from None
+
+
+def _cli_value(raw: object) -> str | None:
+    """A repeatable option's values arrive as a list: one per line, as an ini file would give them."""
+    if isinstance(raw, list):
+        return "\n".join(str(item) for item in raw)
+    return None if raw is None else str(raw)
 
 
 def _resolve_baselines(config: pytest.Config) -> BaselineSettings:

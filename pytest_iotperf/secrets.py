@@ -34,8 +34,11 @@ from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 __all__ = [
     "EVENTHUB_CONNECTION_STRING_ENV",
     "INFLUX_TOKEN_ENV",
+    "IOTHUB_CONNECTION_STRING_ENV",
+    "IOTHUB_GROUP_KEY_ENV",
     "MQTT_PASSWORD_ENV",
     "REDACTED",
+    "SECRET_ENVS",
     "Scrubber",
     "ScrubbingFilter",
     "describe_error",
@@ -44,6 +47,7 @@ __all__ = [
     "redact_text",
     "redact_url",
     "redact_value",
+    "secret_env_values",
 ]
 
 #: Environment variable holding the MQTT password. It has no CLI option or
@@ -56,6 +60,22 @@ EVENTHUB_CONNECTION_STRING_ENV: Final = "IOTPERF_EVENTHUB_CONNECTION_STRING"
 
 #: Environment variable holding the InfluxDB token (a secret: no CLI option, no ini key).
 INFLUX_TOKEN_ENV: Final = "IOTPERF_INFLUX_TOKEN"
+
+#: Environment variable holding an IoT Hub connection string with a policy key: ``device`` (DeviceConnect) to
+#: sign the fleet's tokens, ``registryReadWrite`` to provision devices.
+IOTHUB_CONNECTION_STRING_ENV: Final = "IOTPERF_IOTHUB_CONNECTION_STRING"
+
+#: Environment variable holding a DPS symmetric-key enrollment group's key (device keys are derived from it).
+IOTHUB_GROUP_KEY_ENV: Final = "IOTPERF_IOTHUB_GROUP_KEY"
+
+#: Every environment variable that holds a secret.
+SECRET_ENVS: Final = (
+    MQTT_PASSWORD_ENV,
+    EVENTHUB_CONNECTION_STRING_ENV,
+    INFLUX_TOKEN_ENV,
+    IOTHUB_CONNECTION_STRING_ENV,
+    IOTHUB_GROUP_KEY_ENV,
+)
 
 #: What a removed secret shows instead of itself.
 REDACTED: Final = "***"
@@ -124,6 +144,18 @@ class Scrubber:
 
 
 _SHAPES_ONLY: Final = Scrubber()
+
+
+def secret_env_values(environ: Mapping[str, str]) -> list[str]:
+    """The values of every secret environment variable that is set (and the keys inside connection strings)."""
+    values: list[str] = []
+    for name in SECRET_ENVS:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        values.append(value)
+        values.extend(match.group(1) for match in re.finditer(r"SharedAccessKey\s*=\s*([^;\s]+)", value, re.I))
+    return values
 
 
 def redact_text(text: str) -> str:

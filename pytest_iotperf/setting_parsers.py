@@ -104,12 +104,14 @@ def parse_qos(text: str) -> int:
 
 
 def parse_broker(text: str) -> str:
-    """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, or an ``mqtt://``/``mqtts://`` URL.
+    """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, ``embedded:iothub``, or a broker URL.
+
+    URLs: ``mqtt://``, ``mqtts://`` or ``iothub://`` (an Azure IoT Hub).
 
     A URL is checked by the one broker URL parser (the run parses it again with it).
     """
     value = text.strip()
-    if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt"):
+    if value == "embedded" or value in ("embedded:mosquitto", "embedded:amqtt", "embedded:iothub"):
         return value
     try:
         parse_broker_url(value)
@@ -218,3 +220,56 @@ def parse_eventhub(text: str) -> str:
             f"${EVENTHUB_CONNECTION_STRING_ENV}), got {text!r}"
         )
     return value
+
+
+def _check_template(text: str, fields: dict[str, object], what: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError(f"expected a {what} template, got an empty value")
+    try:
+        value.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        names = ", ".join("{" + name + "}" for name in fields)
+        raise ValueError(f"the {what} template {text!r} does not fill in with {names}: {exc}") from None
+    return value
+
+
+def parse_device_id_template(text: str) -> str:
+    """A device id template with ``{n}`` (a format spec allowed: ``dev{n:06d}``) and optionally ``{run_id}``."""
+    value = _check_template(text, {"n": 1, "run_id": "r"}, "device id")
+    if value.format(n=1, run_id="r") == value.format(n=2, run_id="r"):
+        raise ValueError(f"the device id template must contain {{n}} (every device needs its own id), got {text!r}")
+    if any(char in value for char in "/+#") or any(char.isspace() for char in value):
+        raise ValueError(f"a device id cannot contain '/', '+', '#' or white space, got {text!r}")
+    return value
+
+
+def parse_identity_template(text: str) -> str:
+    """A client id or user name: text with ``{n}``, ``{device_id}`` and ``{run_id}`` filled in per device."""
+    return _check_template(text, {"n": 1, "device_id": "d", "run_id": "r"}, "client id / user name")
+
+
+def parse_file_or_template(text: str) -> str:
+    """A path to an existing file, or a per-device path template (``certs/{device_id}.pem``).
+
+    A template's files are checked per device before the run starts (``fleet.identity``).
+    """
+    value = text.strip()
+    if "{" in value:
+        return str(Path(_check_template(value, {"n": 1, "device_id": "d", "run_id": "r"}, "file")).expanduser())
+    return str(parse_file(value))
+
+
+def parse_properties(text: str) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs, one per line or separated by ``;`` (IoT Hub user properties of every message)."""
+    pairs: list[tuple[str, str]] = []
+    for part in (p.strip() for p in re.split(r"[;\n]", text)):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {part!r}")
+        if key.strip().startswith("$"):
+            raise ValueError(f"{key.strip()!r}: keys starting with '$' are IoT Hub system properties")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
