@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pytest_iotperf.fleet.spec import phase_for, scheduled_count
-from pytest_iotperf.header import PayloadTemplate, decode
+from pytest_iotperf.header import MessageView, PayloadTemplate, decode, decode_body
 
 
 def test_payload_carries_the_accounting_fields() -> None:
@@ -54,3 +54,17 @@ def test_schedule_counts_and_phases() -> None:
     assert scheduled_count(0.1, rate, 3.0) == 6  # due at 0.1, 0.6, ..., 2.6
     assert scheduled_count(0.0, rate, 3.0) == 6  # 0, 0.5, ..., 2.5 (3.0 excluded)
     assert scheduled_count(5.0, rate, 3.0) == 0
+
+
+def test_iothub_annotation_names_the_device_when_the_body_does_not() -> None:
+    # IoT Hub's built-in endpoint stamps the authenticated sender on every event.
+    body = b'{"run_id":"r1","seq":3,"intended_at":10,"sent_at":12}'
+    annotations = {b"iothub-connection-device-id": b"dev000007", b"x-opt-enqueued-time": 1}
+    telemetry = decode_body(MessageView(body, None, None, annotations))
+    assert telemetry is not None
+    assert (telemetry.device_id, telemetry.seq) == ("dev000007", 3)
+    # Without the annotation such a body is not telemetry of ours; a body naming its device keeps its own.
+    assert decode_body(MessageView(body)) is None
+    named = b'{"run_id":"r1","device_id":"dev000001","seq":3,"intended_at":10,"sent_at":12}'
+    kept = decode_body(MessageView(named, None, None, annotations))
+    assert kept is not None and kept.device_id == "dev000001"
