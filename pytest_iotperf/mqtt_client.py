@@ -34,12 +34,15 @@ class ClientIdentity:
 
     ``password`` and ``ssl_context`` stay out of ``repr`` (logs, error messages).
     ``ssl_context`` None with a TLS connection: the factory builds one for this client.
+    ``expires_at``: epoch seconds at which these credentials stop working (a SAS
+    token's ``se``), None when they never do.
     """
 
     client_id: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    expires_at: float | None = None
 
 
 def shared_identity(

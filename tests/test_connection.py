@@ -12,7 +12,8 @@ from pytest_iotperf.bridge.spec import BridgeSpec
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.connection import Connection
-from pytest_iotperf.fleet.identity import SharedIdentity
+from pytest_iotperf.fleet.identity import TemplatedIdentity
+from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.mqtt_client import ClientIdentity, make_client, shared_identity
 from pytest_iotperf.mqtt_options import MqttClientOptions
@@ -84,12 +85,16 @@ def test_factory_applies_credentials_and_tls(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_shared_identity_gives_one_tls_context_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MQTT_PASSWORD_ENV, PASSWORD)
-    provider = SharedIdentity("run1", _tls_connection())
-    first, second = provider.identity_for("w0d0"), provider.identity_for("w0d1")
-    assert (first.client_id, second.client_id) == ("run1-w0d0", "run1-w0d1")
+
+    def provider(connection: Connection) -> TemplatedIdentity:
+        return TemplatedIdentity(FleetSpec("run1", 2, 1.0, 1.0, 0.0, connection))
+
+    shared = provider(_tls_connection())
+    first, second = shared.identity_for(DeviceName(0, "dev000000")), shared.identity_for(DeviceName(1, "dev000001"))
+    assert (first.client_id, second.client_id) == ("dev000000", "dev000001")
     assert first.username == "fleet" and first.password == PASSWORD
     assert first.ssl_context is not None and first.ssl_context is second.ssl_context
-    assert SharedIdentity("run1", Connection("127.0.0.1", 1883)).identity_for("w0d0").ssl_context is None
+    assert provider(Connection("127.0.0.1", 1883)).identity_for(DeviceName(0, "d")).ssl_context is None
 
 
 def test_every_socket_of_the_lean_client_has_nagle_off() -> None:

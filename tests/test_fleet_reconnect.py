@@ -25,7 +25,7 @@ from cutting_proxy import CuttingProxy
 
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
-from pytest_iotperf.fleet.spec import phase_for
+from pytest_iotperf.fleet.spec import phase_of
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun
 
@@ -158,7 +158,7 @@ def test_an_offline_queue_of_one_drops_what_the_schedule_predicts(no_child_left_
     back_by = outage.cut_ended + result.reconnect_max_ms / 1000 + 0.05
     fewest = most = 0
     for index in range(DEVICES):
-        dues = _due_times(outage.t0, phase_for(0, index, RATE))
+        dues = _due_times(outage.t0, phase_of(index, RATE))
         certain = sum(1 for due in dues if outage.cut_ended + 0.1 <= due < outage.resumed)
         maybe = sum(1 for due in dues if outage.cut_started - 0.05 <= due < outage.cut_ended + 0.1)
         maybe += sum(1 for due in dues if outage.resumed <= due < back_by)

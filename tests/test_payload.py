@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pytest_iotperf.fleet.spec import phase_for, scheduled_count
+from pytest_iotperf.fleet.spec import phase_of, scheduled_count
 from pytest_iotperf.header import MessageView, PayloadTemplate, decode, decode_body
 
 
@@ -44,7 +44,7 @@ def test_decode_rejects_what_is_not_ours() -> None:
 
 def test_schedule_counts_and_phases() -> None:
     rate = 2.0
-    phases = [phase_for(0, i, rate) for i in range(1000)]
+    phases = [phase_of(i, rate) for i in range(1000)]
     assert all(0 <= p < 1 / rate for p in phases)
     # evenly spread: every tenth of the period holds about a tenth of the devices
     buckets = [0] * 10

@@ -133,8 +133,8 @@ def test_a_device_that_never_connects_fails_by_default(pytester: pytest.Pytester
         @pytest.fixture
         def broker_refusing_one_device(iot_perf):
             endpoint = iot_perf._session.broker_for("embedded")
-            # Device ids are w<worker>d<n>: the second device of the only worker never gets in.
-            with RefusingProxy(endpoint.host, endpoint.port, ("-w0d1",)) as proxy:
+            # Client ids are the device ids dev000000, dev000001, ...: the second device never gets in.
+            with RefusingProxy(endpoint.host, endpoint.port, ("dev000001",)) as proxy:
                 yield f"mqtt://127.0.0.1:{proxy.port}"
         """
     )

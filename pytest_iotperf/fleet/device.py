@@ -33,10 +33,11 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
-from pytest_iotperf.fleet.identity import IdentityProvider
+from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
+from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.header import PayloadTemplate
 from pytest_iotperf.lean_mqtt import LeanClient
-from pytest_iotperf.mqtt_client import connect, make_client
+from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer, retransmission
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -57,7 +58,7 @@ class Device:
     def __init__(
         self,
         config: DeviceConfig,
-        device_id: str,
+        name: DeviceName,
         phase_s: float,
         *,
         events: DeviceEvents,
@@ -65,7 +66,8 @@ class Device:
         identities: IdentityProvider,
     ) -> None:
         self.config = config
-        self.device_id = device_id
+        self.name = name
+        self.device_id = device_id = name.device_id
         self.phase_s = phase_s
         self.topic = config.topic_for(device_id)
         self.template = PayloadTemplate(config.run_id, device_id, config.payload_bytes)
@@ -92,12 +94,18 @@ class Device:
         self._queue: deque[int] | None = None  # due times (µs, as recorded) of messages waiting for the connection
         self._reconnector: gevent.Greenlet | None = None  # reconnects, resends and flushes the queue
         self._wake: gevent.event.Event | None = None  # set to cut a backoff sleep short (schedule over, close)
+        self._identities = identities
+        #: When the credentials of the current connection stop working (epoch s; None: never).
+        self.expires_at: float | None = None
         self.client = self._make_client(identities)
 
     def _make_client(self, identities: IdentityProvider) -> LeanClient:
-        client = make_client(
-            self.config.connection, identities.identity_for(self.device_id), clean_session=self.config.clean_session
-        )
+        # The client id and TLS context are fixed per client; credentials are set again at every connect.
+        try:
+            identity = identities.identity_for(self.name)
+        except IdentityError:
+            identity = ClientIdentity(self.device_id)  # each connect asks again and fails naming why
+        client = make_client(self.config.connection, identity, clean_session=self.config.clean_session)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         return client
@@ -127,6 +135,14 @@ class Device:
     def _connect_once(self) -> str | None:
         """One attempt; None on success, else why it failed."""
         self._connack = gevent.event.AsyncResult()
+        try:
+            # Fresh credentials at every connect: a SAS token may have expired since the last one.
+            identity = self._identities.identity_for(self.name)
+        except IdentityError as exc:
+            return str(exc)
+        if identity.username is not None:
+            self.client.username_pw_set(identity.username, identity.password)
+        self.expires_at = identity.expires_at
         try:
             rc = connect(self.client, self.config.connection)  # Nagle off: see LeanClient
         except OSError as exc:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.connection import Connection
+from pytest_iotperf.fleet.identity_spec import IdentitySpec
 
 #: Golden-ratio step used to spread device phases evenly over one period
-#: without knowing how many devices a worker will get.
+#: without knowing how many devices there are.
 _GOLDEN = 0.6180339887498949
 
 
@@ -44,6 +45,10 @@ class FleetSpec:
     # A device offline longer than this counts in the workers' ``offline_over_budget``; the parent aborts
     # the run once more than half the fleet is (abort.py).
     outage_budget_s: float = 60.0
+    # Issue 14: device names, numbers and where credentials come from (no secret: see identity_spec.py).
+    identity: IdentitySpec = field(default_factory=IdentitySpec)
+    # New connections per second for the whole fleet (each worker takes its share); None: as fast as they come.
+    connect_rate: float | None = None
 
     @property
     def qos(self) -> int:
@@ -53,11 +58,13 @@ class FleetSpec:
         """JSON-ready (the form sent to the workers); :meth:`from_dict` reads it back."""
         data = asdict(self)
         data["connection"] = self.connection.to_dict()
+        data["identity"] = self.identity.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FleetSpec:
-        return cls(**{**data, "connection": Connection.from_dict(data["connection"])})
+        identity = IdentitySpec.from_dict(data["identity"]) if data.get("identity") is not None else IdentitySpec()
+        return cls(**{**data, "connection": Connection.from_dict(data["connection"]), "identity": identity})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -74,19 +81,14 @@ class FleetSpec:
         return self.topic_template.format(device_id=device_id, run_id=self.run_id)
 
 
-def device_id_for(worker_index: int, local_index: int) -> str:
-    """Stable, unique device id: worker index and the device's number on that worker."""
-    return f"w{worker_index}d{local_index}"
+def phase_of(n: int, rate: float) -> float:
+    """Offset of device n's schedule within one period, spread evenly across device numbers.
 
-
-def phase_for(worker_index: int, local_index: int, rate: float) -> float:
-    """Offset of a device's schedule within one period, spread evenly across devices.
-
-    The golden-ratio sequence spreads any prefix of devices almost uniformly,
-    so the fleet publishes at a steady aggregate rate rather than in bursts.
+    The golden-ratio sequence spreads any run of consecutive numbers almost
+    uniformly, so the fleet publishes at a steady aggregate rate rather than in
+    bursts, whichever worker each device lands on.
     """
-    position = ((local_index + 0.5 + worker_index * 0.3819660112501051) * _GOLDEN) % 1.0
-    return position / rate
+    return (((n + 0.5) * _GOLDEN) % 1.0) / rate
 
 
 def scheduled_count(phase_s: float, rate: float, duration_s: float) -> int:

@@ -43,8 +43,10 @@ import gevent.event
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
 from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
-from pytest_iotperf.fleet.identity import IdentityProvider, SharedIdentity
-from pytest_iotperf.fleet.spec import FleetSpec, device_id_for, phase_for, scheduled_count
+from pytest_iotperf.fleet.credentials import load_credentials
+from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
+from pytest_iotperf.fleet.naming import DeviceNaming
+from pytest_iotperf.fleet.spec import FleetSpec, phase_of, scheduled_count
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.wire_reports import WorkerReport
@@ -82,7 +84,10 @@ class WorkerFleet:
         self.worker_index = max(0, int(runner.worker_index))
         self.device_config = DeviceConfig.from_spec(spec)
         self.run_state = RunState(float(os.environ.get(TEST_CLOCK_SHIFT_ENV, "0") or 0))
-        self.identities = identities or SharedIdentity(spec.run_id, spec.connection)
+        # Read once for both: device ids (its device_id column) and credentials.
+        rows = load_credentials(spec.identity.credentials_file) if spec.identity.credentials_file else None
+        self.naming = DeviceNaming(spec.identity, spec.run_id, rows)
+        self.identities = identities or provider_for(spec, credentials=rows)
         self.devices: list[Device] = []
         self.connected = 0  # connected now
         self.connected_ever = 0  # connected at least once
@@ -127,12 +132,13 @@ class WorkerFleet:
 
     # -- called by devices ------------------------------------------------------
 
-    def new_device(self) -> Device:
-        local_index = len(self.devices)
+    def new_device(self, n: int | None = None) -> Device:
+        if n is None:  # interim until the master hands out numbers: disjoint while worker indexes are
+            n = self.spec.identity.device_offset + len(self.devices) * self.spec.expect_workers + self.worker_index
         device = Device(
             self.device_config,
-            device_id_for(self.worker_index, local_index),
-            phase_for(self.worker_index, local_index, self.spec.rate),
+            self.naming.name(n),
+            phase_of(n, self.spec.rate),
             events=self,
             run=self.run_state,
             identities=self.identities,
