@@ -41,9 +41,9 @@ import gevent
 import gevent.event
 
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
+from pytest_iotperf.fleet.credentials import load_credentials
 from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
-from pytest_iotperf.fleet.credentials import load_credentials
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
 from pytest_iotperf.fleet.spec import FleetSpec, phase_of, scheduled_count
