@@ -7,9 +7,12 @@ an external broker needs the same URL parsing and the same check.
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -22,7 +25,7 @@ from pytest_iotperf.errors import BrokerError
 from pytest_iotperf.mqtt_client import make_client, shared_identity
 from pytest_iotperf.secrets import redact_url
 
-__all__ = ["DEFAULT_PORTS", "BrokerEndpoint", "parse_broker_url", "wait_for_mqtt"]
+__all__ = ["DEFAULT_PORTS", "BrokerEndpoint", "parse_broker_url", "wait_for_mqtt", "wait_for_tls"]
 
 DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883, "iothub": 8883}
 """Port used for each URL scheme when the URL names none."""
@@ -51,6 +54,9 @@ class BrokerEndpoint:
     description: str
     open_files: int | None = None
     ca_file: str | None = None  # the CA that signed an embedded server's certificate (clients trust it)
+    # What the fleet's processes need in their environment to authenticate (an embedded IoT Hub's device
+    # policy connection string): secrets, so only ever passed to child environments, never shown.
+    fleet_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def iothub(self) -> bool:
@@ -192,3 +198,34 @@ def wait_for_mqtt(connection: Connection, timeout: float) -> None:
         # a failure here must not hide the error being raised.
         with contextlib.suppress(OSError):
             client.disconnect()
+
+
+def wait_for_tls(connection: Connection, timeout: float) -> None:
+    """Open a TCP connection and complete the TLS handshake, as the devices will; then close it.
+
+    For a server that refuses an anonymous MQTT probe (IoT Hub wants a device's
+    SAS token): an unreachable host, a wrong port or an untrusted certificate
+    still fail here, before any process starts.
+
+    Raises:
+        BrokerError: naming ``host:port`` and what happened.
+    """
+    address = connection.address
+    context = connection.ssl_context() or ssl.create_default_context()
+    try:
+        with (
+            socket.create_connection((connection.host, connection.port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=connection.host),
+        ):
+            pass
+    except ssl.SSLError as exc:
+        raise BrokerError(
+            f"TLS with {address} failed: {exc.reason or exc}. Check --iot-tls-ca (the CA that signed the "
+            "server's certificate) and the host name."
+        ) from None
+    except ConnectionRefusedError:
+        raise BrokerError(f"Could not connect to {address}: connection refused (nothing is listening there).") from None
+    except TimeoutError:
+        raise BrokerError(f"Could not connect to {address}: no TLS connection within {timeout:.1f}s.") from None
+    except OSError as exc:
+        raise BrokerError(f"Could not connect to {address}: {exc}.") from None

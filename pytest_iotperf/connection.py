@@ -10,6 +10,7 @@ see :mod:`pytest_iotperf.mqtt_options`).
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,14 +64,14 @@ class Connection:
 
     @classmethod
     def for_run(cls, settings: RunSettings, broker: BrokerEndpoint) -> Connection:
-        """How the clients of a run with ``settings`` connect to ``broker`` (built on the pytest side)."""
-        return cls(
-            host=broker.host,
-            port=broker.port,
-            tls=broker.tls,
-            options=settings.mqtt_options(),
-            qos=settings.qos,
-        )
+        """How the clients of a run with ``settings`` connect to ``broker`` (built on the pytest side).
+
+        An embedded server's own CA is trusted unless ``--iot-tls-ca`` names another.
+        """
+        options = settings.mqtt_options()
+        if broker.ca_file and options.ca_file is None:
+            options = dataclasses.replace(options, ca_file=broker.ca_file)
+        return cls(host=broker.host, port=broker.port, tls=broker.tls, options=options, qos=settings.qos)
 
     @property
     def address(self) -> str:

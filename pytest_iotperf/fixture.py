@@ -73,7 +73,9 @@ class IotPerf:
         progress = self._session.progress_reporter()
         try:
             broker = self._session.broker_for(run_settings.broker)
-            eventhub = self._session.eventhub_for(run_settings.eventhub) if run_settings.sink == "eventhub" else None
+            eventhub = (
+                self._session.eventhub_for(run_settings.eventhub, broker) if run_settings.sink == "eventhub" else None
+            )
             pipeline = self._session.pipeline(progress)
             started = pipeline.start(
                 run_settings,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from pytest_iotperf.abort import AbortRule, AbortWatch, with_outage_budget
-from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt
+from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt, wait_for_tls
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
@@ -31,6 +31,7 @@ from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
+from pytest_iotperf.run_identity import plan_identity
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -85,6 +86,8 @@ class PerfRun:
         # How every MQTT client of this run connects: built once, serialised into each child's spec.
         self.connection = Connection.for_run(settings, broker)
         self.run_id = new_run_id()
+        # Names, credentials and the IoT Hub topic, checked before anything starts (ConfigError otherwise).
+        identity = plan_identity(settings, broker, self.run_id)
         self.progress = progress or (lambda state: None)
         self._progress_state: dict[str, Any] = {
             "run_id": self.run_id,
@@ -106,7 +109,7 @@ class PerfRun:
             ramp_up_s=settings.ramp_up_s,
             connection=self.connection,
             payload_bytes=settings.payload_bytes,
-            topic_template=settings.topic_template,
+            topic_template=identity.topic_template,
             expect_workers=settings.expect_workers,
             timeline_slot_s=timeline_slot_for(settings.duration_s),
             connect_budget_s=_CONNECT_BUDGET_S,
@@ -116,6 +119,8 @@ class PerfRun:
             offline_queue=settings.offline_queue,
             clean_session=settings.clean_session,
             outage_budget_s=settings.outage_budget_s,
+            identity=identity.spec,
+            connect_rate=settings.connect_rate,
         )
 
     def warnings(self) -> list[str]:
@@ -162,7 +167,11 @@ class PerfRun:
         if shortfall is not None:
             raise BrokerError(shortfall)
         try:
-            wait_for_mqtt(self.connection, _BROKER_CHECK_S)
+            if self.broker.iothub:
+                # The hub refuses an anonymous probe: reaching it over TLS is what can be checked up front.
+                wait_for_tls(self.connection, _BROKER_CHECK_S)
+            else:
+                wait_for_mqtt(self.connection, _BROKER_CHECK_S)
         except BrokerError as exc:
             raise BrokerError(f"cannot reach the MQTT broker {self.broker.url}: {exc}") from None
         workdir = Path(tempfile.mkdtemp(prefix=f"iotperf-{self.run_id}-", dir=self._workdir))
@@ -262,6 +271,7 @@ class PerfRun:
                     str(self._stop_file or workdir / "stop-request.txt"),
                 ],
                 workdir / "master.log",
+                env=dict(self.broker.fleet_env),  # an embedded IoT Hub's key: environment only
             )
         )
         try:
@@ -278,6 +288,7 @@ class PerfRun:
                     "pytest_iotperf.fleet.worker",
                     ["--master-host", self._local_master_host(), "--master-port", str(port)],
                     workdir / f"worker-{index}.log",
+                    env=dict(self.broker.fleet_env),
                 )
             )
         spec = self.fleet_spec

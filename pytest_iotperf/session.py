@@ -25,6 +25,7 @@ from pytest_iotperf.bridge.eventhub_access import parse_target
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import SessionSettings, SloSettings
 from pytest_iotperf.embedded.broker import EmbeddedBroker
+from pytest_iotperf.embedded.iothub_child import EmbeddedIotHubAccess, start_embedded_iothub
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.junit import PROPERTY_PREFIX, SloCase, add_slo_testcases, junit_path, slo_cases, split_property
 from pytest_iotperf.pipeline import InfluxOutput, Outputs, Pipeline
@@ -50,6 +51,8 @@ class IotPerfSession:
         self._broker_lock = threading.Lock()
         self._eventhub: tuple[Child, EventHubAccess] | None = None
         self._eventhub_dir: Path | None = None
+        self._iothub: tuple[Child, EmbeddedIotHubAccess] | None = None
+        self._iothub_dir: Path | None = None
         self._rows: dict[str, dict[str, Any]] = defaultdict(dict)
         self._slo_cases: dict[str, list[SloCase]] = {}
         # Resolved now, as pytest's junitxml resolves it: the working directory may change later.
@@ -62,6 +65,8 @@ class IotPerfSession:
         if not broker_setting.startswith("embedded"):
             return BrokerEndpoint.external(broker_setting)
         prefer = broker_setting.partition(":")[2] or "auto"
+        if prefer == "iothub":
+            return self.embedded_iothub().endpoint
         with self._broker_lock:
             if self._broker is not None and (self._broker.prefer != prefer or not self._broker.running):
                 self._broker.stop()
@@ -74,10 +79,33 @@ class IotPerfSession:
                     logger.warning(warning)
             return self._broker.endpoint
 
+    def embedded_iothub(self) -> EmbeddedIotHubAccess:
+        """The session's embedded IoT Hub (its own process), started on first use and again if it died."""
+        with self._broker_lock:
+            if self._iothub is None or not self._iothub[0].alive():
+                self._stop_iothub()
+                self._iothub_dir = Path(tempfile.mkdtemp(prefix="iotperf-iothub-"))
+                self._iothub = start_embedded_iothub(self._iothub_dir)
+            return self._iothub[1]
+
+    def _stop_iothub(self) -> None:
+        if self._iothub is not None:
+            self._iothub[0].stop()
+            self._iothub = None
+        if self._iothub_dir is not None:
+            shutil.rmtree(self._iothub_dir, ignore_errors=True)
+            self._iothub_dir = None
+
     # -- Event Hubs ---------------------------------------------------------------
 
-    def eventhub_for(self, hub_setting: str) -> EventHubAccess:
-        """The hub an eventhub run reads from; the embedded endpoint starts on first use, in its own process."""
+    def eventhub_for(self, hub_setting: str, broker: BrokerEndpoint | None = None) -> EventHubAccess:
+        """The hub an eventhub run reads from; the embedded endpoint starts on first use, in its own process.
+
+        With the embedded IoT Hub as the broker, ``embedded`` is its built-in endpoint (the hub writes
+        there itself: no bridge).
+        """
+        if hub_setting == "embedded" and broker is not None and broker.kind == "iothub-embedded":
+            return self.embedded_iothub().eventhub
         if hub_setting != "embedded":
             connection_string = os.environ.get(EVENTHUB_CONNECTION_STRING_ENV, "").strip()
             if not connection_string:
@@ -118,6 +146,7 @@ class IotPerfSession:
                 self._broker.stop()
                 self._broker = None
             self._stop_eventhub()
+            self._stop_iothub()
 
     # -- progress ---------------------------------------------------------------
 
