@@ -27,6 +27,13 @@ QoS 1 publishes stay in :attr:`LeanClient.inflight` (packet id -> framed bytes)
 until their PUBACK, across a lost connection too: after a reconnect the
 device sends them again (:meth:`LeanClient.take_inflight`).  One dict insert
 and one delete per message.
+
+PUBACK latency (publish write -> PUBACK, QoS 1): with :attr:`LeanClient.ack_latency`
+set, the write's ``time.monotonic_ns()`` is kept beside the packet and the PUBACK
+adds one to ``ack_latency[µs]``: a plain dict of counts (~60 ns), folded into a
+``DelayHistogram`` off the hot path (its ``record`` costs ~700 ns).  The clock is
+read once per write and once per ``recv``, not per PUBACK.  A message sent again
+is timed from the resend.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +54,8 @@ from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _READ_CHUNK = 65536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+#: The PUBACK latency clock (a module global: one lookup on the hot path, and tests can set it).
+_now_ns = time.monotonic_ns
 
 
 def _in_packet(command: int = 0, body: bytes = b"") -> Any:
@@ -80,6 +90,11 @@ class LeanClient(mqtt.Client):
         #: QoS 1 publishes the broker has not acknowledged yet: packet id -> the framed packet.
         #: Kept across a lost connection (a reconnect does not clear it), so they can be sent again.
         self.inflight: dict[int, bytes] = {}
+        #: When set (QoS 1 publishers): PUBACK latency in whole µs -> count, added to on every PUBACK
+        #: of a publish this client timed.  One dict for many clients; whoever owns it folds it up.
+        self.ack_latency: dict[int, int] | None = None
+        self._sent_ns: dict[int, int] = {}  # packet id -> monotonic_ns of its write, while ack_latency is set
+        self._read_ns = 0  # monotonic_ns of the last recv, while ack_latency is set
         #: Why the connection was lost, when paho's own reason would only say "Unspecified error".
         self.lost_reason: str | None = None
         #: Receives ``(topic, payload)`` of every message: QoS 0/1 without paho's per-message
@@ -99,6 +114,7 @@ class LeanClient(mqtt.Client):
         """The unacknowledged QoS 1 publishes, oldest first; forgotten here (sending them again re-adds them)."""
         taken = list(self.inflight.items())
         self.inflight.clear()
+        self._sent_ns.clear()  # sending them again times them again
         return taken
 
     def reconnect(self) -> MQTTErrorCode:
@@ -161,7 +177,10 @@ class LeanClient(mqtt.Client):
         if rc == MQTTErrorCode.MQTT_ERR_CONN_LOST:
             return self._loop_rc_handle(rc)
         if rc == _SUCCESS and qos:
-            self.inflight[packet_id or publish_packet_id(packet)] = packet
+            packet_id = packet_id or publish_packet_id(packet)
+            self.inflight[packet_id] = packet
+            if self.ack_latency is not None:
+                self._sent_ns[packet_id] = _now_ns()
         return rc
 
     def _write(self, packet: bytes, qos: int = 0) -> MQTTErrorCode:
@@ -213,6 +232,8 @@ class LeanClient(mqtt.Client):
                 self.lost_reason = "connection closed by the broker"
                 return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
             self._last_bytes_received = mqtt.time_func()
+            if self.ack_latency is not None:
+                self._read_ns = _now_ns()  # every PUBACK of this read arrived by now
             rc = self._handle_bytes(self._unparsed + data if self._unparsed else data)
             if rc != _SUCCESS:
                 return self._loop_rc_handle(rc)
@@ -300,6 +321,12 @@ class LeanClient(mqtt.Client):
             self._handle_with_paho(PUBACK, packet_id.to_bytes(2, "big"))
         else:
             self.inflight.pop(packet_id, None)
+            if self._sent_ns:
+                sent_ns = self._sent_ns.pop(packet_id, None)
+                latency = self.ack_latency
+                if sent_ns is not None and latency is not None:
+                    latency_us = (self._read_ns - sent_ns) // 1000
+                    latency[latency_us] = latency.get(latency_us, 0) + 1
 
     def _handle_with_paho(self, command: int, body: bytes) -> MQTTErrorCode:
         """Hand one complete packet to paho, in the state its own reader leaves before handling."""
