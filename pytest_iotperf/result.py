@@ -94,6 +94,14 @@ class RunResult:
     resent: int = 0  # QoS 1 retransmissions after a reconnect (not in sent)
     # scheduled - sent - dropped_offline, not counting devices that never connected (connect_failures); never < 0
     unsent: int = 0
+    # Real identities (issue 14): users Locust re-dispatched after a worker was lost (no device number left:
+    # never connected), SAS token renewals, and QoS 1 publish -> PUBACK (IoT Hub throttles by delaying PUBACKs).
+    redispatched_devices: int = 0
+    sas_renewals: int = 0
+    puback_p50_ms: float = math.nan
+    puback_p95_ms: float = math.nan
+    puback_p99_ms: float = math.nan
+    puback_max_ms: float = math.nan  # NaN: nothing was published at QoS 1
     sink_reconnects: int = 0  # the MQTT sink's own
     sink_disconnects: int = 0
     # When reconnects completed: 100 ms bucket start (seconds after T0, "12.315") -> reconnects.
@@ -197,6 +205,18 @@ def build_result(
         DelayHistogram.from_dict(fleet["reconnect_latency"]) if "reconnect_latency" in fleet else DelayHistogram()
     )
     reconnect_ms = _reconnect_figures(reconnect, disconnects=int(fleet.get("disconnects", 0)))
+    identity_counters: Mapping[str, Any] = fleet  # issue 14's fields: absent from an older master's report
+    puback = (
+        DelayHistogram.from_dict(identity_counters["puback_latency"])
+        if identity_counters.get("puback_latency")
+        else DelayHistogram()
+    )
+    redispatched = int(identity_counters.get("redispatched", 0))
+    if redispatched:
+        errors.append(
+            f"{redispatched} device(s) Locust re-dispatched after a worker was lost got no device number (each "
+            "number is used once) and never connected: the run had fewer devices than asked"
+        )
     sink_counters: Mapping[str, Any] = sink  # the MQTT sink's reconnect counters are not in every sink's report
     stopped_at_s = fleet.get("stopped_at_s")
     # A run the test stopped early (run.stop()) ran, and is accounted, for that long: not for the duration asked.
@@ -290,6 +310,12 @@ def build_result(
         dropped_offline=dropped_offline,
         resent=int(fleet.get("resent", 0)),
         unsent=max(0, int(fleet.get("scheduled", 0)) - never_connected - loss.sent - dropped_offline),
+        redispatched_devices=redispatched,
+        sas_renewals=int(identity_counters.get("sas_renewals", 0)),
+        puback_p50_ms=_percentile_ms(puback, 50),
+        puback_p95_ms=_percentile_ms(puback, 95),
+        puback_p99_ms=_percentile_ms(puback, 99),
+        puback_max_ms=_ms(puback.max_us) if puback.max_us is not None else math.nan,
         sink_reconnects=int(sink_counters.get("reconnects", 0)),
         sink_disconnects=int(sink_counters.get("disconnects", 0)),
         reconnect_timeline=_reconnect_timeline(fleet),

@@ -27,6 +27,8 @@ SUMMARY_KEYS = (
     "reconnect_p99_ms",
     "dropped_offline",
     "resent",
+    "puback_p99_ms",
+    "sas_renewals",
 )
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
