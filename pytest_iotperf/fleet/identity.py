@@ -175,7 +175,9 @@ def provider_for(
     if credentials is None and spec.identity.credentials_file:
         credentials = load_credentials(spec.identity.credentials_file)
     if spec.identity.iothub is not None:
-        raise NotImplementedError("IoT Hub identities: fleet/iothub_identity.py")  # H3b: IotHubIdentity
+        from pytest_iotperf.fleet.iothub_identity import IotHubIdentity  # it builds on this module
+
+        return IotHubIdentity(spec, environ, credentials)
     return TemplatedIdentity(spec, environ, credentials)
 
 
