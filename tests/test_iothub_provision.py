@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import io
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 
 import pytest
 
+from pytest_iotperf.embedded.iothub import EmbeddedIotHub, HubOptions
 from pytest_iotperf.iothub.__main__ import UsageError, device_ids_for, main
+from pytest_iotperf.iothub.connection_string import parse_iothub_connection_string
 from pytest_iotperf.iothub.progress import ProgressBar
-from pytest_iotperf.iothub.registry_client import RetryPolicy, split_host_port
+from pytest_iotperf.iothub.registry_client import (
+    RegistryClient,
+    RegistryError,
+    RetryPolicy,
+    provision,
+    split_host_port,
+)
 
 KEY = "c2VjcmV0LXJlZ2lzdHJ5LWtleS1mb3ItdGVzdHM="
 
@@ -108,3 +122,93 @@ def test_configuration_errors_exit_2_without_the_key(
     assert main(["provision", "--count", "1"], environ) == 2
     out, err = capsys.readouterr()
     assert says in err and KEY not in out + err
+
+
+# -- against the embedded IoT Hub's registry (real HTTPS, real SAS checks) --
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[EmbeddedIotHub]:
+    with EmbeddedIotHub(HubOptions(hub="provision")) as running:
+        yield running
+
+
+def _registry(hub: EmbeddedIotHub) -> tuple[str, str, str]:
+    """(HostName with the registry's port, policy, key) from the hub's registry connection string."""
+    parsed = parse_iothub_connection_string(hub.registry_connection_string)
+    assert parsed.policy is not None
+    return f"{parsed.host}:{hub.registry_port}", parsed.policy, parsed.key
+
+
+def test_provision_is_idempotent_and_deprovision_undoes_it(hub: EmbeddedIotHub) -> None:
+    host, policy, key = _registry(hub)
+    context = ssl.create_default_context(cafile=hub.ca_file)
+    ids = device_ids_for("dev{n:06d}", 250)
+    seen: list[tuple[int, int]] = []
+    created = provision(host, policy, key, ids, "create", context, lambda done, total: seen.append((done, total)))
+    assert (created.ok, created.changed, created.unchanged, created.calls) == (True, 250, 0, 3)
+    assert seen == [(0, 250), (100, 250), (200, 250), (250, 250)]
+    again = provision(host, policy, key, ids, "create", context)
+    assert (again.ok, again.changed, again.unchanged) == (True, 0, 250)
+    assert hub.stats()["registry_devices"] == 250
+    with RegistryClient(host, policy, key, context) as client:
+        device = client.get_device("dev000123")
+        assert device is not None and device["deviceId"] == "dev000123"
+        assert client.get_device("dev000250") is None
+    gone = provision(host, policy, key, ids[:120], "delete", context)
+    assert (gone.ok, gone.changed, gone.unchanged) == (True, 120, 0)
+    rest = provision(host, policy, key, ids, "delete", context)
+    assert (rest.ok, rest.changed, rest.unchanged) == (True, 130, 120)
+    assert hub.stats()["registry_devices"] == 0
+
+
+def test_a_wrong_key_is_refused_without_showing_a_key(hub: EmbeddedIotHub) -> None:
+    host, policy, key = _registry(hub)
+    wrong = hub.keys.device_policy_key  # a real key of the hub, just not the registry policy's
+    with pytest.raises(RegistryError) as caught:
+        provision(host, policy, wrong, ["dev-x"], "create", ssl.create_default_context(cafile=hub.ca_file))
+    message = str(caught.value)
+    assert caught.value.status == 401 and "registryReadWrite" in message and "401" in message
+    assert wrong not in message and key not in message and "sig=" not in message
+
+
+def test_an_untrusted_hub_is_not_retried(hub: EmbeddedIotHub) -> None:
+    host, policy, key = _registry(hub)
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="cannot reach"):
+        provision(host, policy, key, ["dev-x"], "create", ssl.create_default_context())  # system CAs only
+    assert time.monotonic() - started < 5
+
+
+def test_throttling_is_retried_after_retry_after() -> None:
+    with EmbeddedIotHub(HubOptions(hub="throttled", throttle_registry=1, registry_retry_after_s=1)) as hub:
+        host, policy, key = _registry(hub)
+        result = provision(host, policy, key, ["a", "b"], "create", ssl.create_default_context(cafile=hub.ca_file))
+        assert (result.ok, result.changed, result.retries) == (True, 2, 1)
+        assert result.elapsed_s >= 0.9  # waited for Retry-After: 1
+        assert hub.stats()["registry_throttled"] == 1
+
+
+def test_command_line(hub: EmbeddedIotHub) -> None:
+    """The module run as a command: provision in a subprocess, then deprovision in process."""
+    host, policy, key = _registry(hub)
+    environ = {
+        **os.environ,
+        "IOTPERF_IOTHUB_CONNECTION_STRING": f"HostName={host};SharedAccessKeyName={policy};SharedAccessKey={key}",
+    }
+    args = ["--count", "120", "--offset", "5000", "--device-id", "cli{n:05d}", "--ca-file", hub.ca_file]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_iotperf.iothub", "provision", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "120 devices: 120 created, 0 already there, 0 failed" in done.stdout
+    assert "provision: 120/120 devices" in done.stderr  # not a terminal: plain progress lines
+    assert key not in done.stdout + done.stderr
+    assert hub.stats()["registry_devices"] == 120
+    assert main(["deprovision", *args], environ) == 0
+    assert hub.stats()["registry_devices"] == 0
