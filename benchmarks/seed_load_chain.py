@@ -3,6 +3,12 @@
     python benchmarks/seed_load_chain.py                          # 5,700 devices x 1 msg/s, QoS 1, 30 s
     python benchmarks/seed_load_chain.py --steps 5700,2850,1425 --consumers 1,2 --duration 30
     python benchmarks/seed_load_chain.py --rate 10 --steps 5700   # 570 devices x 10 msg/s instead
+    python benchmarks/seed_load_chain.py --chains mosquitto,iothub --steps 5700 --consumers 1 --all-steps
+
+Two chains, side by side in the same run (``--chains``): ``mosquitto`` (below) and ``iothub``: devices
+(SAS identities, TLS) -> the embedded IoT Hub, which writes straight into its built-in Event Hubs endpoint
+(same process, no bridge hop) -> consumers.  Each run prints the CPU us per message of every process and
+of the whole chain.
 
 devices (Locust worker) -> Mosquitto -> platform bridge -> embedded Event Hubs endpoint (own process,
 as the plugin's session starts it) -> 1 or 2 Event Hubs consumer processes, via ``PerfRun(...,
@@ -45,6 +51,7 @@ import psutil
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker
+from pytest_iotperf.embedded.iothub_child import start_embedded_iothub
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.processes import Child
 from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
@@ -60,6 +67,7 @@ SATURATED_MACHINE = 170.0  # % summed over all processes, of the 200 two cores g
 
 # cmdline fragment -> component; the first match wins (the bridge's module name is a prefix of nothing else).
 COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("pytest_iotperf.embedded.iothub", "iothub"),
     ("pytest_iotperf.fleet.worker", "worker"),
     ("pytest_iotperf.fleet.master", "master"),
     ("pytest_iotperf.sinks.eventhub_sink", "sink"),
@@ -185,8 +193,9 @@ class Outcome:
 
 
 def run_once(
-    broker: BrokerEndpoint, msg_rate: int, rate_per_device: float, consumers: int, args: argparse.Namespace
+    broker: BrokerEndpoint | None, msg_rate: int, rate_per_device: float, consumers: int, args: argparse.Namespace
 ) -> Outcome:
+    """One run; ``broker`` None: the embedded IoT Hub chain (a fresh hub per run, like a fresh endpoint)."""
     devices = max(1, round(msg_rate / rate_per_device))
     settings = resolve({}, {}, {}).for_run(
         {
@@ -197,12 +206,16 @@ def run_once(
             "qos": args.qos,
             "sink": "eventhub",
             "eventhub_consumers": consumers,
-            "bridge": "embedded",
+            "bridge": "embedded" if broker is not None else "none",
             "drain": args.drain,
         }
     )
     workdir = Path(tempfile.mkdtemp(prefix="iotperf-seedload-"))
-    endpoint, access = start_endpoint(workdir)
+    if broker is None:
+        endpoint, hub = start_embedded_iothub(workdir, partitions=PARTITIONS)
+        broker, access = hub.endpoint, hub.eventhub
+    else:
+        endpoint, access = start_endpoint(workdir)
     sampler = CpuSampler(float(args.duration))
     failure: str | None = None
     try:
@@ -262,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=30.0, help="longest read-back after publishing, s")
     parser.add_argument("--workers", type=int, default=1, help="Locust worker processes")
     parser.add_argument("--all-steps", action="store_true", help="run every step, not only down to the first OK")
+    parser.add_argument("--chains", default="mosquitto", help="mosquitto (-> bridge -> endpoint), iothub, or both")
     args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
     raise_nofile_limit()
@@ -270,23 +284,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.workers} worker(s), {os.cpu_count()} cores; Mosquitto -> bridge -> endpoint ({PARTITIONS} "
         "partitions) -> consumers"
     )
-    best: dict[int, int | None] = {}
+    best: dict[tuple[str, int], int | None] = {}
     with EmbeddedBroker(prefer="mosquitto") as embedded:
-        broker = embedded.endpoint
         for consumers in (int(c) for c in args.consumers.split(",")):
-            best[consumers] = None
             for msg_rate in steps:
-                started = time.monotonic()
-                outcome = run_once(broker, msg_rate, args.rate, consumers, args)
-                show(msg_rate, args.rate, consumers, outcome)
-                print(f"    ({time.monotonic() - started:.0f} s)")
-                if ok(outcome):
-                    best[consumers] = max(best[consumers] or 0, msg_rate)
-                    if not args.all_steps:
-                        break
-    for consumers, rate in best.items():
+                for chain in args.chains.split(","):
+                    if (chain, consumers) in best and best[(chain, consumers)] and not args.all_steps:
+                        continue
+                    best.setdefault((chain, consumers), None)
+                    print(f"  chain {chain}:")
+                    started = time.monotonic()
+                    broker = embedded.endpoint if chain == "mosquitto" else None
+                    outcome = run_once(broker, msg_rate, args.rate, consumers, args)
+                    show(msg_rate, args.rate, consumers, outcome)
+                    print(f"    ({time.monotonic() - started:.0f} s)")
+                    if ok(outcome):
+                        best[(chain, consumers)] = max(best[(chain, consumers)] or 0, msg_rate)
+    for (chain, consumers), rate in best.items():
         verdict = f"{rate:,} msg/s ({rate / SEED_RATE:.0%} of the seed's load)" if rate else "none of the steps"
-        print(f"highest rate with loss 0 and delay p99 < 1 s, {consumers} consumer(s): {verdict}")
+        print(f"{chain}: highest rate with loss 0 and delay p99 < 1 s, {consumers} consumer(s): {verdict}")
     return 0
 
 
