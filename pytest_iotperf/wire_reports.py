@@ -133,6 +133,8 @@ class WorkerCounters(TypedDict):
     reconnects: int  # disconnect -> CONNACK again, completed
     dropped_offline: int  # due while offline, overflowed the offline queue: never sent
     resent: int  # QoS 1 retransmissions after a reconnect (not counted in sent)
+    # Users Locust re-dispatched after a worker was lost that found every device number taken: never connected.
+    redispatched: NotRequired[int]
 
 
 class WorkerReport(WorkerCounters):

@@ -17,6 +17,8 @@ from wallclock import StartUp
 
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
+from pytest_iotperf.fleet.numbering import TEST_WORKER_REMOVAL_ENV
+from pytest_iotperf.result import build_result
 from pytest_iotperf.runner import PerfRun, RunFailed
 
 pytestmark = [pytest.mark.fleet, pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")]
@@ -85,8 +87,19 @@ def test_broker_gone_for_good_ends_the_run_once_the_outage_budget_is_spent(
     assert result.received <= result.sent
 
 
-def test_worker_killed_mid_run_keeps_the_other_workers_data(no_child_left_behind: None, startup: StartUp) -> None:
+def test_worker_killed_mid_run_keeps_the_other_workers_data(
+    no_child_left_behind: None, startup: StartUp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     killed: list[int] = []
+    # Locust re-dispatches a lost worker's users once it drops it: after a minute, or at once here.
+    monkeypatch.setenv(TEST_WORKER_REMOVAL_ENV, "0")
+    reports: dict[str, Any] = {}
+
+    def keep_reports(**kwargs: Any) -> Any:
+        reports.update(fleet=kwargs["fleet"], sink=kwargs["sink"])
+        return build_result(**kwargs)
+
+    monkeypatch.setattr("pytest_iotperf.runner.build_result", keep_reports)
 
     def kill_one_worker(state: dict[str, Any]) -> None:
         if killed or state.get("phase") != "publishing" or float(state.get("elapsed_s", 0)) < 1.0:
@@ -111,4 +124,10 @@ def test_worker_killed_mid_run_keeps_the_other_workers_data(no_child_left_behind
     assert result.workers == 1 and len(result.worker_stats) == 1  # the survivor's report is kept
     assert result.sent > 0 and result.received >= result.sent - result.lost
     assert result.unexpected > 0  # the dead worker's messages reached the sink but have no sent count
+    # Its 10 users went to the survivor, found every device number taken and never connected: reported,
+    # and no device id was used twice (a second connection with its id would have shown as duplicates).
+    assert result.redispatched_devices == 10
+    assert any("re-dispatched" in error for error in result.errors)
+    assert reports["fleet"]["devices"] == 10 and result.duplicates == 0
+    assert set(reports["sink"]["ledger"]["devices"]) == {f"dev{n:06d}" for n in range(20)}
     assert elapsed_s < startup.ceiling_s(startups=10, own_s=8 + 30), startup  # the run's 8 s + the 30 s budget

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-import locust  # noqa: F401  first: Locust monkey-patches the stdlib with gevent on import
+import locust  # first: Locust monkey-patches the stdlib with gevent on import
+import locust.runners
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner
 
@@ -32,6 +33,7 @@ from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.fleet.capacity import NotEnoughOpenFiles, worker_shortfall
 from pytest_iotperf.fleet.clock import ClockEstimate, ClockSample, estimate
 from pytest_iotperf.fleet.fleet_report import merge_worker_reports
+from pytest_iotperf.fleet.numbering import TEST_WORKER_REMOVAL_ENV, NumberPool
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
 from pytest_iotperf.process_guard import die_with_parent
@@ -71,6 +73,9 @@ class MasterFleet:
         runner.register_message("iotperf_prepared", self._on_prepared)
         runner.register_message("iotperf_clock_pong", self._on_pong)
         runner.register_message("iotperf_installed", self._on_installed)
+        runner.register_message("iotperf_need_numbers", self._on_need_numbers)
+        # Global device numbers, each handed out once (numbering.py): a lost worker's numbers are not reused.
+        self.numbers = NumberPool(spec.identity.device_offset, spec.devices)
         self.installed: set[str] = set()  # workers whose iotperf handlers are registered
         self.open_files: dict[str, int] = {}  # each worker's open-files limit, from its iotperf_installed
         self.clock_samples: dict[str, list[ClockSample]] = {}
@@ -88,6 +93,11 @@ class MasterFleet:
         nofile = msg.data.get("nofile") if isinstance(msg.data, dict) else None
         if isinstance(nofile, int) and nofile > 0:
             self.open_files[msg.node_id] = nofile
+
+    def _on_need_numbers(self, msg: Any, **_: Any) -> None:
+        asked = int(msg.data.get("count", 0)) if isinstance(msg.data, dict) else 0
+        ranges = self.numbers.take(asked, msg.node_id)
+        self.runner.send_message("iotperf_numbers", {"ranges": ranges, "asked": asked}, client_id=msg.node_id)
 
     def _on_prepared(self, msg: Any, **_: Any) -> None:
         self.prepared.add(msg.node_id)
@@ -155,10 +165,19 @@ class MasterFleet:
             raise NotEnoughOpenFiles(problem)
 
     def spawn_and_connect(self) -> int:
-        """Spawn every device over the ramp and wait until each connected or gave up."""
+        """Spawn every device over the ramp and wait until each connected or gave up.
+
+        Done when every device number is handed out and every live worker has used the numbers it got, each
+        on a device that connected or gave up.  Not by counting devices: a lost worker's devices never
+        settle, and the users Locust re-dispatched to the others get no number (they run no device).
+        """
         spec = self.spec
         self.runner.send_message("iotperf_spec", json.loads(spec.to_json()))
         spawn_rate = spec.devices / max(spec.ramp_up_s, 0.001)
+        if spec.connect_rate is not None:
+            # Spawning is not the cap (the workers' limiters are: retries and reconnects count too),
+            # but users spawned faster than they may connect would only queue up at the limiters.
+            spawn_rate = min(spawn_rate, spec.connect_rate)
         gevent.spawn(self.runner.start, spec.devices, spawn_rate)
         deadline = time.monotonic() + spec.ramp_up_s + spec.connect_budget_s + 30.0
         next_progress = 0.0
@@ -168,7 +187,7 @@ class MasterFleet:
             if now >= next_progress:
                 next_progress = now + _PROGRESS_INTERVAL_S
                 emit("progress", phase="connecting", connected=connected, connect_failed=failed)
-            if connected + failed >= spec.devices and self._total("devices") >= spec.devices:
+            if self._all_numbers_settled():
                 emit("progress", phase="connecting", connected=connected, connect_failed=failed)
                 return connected
             if now > deadline:
@@ -176,6 +195,22 @@ class MasterFleet:
                     f"{connected} of {spec.devices} devices connected and {failed} gave up before the connect deadline"
                 )
             gevent.sleep(0.05)
+
+    def _all_numbers_settled(self) -> bool:
+        if not self.numbers.exhausted:
+            return False
+        for node_id in self._live_worker_ids():
+            given = self.numbers.given.get(node_id, 0)
+            if given == 0:
+                continue  # no device of its own (its users, if any, found the numbers taken)
+            status = self.statuses.get(node_id)
+            if status is None or int(status.get("numbers", -1)) != given:
+                return False  # this status predates our last answer to it
+            if int(status.get("waiting_for_numbers", 0)) or int(status.get("numbers_free", 0)):
+                return False  # users are about to make devices with numbers they hold
+            if int(status["connected"]) + int(status["connect_failed"]) < int(status["devices"]):
+                return False
+        return True
 
     def publish(self) -> None:
         t0 = time.time() + _GO_LEAD_S
@@ -292,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
     die_with_parent()
+    removal_s = os.environ.get(TEST_WORKER_REMOVAL_ENV)
+    if removal_s:
+        locust.runners.HEARTBEAT_DEAD_INTERNAL = -int(float(removal_s))
     spec = FleetSpec.load(args.spec)
     environment = Environment(user_classes=[DeviceUser])
     runner = environment.create_master_runner(args.bind_host, args.port)

@@ -22,7 +22,10 @@ class DeviceUser(User):
 
     def on_start(self) -> None:
         fleet = fleet_of(self.environment)
-        self.device = fleet.new_device()
+        number = fleet.next_number()  # global, from the master; None: a lost worker's user re-dispatched here
+        if number is None:
+            return  # it idles: no device, no identity, no connection
+        self.device = fleet.new_device(number)
         self.device.connect()
 
     @task

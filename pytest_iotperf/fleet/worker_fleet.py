@@ -14,7 +14,10 @@ master -> worker
     ``iotperf_abort``      ``{"reason": str}``: stop publishing now and report
     ``iotperf_stop``       ``{"duration_s": seconds after T0}``: the parent ended the steady state early; no
                            message due from then on is sent or counted as scheduled
+    ``iotperf_numbers``    ``{"ranges": [[start, stop], ...], "asked": k}``: device numbers, the answer to
+                           ``iotperf_need_numbers`` (fewer than asked: the master has none left; see numbering.py)
 worker -> master
+    ``iotperf_need_numbers`` ``{"count": k}``: device numbers for the users Locust gave this worker
     ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline)
     ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
                            received it and when it answered
@@ -47,6 +50,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
 from pytest_iotperf.fleet.spec import FleetSpec, phase_of, scheduled_count
+from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.wire_reports import WorkerReport
@@ -59,6 +63,7 @@ _STATUS_INTERVAL_S = 0.5
 _ACK_WAIT_S = 5.0
 _MAX_DISTINCT_ERRORS = 20
 _YIELD_EVERY = 64
+_NUMBER_WAIT_S = 30.0  # the master answers a request for device numbers at once; this is for a lost master
 
 _fleets: weakref.WeakKeyDictionary[Environment, WorkerFleet] = weakref.WeakKeyDictionary()
 
@@ -88,6 +93,9 @@ class WorkerFleet:
         rows = load_credentials(spec.identity.credentials_file) if spec.identity.credentials_file else None
         self.naming = DeviceNaming(spec.identity, spec.run_id, rows)
         self.identities = identities or provider_for(spec, credentials=rows)
+        self.numbers = NumberSupply(runner)
+        self.redispatched = 0  # users that got no device number (a lost worker's, re-dispatched): never connect
+        self._failure_keys: dict[str, str] = {}  # connect failure reason -> its error line (naming a device)
         self.devices: list[Device] = []
         self.connected = 0  # connected now
         self.connected_ever = 0  # connected at least once
@@ -132,9 +140,19 @@ class WorkerFleet:
 
     # -- called by devices ------------------------------------------------------
 
-    def new_device(self, n: int | None = None) -> Device:
-        if n is None:  # interim until the master hands out numbers: disjoint while worker indexes are
-            n = self.spec.identity.device_offset + len(self.devices) * self.spec.expect_workers + self.worker_index
+    def next_number(self) -> int | None:
+        """A global device number for a new user; None: it runs no device (counted as re-dispatched)."""
+        try:
+            number = self.numbers.take(_NUMBER_WAIT_S)
+        except TimeoutError as exc:
+            self.connect_failed += 1
+            self._error(f"connect failed: {exc}")
+            return None
+        if number is None:
+            self.redispatched += 1
+        return number
+
+    def new_device(self, n: int) -> Device:
         device = Device(
             self.device_config,
             self.naming.name(n),
@@ -158,7 +176,11 @@ class WorkerFleet:
     def device_failed(self, device: Device, error: str) -> None:
         self.connect_failed += 1
         self._never_connected.append(device)
-        self._error(f"connect failed: {error}")
+        # Named by the first device it happened to (device ids are not secrets; credentials never reach errors).
+        key = self._failure_keys.get(error)
+        if key is None:
+            key = self._failure_keys[error] = f"connect failed: {device.device_id}: {error}"
+        self._error(key)
 
     def connect_retried(self, error: str) -> None:
         self.connect_retries += 1
@@ -358,6 +380,8 @@ class WorkerFleet:
             "sent": self.sent,
             "publish_errors": self.publish_errors,
             "first_error": first_error,
+            "redispatched": self.redispatched,
+            **self.numbers.status(),
             "connected_at_go": self.connected_at_go,
             "finished": self.finished,
             "offline": offline,
@@ -434,6 +458,7 @@ class WorkerFleet:
             "offline_device_s": self.offline_device_s,
             "connected_timeline": {str(slot * spec.timeline_slot_s): n for slot, n in self.connected_timeline.items()},
             "reconnect_timeline": {str(bucket): n for bucket, n in self.reconnect_timeline.items()},
+            "redispatched": self.redispatched,
         }
 
 
@@ -492,12 +517,16 @@ def install_worker(environment: Environment) -> None:
         if fleet is not None:
             fleet.on_abort(str(msg.data.get("reason", "aborted")))
 
+    def on_numbers(msg: Any, **_: Any) -> None:
+        fleet_of(environment).numbers.on_numbers(msg.data)
+
     runner.register_message("iotperf_spec", on_spec)
     runner.register_message("iotperf_prepare", on_prepare)
     runner.register_message("iotperf_go", on_go)
     runner.register_message("iotperf_clock_ping", on_clock_ping)
     runner.register_message("iotperf_abort", on_abort)
     runner.register_message("iotperf_stop", on_stop)
+    runner.register_message("iotperf_numbers", on_numbers)
     # The master sends the spec only after this: a spec that arrives before the handlers are
     # registered is dropped by Locust ("Unknown message type"), and no device could start.
     # With the open-files limit its devices' sockets count against: the master checks its share before spawning.
