@@ -135,6 +135,7 @@ class WorkerCounters(TypedDict):
     resent: int  # QoS 1 retransmissions after a reconnect (not counted in sent)
     # Users Locust re-dispatched after a worker was lost that found every device number taken: never connected.
     redispatched: NotRequired[int]
+    sas_renewals: NotRequired[int]  # hung up and connected again with a fresh SAS token before it expired
 
 
 class WorkerReport(WorkerCounters):
@@ -161,6 +162,9 @@ class WorkerReport(WorkerCounters):
     connected_timeline: dict[str, int]  # slot start (epoch s, as a string) -> devices connected at its end
     # When reconnects completed: 100 ms bucket (epoch s * 10, as a string) -> reconnects (how a storm spreads).
     reconnect_timeline: NotRequired[dict[str, int]]
+    # Connect attempts (first, retries, reconnects, renewals): 100 ms bucket (epoch s * 10) -> attempts.
+    connect_timeline: NotRequired[dict[str, int]]
+    puback_latency: NotRequired[HistogramDict]  # QoS 1 publish write -> its PUBACK, µs (empty at QoS 0)
 
 
 class WorkerSummary(TypedDict):
@@ -196,6 +200,8 @@ class FleetReport(WorkerCounters):
     offline_device_s: float
     connected_timeline: dict[str, int]
     reconnect_timeline: NotRequired[dict[str, int]]  # summed per key
+    connect_timeline: NotRequired[dict[str, int]]  # summed per key
+    puback_latency: NotRequired[HistogramDict]  # merged
     # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]

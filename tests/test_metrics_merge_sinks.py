@@ -6,6 +6,7 @@ The counters a merge adds up are the int fields of the reports' TypedDicts (``wi
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -130,7 +131,9 @@ def test_worker_counters_are_summed_and_a_new_one_too(monkeypatch: pytest.Monkey
     reports = [_worker_report(0, 2, 10), _worker_report(1, 4, 20)]
     fleet = merge_worker_reports(spec, reports)
     for name in summed_fields(WorkerCounters):
-        assert fleet[name] == sum(r[name] for r in reports), name  # type: ignore[literal-required]
+        # A NotRequired counter (one added later) counts 0 in a report that lacks it.
+        given: list[Mapping[str, Any]] = list(reports)
+        assert fleet[name] == sum(int(r.get(name, 0)) for r in given), name  # type: ignore[literal-required]
     assert fleet["sent_timeline"] == {"100": 30} and fleet["connect_retries"] == 2
     assert fleet["reconnects"] == 1 and fleet["dropped_offline"] == 2 and fleet["resent"] == 3
     monkeypatch.setitem(wire_reports.WorkerCounters.__annotations__, "reauths", int)
@@ -176,3 +179,21 @@ def test_a_report_without_the_outage_fields_still_merges() -> None:
     fleet = merge_worker_reports(spec, [report])  # type: ignore[list-item]
     assert fleet["reconnects"] == 0 and fleet["disconnect_reasons"] == {} and fleet["offline_device_s"] == 0.0
     assert DelayHistogram.from_dict(fleet["reconnect_latency"]).count == 0 and fleet["connected_timeline"] == {}
+
+
+def test_puback_latency_and_connect_timelines_merge_exactly() -> None:
+    spec = FleetSpec(run_id="r", devices=6, rate=1.0, duration_s=1.0, ramp_up_s=1.0, connection=Connection("h", 1))
+    values = [[120, 450, 9000], [300, 300, 1_200_000]]
+    reports = [_worker_report(0, 2, 10), _worker_report(1, 4, 20)]
+    for report, worker_values, timeline in zip(reports, values, ({"100": 2, "101": 1}, {"101": 3}), strict=True):
+        histogram = DelayHistogram()
+        for value in worker_values:
+            histogram.record(value)
+        report["puback_latency"] = histogram.to_dict()
+        report["connect_timeline"] = timeline
+        report["sas_renewals"] = 5
+    fleet = merge_worker_reports(spec, [*reports, _worker_report(2, 0, 0)])  # one from before the fields
+    merged = DelayHistogram.from_dict(fleet["puback_latency"])
+    assert merged.count == 6 and merged.min_us == 120 and merged.max_us == 1_200_000
+    assert fleet["connect_timeline"] == {"100": 2, "101": 4}
+    assert fleet["sas_renewals"] == 10

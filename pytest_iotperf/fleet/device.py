@@ -15,6 +15,18 @@ order after the CONNACK, behind the QoS 1 messages that were never
 acknowledged.  A message takes its ``seq`` only when it is sent, so what the
 queue drops never leaves a gap the sink would count as lost.
 
+Credentials that expire (IoT Hub SAS tokens, issue 14): at each connect the
+device schedules a renewal at a random 75-90 % of the token's remaining life
+(devices connected together renew spread out), then hangs up cleanly and
+connects again with a fresh identity, through the same machinery as an
+outage: what falls due meanwhile queues, what was not acknowledged is sent
+again.  A renewal is counted as such (``token_renewed``), not as a disconnect;
+only a renewal that cannot connect becomes an outage.
+
+Every connect attempt (the first, retries, reconnects, renewals) waits on the
+worker's :class:`~pytest_iotperf.fleet.connect_limiter.ConnectLimiter` when
+``--iot-connect-rate`` is set.
+
 Only imported inside Locust processes (gevent-patched); never by pytest.
 """
 
@@ -24,7 +36,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -40,12 +52,21 @@ from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer, retransmission
 
+if TYPE_CHECKING:
+    from pytest_iotperf.fleet.connect_limiter import ConnectLimiter
+
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _CONNACK_TIMEOUT_S = 10.0
 #: The first reconnect try comes within this long; each failed try doubles the window, up to reconnect_max_s.
 _FIRST_RETRY_S = 0.1
 #: After a reconnect, yield to the hub every this many messages sent again (the scheduler must not wait on us).
 _FLUSH_YIELD_EVERY = 32
+#: A token is renewed at a random point in this part of its remaining life (spread, never all at once).
+_RENEW_AT = (0.75, 0.9)
+#: Before hanging up to renew, wait this long at most for the acks of what is in flight (fewer resends).
+_RENEW_ACK_WAIT_S = 2.0
+#: A drop this close to the credentials' expiry (or after it) is put down to the expiry (clocks differ a little).
+_EXPIRY_SLACK_S = 1.0
 
 
 class Device:
@@ -64,6 +85,7 @@ class Device:
         events: DeviceEvents,
         run: RunView,
         identities: IdentityProvider,
+        limiter: ConnectLimiter | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -97,6 +119,8 @@ class Device:
         self._identities = identities
         #: When the credentials of the current connection stop working (epoch s; None: never).
         self.expires_at: float | None = None
+        self._limiter = limiter  # the worker's share of --iot-connect-rate, shared by its devices
+        self._renewal_timer: Any = None  # the hub's timer for the next token renewal (expiring credentials only)
         self.client = self._make_client(identities)
 
     def _make_client(self, identities: IdentityProvider) -> LeanClient:
@@ -143,6 +167,9 @@ class Device:
         if identity.username is not None:
             self.client.username_pw_set(identity.username, identity.password)
         self.expires_at = identity.expires_at
+        if self._limiter is not None:
+            self._limiter.wait()
+        self._events.connect_attempted()
         try:
             rc = connect(self.client, self.config.connection)  # Nagle off: see LeanClient
         except OSError as exc:
@@ -152,6 +179,8 @@ class Device:
         self._start_reader()
         reason = self._connack.wait(_CONNACK_TIMEOUT_S)
         if reason == "ok" and self.client.socket() is not None:
+            if self.expires_at is not None:
+                self._schedule_renewal()
             return None
         if reason == "ok":
             return "disconnected right after CONNACK"
@@ -177,6 +206,10 @@ class Device:
             cause = self.client.lost_reason or str(reason)
             if cause == "Unspecified error":
                 cause = "connection lost"
+            expires_at = self.expires_at
+            if expires_at is not None and time.time() >= expires_at - _EXPIRY_SLACK_S:
+                # IoT Hub closes the connection at the token's expiry (401003) without a word in MQTT 3.1.1.
+                cause = f"{cause} at token expiry"
             if not self._schedule_over:
                 self.offline_since = time.monotonic()
             self._events.device_disconnected(self, cause)
@@ -337,6 +370,79 @@ class Device:
             self._reader.close()
         self._reader = None
 
+    # -- renewing expiring credentials ---------------------------------------------
+
+    def _schedule_renewal(self) -> None:
+        """Renew at a random 75-90 % of the remaining life of the credentials just connected with."""
+        self._cancel_renewal()
+        assert self.expires_at is not None
+        delay = max(0.0, (self.expires_at - time.time()) * random.uniform(*_RENEW_AT))
+        timer = gevent.get_hub().loop.timer(delay)  # a timer, not a sleeping greenlet per device
+        timer.start(self._renewal_due)
+        self._renewal_timer = timer
+
+    def _cancel_renewal(self) -> None:
+        timer = self._renewal_timer
+        if timer is not None:
+            self._renewal_timer = None
+            timer.stop()
+            timer.close()
+
+    def _renewal_due(self) -> None:
+        """The timer's callback runs in the hub, which must not block: the renewal runs in a greenlet."""
+        self._cancel_renewal()
+        if self.connected and self._reconnector is None and not (self._schedule_over or self._closing):
+            self._reconnector = gevent.spawn(self._renew)
+
+    def _renew(self) -> None:
+        """Hang up cleanly and connect again with a fresh identity; the schedule keeps running meanwhile.
+
+        Runs as the device's reconnector, so messages falling due queue up and
+        are sent after the new CONNACK, behind the unacknowledged ones.  If the
+        new connection fails the renewal becomes an outage: counted as a
+        disconnect, retried with backoff like any other.
+        """
+        try:
+            # Nothing new goes out meanwhile (it queues): let what is in flight be acknowledged first, so
+            # little is sent twice; never so long that the credentials expire first.
+            remaining_s = (self.expires_at or 0.0) - time.time()
+            self.wait_acknowledged(min(_RENEW_ACK_WAIT_S, max(0.0, remaining_s / 2)))
+            if self.connected and not self._closing:  # else: it dropped meanwhile, an outage like any other
+                self._hang_up()
+                error = self._connect_once()
+                if error is None:
+                    self.connected = True
+                    self._events.token_renewed(self)
+                else:
+                    self.last_error = error
+                    if not self._schedule_over:
+                        self.offline_since = time.monotonic()
+                    self._events.device_disconnected(self, f"token renewal failed: {error}")
+        except BaseException:  # killed by close()
+            self._reconnector = None
+            raise
+        if self.connected or self.config.reconnect:
+            self._stay_connected()  # resend, flush the queue; reconnect with backoff if offline
+        else:
+            self._reconnector = None
+            if self._schedule_over:
+                self._give_up_if_offline()
+                self._done()
+
+    def _hang_up(self) -> None:
+        """Our own clean close (DISCONNECT, then the socket): not reported as a disconnect."""
+        self.connected = False  # first: _on_disconnect then knows it was not lost
+        try:
+            self.client.disconnect()
+            self._flush()
+        except OSError:
+            pass
+        self._stop_reader()
+        sock = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
     # -- publishing ---------------------------------------------------------------
 
     def start_schedule(self, t0: float) -> float | None:
@@ -408,6 +514,7 @@ class Device:
     def _finish(self) -> None:
         """The schedule is over (or aborted): the device is done once nothing is left to do."""
         self._schedule_over = True
+        self._cancel_renewal()
         if self._reconnector is not None:
             # Offline: stop trying now (the queue stays unsent).  Online and flushing the
             # queue: let it finish.  Either way that greenlet calls _done.
@@ -454,19 +561,15 @@ class Device:
     def close(self) -> None:
         """Disconnect cleanly (DISCONNECT, then close); safe to call twice."""
         self._closing = True
+        self._cancel_renewal()
         reconnector = self._reconnector
         if reconnector is not None:
             if self._wake is not None:
                 self._wake.set()
             reconnector.kill(timeout=1.0)  # mid-connect: GreenletExit at its next wait
-        was_connected = self.connected
+        if self.connected:
+            self._hang_up()
         self.connected = False
-        if was_connected:
-            try:
-                self.client.disconnect()
-                self._flush()
-            except OSError:
-                pass
         self._stop_reader()
         sock = self.client.socket()
         if sock is not None:

@@ -118,6 +118,12 @@ class DeviceEvents(Protocol):
     def connect_retried(self, error: str) -> None:
         """One connect attempt failed; the device retries."""
 
+    def connect_attempted(self) -> None:
+        """A connect attempt goes out now (the first, a retry, a reconnect or a renewal), past the rate limit."""
+
+    def token_renewed(self, device: Device) -> None:
+        """Hung up and connected again with fresh credentials before they expired (not a disconnect)."""
+
     def device_disconnected(self, device: Device, reason: str) -> None:
         """Lost its connection unexpectedly (a device closing it itself is not reported).
 

@@ -4,7 +4,7 @@ Every merge is exact: counts add, histograms merge bucket by bucket, so one
 worker or twenty give the same numbers for the same messages.  The shapes are
 ``wire_reports.WorkerReport`` and ``FleetReport``; every field of
 ``WorkerCounters`` is summed, and so are the disconnect reasons, the
-offline device-seconds and the connected / reconnect timelines (per key).
+offline device-seconds and the connected / reconnect / connect timelines (per key).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
     lateness = DelayHistogram()
     connect_latency = DelayHistogram()
     reconnect_latency = DelayHistogram()
+    puback_latency = DelayHistogram()
     sent_by_device: dict[str, int] = {}
     sent_timeline: Counter[str] = Counter()
     connected_timeline: Counter[str] = Counter()
     reconnect_timeline: Counter[str] = Counter()
+    connect_timeline: Counter[str] = Counter()
     disconnect_reasons: Counter[str] = Counter()
     offline_device_s = 0.0
     errors: Counter[str] = Counter()
@@ -46,6 +48,9 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
             reconnect_latency.merge(DelayHistogram.from_dict(report["reconnect_latency"]))
         connected_timeline.update({slot: int(n) for slot, n in report.get("connected_timeline", {}).items()})
         reconnect_timeline.update({slot: int(n) for slot, n in report.get("reconnect_timeline", {}).items()})
+        connect_timeline.update({slot: int(n) for slot, n in report.get("connect_timeline", {}).items()})
+        if "puback_latency" in report:
+            puback_latency.merge(DelayHistogram.from_dict(report["puback_latency"]))
         disconnect_reasons.update({reason: int(n) for reason, n in report.get("disconnect_reasons", {}).items()})
         offline_device_s += float(report.get("offline_device_s", 0.0))
         errors.update(report["errors"])
@@ -100,6 +105,8 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "offline_device_s": offline_device_s,
         "connected_timeline": dict(connected_timeline),
         "reconnect_timeline": dict(reconnect_timeline),
+        "connect_timeline": dict(connect_timeline),
+        "puback_latency": puback_latency.to_dict(),
     }
     # Every counter, also one the literal above does not name yet: a TypedDict cannot take keys by variable.
     fleet.update({key: totals[key] for key in summed})  # type: ignore[typeddict-item]
