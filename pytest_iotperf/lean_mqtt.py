@@ -39,6 +39,7 @@ is timed from the resend.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -54,6 +55,7 @@ from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _READ_CHUNK = 65536
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 #: The PUBACK latency clock (a module global: one lookup on the hot path, and tests can set it).
 _now_ns = time.monotonic_ns
 
@@ -340,8 +342,14 @@ class LeanClient(mqtt.Client):
 
 
 def _why(exc: OSError) -> str:
-    """A lost connection's cause, short and the same for every device it hit (no addresses, no ports)."""
-    return f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
+    """A lost connection's cause, short and the same for every device it hit (no addresses, no ports).
+
+    An ``ssl`` error's text ends in where OpenSSL's glue raised it ("(_ssl.c:2427)"): dropped, so the
+    same cause reads the same on every Python.
+    """
+    if not exc.strerror:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {_SSL_SOURCE.sub('', str(exc.strerror))}"
 
 
 def _is_ip_literal(host: str) -> bool:

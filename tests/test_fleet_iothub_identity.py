@@ -16,6 +16,7 @@ import pytest
 
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.fleet.credentials import CredentialRow
+from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, provider_for
 from pytest_iotperf.fleet.identity_spec import IdentitySpec, IotHubSpec, KeySource
 from pytest_iotperf.fleet.iothub_identity import IotHubIdentity
@@ -229,3 +230,29 @@ def test_identities_keep_keys_and_tokens_out_of_repr() -> None:
 def test_provider_for_picks_iothub_identities() -> None:
     provider = provider_for(_spec("hub_policy"), {IOTHUB_CONNECTION_STRING_ENV: HUB_POLICY})
     assert isinstance(provider, IotHubIdentity)
+
+
+# -- why a connection dropped --------------------------------------------------------------------------------------
+
+
+CLOSED = "connection closed by the broker"
+RESET = "ConnectionResetError: Connection reset by peer"
+
+
+@pytest.mark.parametrize(
+    ("lost", "paho", "expires_at", "now", "expected"),
+    [
+        # IoT Hub closes the connection when the token expires (401003): put down to the expiry.
+        (CLOSED, "Unspecified error", 1000.0, 1000.2, f"{CLOSED} at token expiry"),
+        (CLOSED, "Unspecified error", 1000.0, 999.5, f"{CLOSED} at token expiry"),
+        # A throttled hub closes connections long before expiry: just a close.
+        (CLOSED, "Unspecified error", 1000.0, 900.0, CLOSED),
+        (RESET, "Unspecified error", None, 5.0, RESET),
+        (None, "Unspecified error", None, 5.0, "connection lost"),
+        (None, "Keep alive timeout", 1000.0, 1001.0, "Keep alive timeout at token expiry"),
+    ],
+)
+def test_drop_reasons_say_when_the_token_had_expired(
+    lost: str | None, paho: str, expires_at: float | None, now: float, expected: str
+) -> None:
+    assert drop_reason(lost, paho, expires_at, now) == expected

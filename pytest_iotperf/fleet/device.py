@@ -45,6 +45,7 @@ from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
+from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
 from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.header import PayloadTemplate
@@ -65,8 +66,6 @@ _FLUSH_YIELD_EVERY = 32
 _RENEW_AT = (0.75, 0.9)
 #: Before hanging up to renew, wait this long at most for the acks of what is in flight (fewer resends).
 _RENEW_ACK_WAIT_S = 2.0
-#: A drop this close to the credentials' expiry (or after it) is put down to the expiry (clocks differ a little).
-_EXPIRY_SLACK_S = 1.0
 
 
 class Device:
@@ -203,13 +202,7 @@ class Device:
         if self.connected:
             self.connected = False
             self._stop_reader()  # its descriptor is closed; a new socket may get the same number
-            cause = self.client.lost_reason or str(reason)
-            if cause == "Unspecified error":
-                cause = "connection lost"
-            expires_at = self.expires_at
-            if expires_at is not None and time.time() >= expires_at - _EXPIRY_SLACK_S:
-                # IoT Hub closes the connection at the token's expiry (401003) without a word in MQTT 3.1.1.
-                cause = f"{cause} at token expiry"
+            cause = drop_reason(self.client.lost_reason, str(reason), self.expires_at, time.time())
             if not self._schedule_over:
                 self.offline_since = time.monotonic()
             self._events.device_disconnected(self, cause)
