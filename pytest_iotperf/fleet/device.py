@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from pytest_iotperf.fleet.connect_limiter import ConnectLimiter
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+#: CONNACK refusals no retry can fix (MQTT 3.1.1 return codes 1, 2, 4, 5 as paho maps them): protocol,
+#: client id, user name or password, not authorized.  "Server unavailable" (3) is retried.
+_REFUSED_FOR_GOOD = frozenset({0x84, 0x85, 0x86, 0x87})
 _CONNACK_TIMEOUT_S = 10.0
 #: The first reconnect try comes within this long; each failed try doubles the window, up to reconnect_max_s.
 _FIRST_RETRY_S = 0.1
@@ -111,6 +114,7 @@ class Device:
         self._schedule_over = False
         self._closing = False
         self._session_present = False
+        self._refused_for_good = False  # the last CONNACK refused us for a reason a retry cannot fix
         # Created on the first outage only: 20,000 idle devices should not carry a deque and an event each.
         self._queue: deque[int] | None = None  # due times (µs, as recorded) of messages waiting for the connection
         self._reconnector: gevent.Greenlet | None = None  # reconnects, resends and flushes the queue
@@ -148,6 +152,10 @@ class Device:
                 events.device_connected(self, time.monotonic() - started)
                 return True
             self.last_error = error
+            if self._refused_for_good:
+                # Wrong credentials stay wrong: fail now, so a bad key fails the run in seconds, not the budget.
+                events.device_failed(self, error)
+                return False
             events.connect_retried(error)
             if time.monotonic() + backoff > deadline:
                 events.device_failed(self, error)
@@ -158,6 +166,7 @@ class Device:
     def _connect_once(self) -> str | None:
         """One attempt; None on success, else why it failed."""
         self._connack = gevent.event.AsyncResult()
+        self._refused_for_good = False
         try:
             # Fresh credentials at every connect: a SAS token may have expired since the last one.
             identity = self._identities.identity_for(self.name)
@@ -191,6 +200,7 @@ class Device:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._session_present = bool(getattr(flags, "session_present", False))
+        self._refused_for_good = reason.is_failure and reason.value in _REFUSED_FOR_GOOD
         self._connack.set("ok" if not reason.is_failure else f"connection refused: {reason}")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

@@ -304,6 +304,11 @@ class MasterFleet:
 
     def write_report(self, path: Path) -> None:
         report = merge_worker_reports(self.spec, list(self.reports.values()))
+        if not self.reports:
+            # Stopped before any worker handed its report over (no device could connect): the last
+            # statuses still say how many devices tried and failed.
+            for key in ("devices", "connect_failed", "connect_retries"):
+                report[key] = self._total(key)  # type: ignore[literal-required]
         report["t0"] = self.t0
         report["clocks"] = {
             str(self.reports[node]["worker_index"] if node in self.reports else node): clock.to_dict()
@@ -344,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         connected = fleet.spawn_and_connect()
         if connected == 0:
             first = next((s["first_error"] for s in fleet.statuses.values() if s.get("first_error")), None)
-            raise ConnectionError(f"no device could connect: {first or 'no error reported'}")
+            raise ConnectionError(
+                f"no device could connect to {spec.connection.address}: {first or 'no error reported'}"
+            )
         fleet.prepare()
         fleet.publish()
         if fleet.aborted or fleet.lost_workers:
