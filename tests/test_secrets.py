@@ -18,6 +18,11 @@ pytestmark = [pytest.mark.fleet, pytest.mark.skipif(find_mosquitto() is None, re
 MQTT_PASSWORD = "mqtt-pw-1f3a9e-secret"
 INFLUX_TOKEN = "influx-tok-77c2d0-secret"
 SAS_KEY = "c2FzLWtleS04ODFiNGEtc2VjcmV0LXZhbHVlLTAwMDA="
+GROUP_KEY = "Z3JvdXAta2V5LTNjOWQxMi1zZWNyZXQtdmFsdWUtMDAwMA=="
+HUB_KEY = "aHViLWtleS1lNTBhNzctc2VjcmV0LXZhbHVlLTAwMDAwMA=="
+# Per-device secrets from --iot-credentials: each device connects with its own password.
+FILE_PASSWORDS = ("file-pw-0-9d1c-secret", "file-pw-1-4b7e-secret", "file-pw-2-a2f0-secret")
+FILE_SAS_KEYS = ("ZmlsZS1zYXMtMC1zZWNyZXQtdmFsdWUtMDAwMDAwMDA=", "ZmlsZS1zYXMtMS1zZWNyZXQtdmFsdWUtMDAwMDAwMDA=")
 
 
 def test_no_secret_in_any_output(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +34,13 @@ def test_no_secret_in_any_output(pytester: pytest.Pytester, monkeypatch: pytest.
         f"Endpoint=sb://{dead_hub};SharedAccessKeyName=Root;SharedAccessKey={SAS_KEY};"
         "EntityPath=telemetry;UseDevelopmentEmulator=true",
     )
+    monkeypatch.setenv("IOTPERF_IOTHUB_GROUP_KEY", GROUP_KEY)
+    monkeypatch.setenv(
+        "IOTPERF_IOTHUB_CONNECTION_STRING",
+        f"HostName=myhub.azure-devices.net;SharedAccessKeyName=device;SharedAccessKey={HUB_KEY}",
+    )
+    rows = [f"dev{n:06d},user-{n},{FILE_PASSWORDS[n]},{FILE_SAS_KEYS[n % 2]}" for n in range(3)]
+    pytester.path.joinpath("creds.csv").write_text("device_id,username,password,sas_key\n" + "\n".join(rows) + "\n")
     pytester.makepyfile(
         """
         import pytest
@@ -47,6 +59,8 @@ def test_no_secret_in_any_output(pytester: pytest.Pytester, monkeypatch: pytest.
         "no:cacheprovider",
         "--iot-username",
         "fleet",
+        "--iot-credentials",
+        "creds.csv",
         "--iot-report-dir",
         "out",
         "--junitxml",
@@ -57,11 +71,12 @@ def test_no_secret_in_any_output(pytester: pytest.Pytester, monkeypatch: pytest.
     )
     outcome.assert_outcomes(failed=2)  # the SLO violation and the hub failure
     texts = [outcome.stdout.str(), outcome.stderr.str()]
-    texts += [p.read_text(errors="replace") for p in pytester.path.rglob("*") if p.is_file()]
+    # Everything the run produced (the credentials file itself is the input, not an output).
+    texts += [p.read_text(errors="replace") for p in pytester.path.rglob("*") if p.is_file() and p.name != "creds.csv"]
     kept = {Path(d) for d in re.findall(r"kept in (/\S+?)(?:[;\s]|$)", outcome.stdout.str())}
     texts += [p.read_text(errors="replace") for d in kept if d.is_dir() for p in d.rglob("*") if p.is_file()]
     produced = "\n".join(texts)
     assert "could not read from" in produced or "Event Hub" in produced  # the failure path really ran
     assert "InfluxDB export failed" in produced  # and so did the export failure
-    for secret in (MQTT_PASSWORD, INFLUX_TOKEN, SAS_KEY):
+    for secret in (MQTT_PASSWORD, INFLUX_TOKEN, SAS_KEY, GROUP_KEY, HUB_KEY, *FILE_PASSWORDS, *FILE_SAS_KEYS):
         assert secret not in produced
