@@ -118,6 +118,28 @@ def encode_frame(
     return _HEADER.pack(len(body) + 8, 2, frame_type, channel) + bytes(body)
 
 
+def _uint(value: int) -> bytes:
+    if value == 0:
+        return b"\x43"
+    if value < 256:
+        return bytes((0x52, value))
+    return b"\x70" + value.to_bytes(4, "big")
+
+
+# A pre-settled, complete transfer: message-format 0, settled true, more false, then five nulls.
+_TRANSFER_TAIL: Final = b"\x43\x41\x42\x40\x40\x40\x40\x40"
+
+
+def single_transfer_frame(channel: int, handle: int, delivery_id: int, tag: bytes, payload: bytes) -> bytes:
+    """``encode_frame(channel, TRANSFER, [handle, delivery_id, tag, 0, True, False], payload)``, fast.
+
+    Consumers get one of these per event: built with joins instead of the generic encoder.
+    """
+    fields = b"".join((_uint(handle), _uint(delivery_id), bytes((0xA0, len(tag))), tag, _TRANSFER_TAIL))
+    performative = bytes((0x00, 0x53, TRANSFER, 0xC0, len(fields) + 1, 11)) + fields
+    return b"".join((_HEADER.pack(len(performative) + len(payload) + 8, 2, FRAME_AMQP, channel), performative, payload))
+
+
 def parse_frame_body(body: bytes | memoryview) -> Performative:
     """Decode a frame body (after the 8-byte header and any extended header) into a ``Performative``."""
     value, pos = decode_value(body, 0)

@@ -12,7 +12,7 @@ The hot path is byte joins: what is constant for a connection (its device's
 annotations, its partition) is a :class:`Route`; what is constant for a topic
 (properties and application properties) is encoded once per topic by the caller's
 cache; per message only the times, the sequence number and the offset are packed.
-Consumers are woken once per event-loop turn, not per message.
+Consumers are woken at most every ``NOTIFY_DELAY_S``, not per message.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ _SOURCE_ENTRY: Final = _symbol("iothub-message-source") + _string("Telemetry")
 _SEQUENCE_KEY: Final = _symbol("x-opt-sequence-number") + b"\x81"
 _OFFSET_KEY: Final = _symbol("x-opt-offset") + b"\xa1"
 _X_ENQUEUED_KEY: Final = _symbol("x-opt-enqueued-time") + b"\x83"
+# Consumers are woken this long after the first new event, so one pump (one socket write) carries every
+# event of those milliseconds rather than one pump per device's message.
+NOTIFY_DELAY_S: Final = 0.002
 _ENTRIES: Final = 7  # device id, auth method, enqueued time, source, sequence number, offset, x-opt enqueued time
 
 # Where each system property of the property bag goes in the AMQP properties section (field index, type).
@@ -164,11 +167,12 @@ class BuiltInEndpoint:
         events.append(StoredEvent(len(events), partition.next_offset, enqueued, b"", tail))
         partition.next_offset += len(tail)
         self.messages += 1
-        if not self._dirty:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._notify)
-        self._dirty[partition.partition_id] = partition
+        if partition.listeners and partition.partition_id not in self._dirty:
+            if not self._dirty:
+                if self._loop is None:
+                    self._loop = asyncio.get_running_loop()
+                self._loop.call_later(NOTIFY_DELAY_S, self._notify)
+            self._dirty[partition.partition_id] = partition
 
     def _notify(self) -> None:
         dirty, self._dirty = self._dirty, {}
