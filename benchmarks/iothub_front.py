@@ -8,8 +8,8 @@ Three processes besides this one:
   hub       ``python -m pytest_iotperf.embedded.iothub`` (MQTT over TLS, built-in endpoint, registry);
   devices   N raw TLS MQTT 3.1.1 clients in ONE process (this file, ``--role devices``), each connected
             as IoT Hub wants (client id = device id, user name, a SAS token of the hub's device policy),
-            publishing QoS 1 telemetry (~150 bytes, default property bag) round-robin at the total rate;
-            it times each PUBLISH -> PUBACK;
+            publishing QoS 1 (or ``--qos 0``) telemetry (~150 bytes, default property bag) round-robin
+            at the total rate; it times each PUBLISH -> PUBACK;
   consumer  the azure-eventhub SDK reading every partition of the built-in endpoint (``receive_batch``,
             one client and thread per partition), counting events.
 Per step (a total rate held for ``--duration`` s after the devices connected): CPU µs per message of the
@@ -79,8 +79,9 @@ def connect_packet(client_id: str, username: str, password: str) -> bytes:
 
 
 class Devices:
-    def __init__(self, ready: dict[str, Any], count: int) -> None:
+    def __init__(self, ready: dict[str, Any], count: int, qos: int) -> None:
         self.ready = ready
+        self.qos = qos
         hub = parse_iothub_connection_string(ready["hub_connection_string"])
         context = ssl.create_default_context(cafile=ready["ca_file"])
         self.sockets: list[ssl.SSLSocket] = []
@@ -105,7 +106,7 @@ class Devices:
                 raise SystemExit(f"{device_id}: CONNACK {connack[3]}")
             tls.setblocking(False)
             self.sockets.append(tls)
-            self.framers.append(PublishFramer(telemetry_topic(device_id), 1))
+            self.framers.append(PublishFramer(telemetry_topic(device_id), qos))
             self.ids.append(device_id)
         self.connect_s = time.monotonic() - started
         self.selector = selectors.DefaultSelector()
@@ -143,7 +144,8 @@ class Devices:
                 except (ssl.SSLWantWriteError, ssl.SSLWantReadError, OSError):
                     self.errors += 1
                 else:
-                    self.in_flight[index][packet_id] = time.monotonic()
+                    if self.qos:
+                        self.in_flight[index][packet_id] = time.monotonic()
                 sent += 1
             self._read(0.002)
         drain_until = time.monotonic() + 5
@@ -197,7 +199,7 @@ def _percentile(values: list[float], q: float) -> float:
 def role_devices(args: argparse.Namespace) -> None:
     raise_nofile_limit()
     ready = json.loads(os.environ[READY_ENV])
-    devices = Devices(ready, args.devices)
+    devices = Devices(ready, args.devices, args.qos)
     print(json.dumps({"event": "connected", "seconds": devices.connect_s}), flush=True)
     for line in sys.stdin:  # one command per step: {"rate": R, "duration": D}
         command = json.loads(line)
@@ -284,6 +286,7 @@ def main() -> None:
     parser.add_argument("--rates", default="5700", help="total msg/s per step, comma separated")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per step")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--qos", type=int, choices=[0, 1], default=1, help="publish QoS (0: no PUBACKs)")
     parser.add_argument("--no-consumer", action="store_true")
     args = parser.parse_args()
     if args.role == "devices":
@@ -302,7 +305,8 @@ def main() -> None:
     if not args.no_consumer:
         consumer = ChildLines([sys.executable, __file__, "--role", "consumer"], env)
         consumer.hear()
-    devices = ChildLines([sys.executable, __file__, "--role", "devices", "--devices", str(args.devices)], env)
+    device_command = [sys.executable, __file__, "--role", "devices", "--devices", str(args.devices)]
+    devices = ChildLines([*device_command, "--qos", str(args.qos)], env)
     connected = devices.hear()
     print(f"{args.devices} devices connected in {connected['seconds']:.1f} s", flush=True)
     header = (

@@ -76,7 +76,8 @@ class DeviceGateway:
         self.connections: set[MqttConnection] = set()
         self.devices: dict[str, MqttConnection] = {}
         self.refusals: Counter[str] = Counter()
-        self.disconnects: Counter[str] = Counter()
+        self.disconnects: Counter[str] = Counter()  # of accepted connections
+        self.dropped_before_connect: Counter[str] = Counter()  # neither refused nor accepted: why they ended
         self.connects = 0
         self.recent_refusals: deque[str] = deque(maxlen=100)
         self._logged = 0
@@ -99,9 +100,13 @@ class DeviceGateway:
             device.connected = True
             device.last_activity = time.time()
 
-    def closed(self, connection: MqttConnection, reason: str) -> None:
+    def closed(self, connection: MqttConnection, reason: str, state: int) -> None:
+        """``connection`` ended for ``reason`` in ``state``; refused ones were counted at their CONNACK."""
         self.connections.discard(connection)
-        self.disconnects[reason] += 1
+        if state == CONNECTED:
+            self.disconnects[reason] += 1
+        elif state != CLOSING and reason != "TLS handshake failed":
+            self.dropped_before_connect[reason] += 1
         device_id = connection.device_id
         if device_id is not None and self.devices.get(device_id) is connection:
             del self.devices[device_id]
@@ -300,7 +305,8 @@ class MqttConnection:
 
     def close(self, reason: str) -> None:
         """Close the connection and count ``reason``."""
-        if self.state == CLOSED:
+        state = self.state
+        if state == CLOSED:
             return
         self.state = CLOSED
         for timer in (self._expiry, self._linger):
@@ -310,7 +316,7 @@ class MqttConnection:
         self._writing = False
         with contextlib.suppress(OSError):
             self._tls.close()
-        self._gateway.closed(self, reason)
+        self._gateway.closed(self, reason, state)
 
     # -- CONNECT --------------------------------------------------------------------------------------------
 
@@ -383,7 +389,7 @@ class MqttConnection:
         self.send(b"\x20\x02\x00" + bytes((code,)))
         # Closing at once with the CONNACK in flight could reset the connection before the device reads it.
         self.state = CLOSING
-        self._linger = self._loop.call_later(REFUSAL_LINGER_S, self.close, f"refused: {reason}")
+        self._linger = self._loop.call_later(REFUSAL_LINGER_S, self.close, "refused")
 
     def _accept(self, admission: Admission, keepalive: int) -> None:
         self.device_id = admission.device_id

@@ -137,6 +137,7 @@ class IotHubServer:
             "connects": gateway.connects,
             "refusals": dict(gateway.refusals),
             "disconnects": dict(gateway.disconnects),
+            "dropped_before_connect": dict(gateway.dropped_before_connect),
             "messages": self.endpoint.messages,
             "registry_devices": len(self.registry.devices),
             "registry_calls": self.registry_http.calls,
