@@ -39,6 +39,7 @@ def _wait(condition: object, timeout: float = 5.0) -> bool:
     return False
 
 
+@pytest.mark.fleet  # an Event Hubs SDK client
 def test_good_token_message_arrives_through_the_sdk_with_iothub_annotations(hub: EmbeddedIotHub) -> None:
     device_id = "dev000007"
     device = Device(hub, device_id, policy_token(hub, device_id))

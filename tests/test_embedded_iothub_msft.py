@@ -56,6 +56,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
+@pytest.mark.fleet  # two SDKs: the device in a subprocess, Event Hubs here
 @pytest.mark.skipif(not MSFT_PYTHON.exists(), reason="no .venv-msft with azure-iot-device (see this module's doc)")
 def test_microsofts_device_sdk_connects_and_its_message_arrives_with_annotations() -> None:
     port = SDK_PORT if _port_free(SDK_PORT) else 0
