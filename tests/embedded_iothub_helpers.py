@@ -36,6 +36,24 @@ def device_token(hub: EmbeddedIotHub, device_id: str, key: str | None = None, tt
     return make_sas_token(device_resource_uri(hub.host, device_id), key, int(time.time() + ttl))
 
 
+def connect_packet(client_id: str, username: str, password: str, keepalive: int = 60) -> bytes:
+    """An MQTT 3.1.1 CONNECT with clean session, user name and password (for bare-socket tests)."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    body = field("MQTT") + bytes((4, 0xC2)) + keepalive.to_bytes(2, "big")
+    body += field(client_id) + field(username) + field(password)
+    length = bytearray()
+    size = len(body)
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | 0x80 if size else byte)
+        if not size:
+            return b"\x10" + bytes(length) + body
+
+
 class Device:
     """A paho MQTT 3.1.1 client over TLS to the hub; records its CONNACK and its disconnect."""
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from embedded_iothub_helpers import NOT_AUTHORIZED, Device, device_token, policy_token
+from embedded_iothub_helpers import NOT_AUTHORIZED, Device, connect_packet, device_token, policy_token
 from eventhub_helpers import collect
 
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
 from pytest_iotperf.embedded.iothub import EmbeddedIotHub, HubOptions, make_ca, make_device_certificates
-from pytest_iotperf.iothub.naming import telemetry_topic
+from pytest_iotperf.iothub.naming import telemetry_topic, username_for
 from pytest_iotperf.iothub.sas import make_sas_token
 
 
@@ -199,3 +201,39 @@ def test_x509_device_certificate_connects_without_a_token(tmp_path: Path) -> Non
             for client in (device, impostor, plain):
                 client.close()
         assert hub.stats()["refusals"] == {"certificate mismatch": 1}
+
+
+def _raw_device(hub: EmbeddedIotHub, device_id: str) -> ssl.SSLSocket:
+    """A bare TLS socket that has sent CONNECT (policy token) and read CONNACK 0."""
+    context = ssl.create_default_context(cafile=hub.ca_file)
+    tls = context.wrap_socket(socket.create_connection(("127.0.0.1", hub.port), timeout=5), server_hostname="127.0.0.1")
+    tls.sendall(connect_packet(device_id, username_for(hub.host, device_id), policy_token(hub, device_id)))
+    assert _read(tls, 4) == b"\x20\x02\x00\x00"
+    return tls
+
+
+def _read(tls: ssl.SSLSocket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = tls.recv(size - len(data))
+        assert chunk, "the hub closed the connection"
+        data += chunk
+    return data
+
+
+def test_ping_subscribe_unsubscribe_and_disconnect_on_the_wire(hub: EmbeddedIotHub) -> None:
+    tls = _raw_device(hub, "dev000030")
+    tls.sendall(b"\xc0\x00")
+    assert _read(tls, 2) == b"\xd0\x00"
+    own = b"devices/dev000030/messages/devicebound/#"
+    other = b"devices/dev000031/messages/devicebound/#"
+    body = b"\x00\x05" + len(own).to_bytes(2, "big") + own + b"\x01" + len(other).to_bytes(2, "big") + other + b"\x01"
+    tls.sendall(bytes((0x82, len(body))) + body)
+    assert _read(tls, 6) == b"\x90\x04\x00\x05\x01\x80"  # own topic granted at QoS 1, another device's refused
+    unsubscribe = b"\x00\x06" + len(own).to_bytes(2, "big") + own
+    tls.sendall(bytes((0xA2, len(unsubscribe))) + unsubscribe)
+    assert _read(tls, 4) == b"\xb0\x02\x00\x06"
+    tls.sendall(b"\xe0\x00")
+    assert tls.recv(10) == b""
+    tls.close()
+    assert _wait(lambda: hub.stats()["disconnects"] == {"disconnected by the device": 1})
