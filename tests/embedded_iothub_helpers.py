@@ -123,7 +123,8 @@ def registry_call(
     """One HTTPS call to the registry; returns (status, headers, JSON body or None)."""
     if token is None:
         parsed = parse_iothub_connection_string(hub.registry_connection_string)
-        token = make_sas_token(parsed.host, parsed.key, int(time.time() + 300), parsed.policy)
+        host = parsed.host.partition(":")[0]  # signed for the host; the HostName carries the registry's port
+        token = make_sas_token(host, parsed.key, int(time.time() + 300), parsed.policy)
     context = ssl.create_default_context(cafile=hub.ca_file)
     connection = http.client.HTTPSConnection("127.0.0.1", hub.registry_port, context=context, timeout=10)
     separator = "&" if "?" in path else "?"

@@ -134,10 +134,11 @@ def hub() -> Iterator[EmbeddedIotHub]:
 
 
 def _registry(hub: EmbeddedIotHub) -> tuple[str, str, str]:
-    """(HostName with the registry's port, policy, key) from the hub's registry connection string."""
+    """(HostName, policy, key) from the hub's registry connection string: used as it is, port included."""
     parsed = parse_iothub_connection_string(hub.registry_connection_string)
     assert parsed.policy is not None
-    return f"{parsed.host}:{hub.registry_port}", parsed.policy, parsed.key
+    assert parsed.host == f"127.0.0.1:{hub.registry_port}"
+    return parsed.host, parsed.policy, parsed.key
 
 
 def test_provision_is_idempotent_and_deprovision_undoes_it(hub: EmbeddedIotHub) -> None:

@@ -99,8 +99,13 @@ class IotHubServer:
 
     @property
     def registry_connection_string(self) -> str:
-        """``HostName=..;SharedAccessKeyName=registryReadWrite;SharedAccessKey=..`` (a secret)."""
-        return IotHubConnectionString(self.host, self.keys.registry_key, REGISTRY_POLICY).to_string()
+        """``HostName=HOST:REGISTRY_PORT;SharedAccessKeyName=registryReadWrite;SharedAccessKey=..`` (a secret).
+
+        The registry listens on its own port, so its HostName carries it: ``python -m pytest_iotperf.iothub
+        provision`` takes the string as it is (tokens are signed for the host without the port).
+        """
+        host = f"{self.host}:{self.registry_port}"
+        return IotHubConnectionString(host, self.keys.registry_key, REGISTRY_POLICY).to_string()
 
     @property
     def eventhub_connection_string(self) -> str:
