@@ -274,23 +274,30 @@ class PerfRun:
                 env=dict(self.broker.fleet_env),  # an embedded IoT Hub's key: environment only
             )
         )
+        # The workers start now, importing while the master does, and learn its port once it listens.
+        workers = []
+        for index in range(self.settings.workers):
+            self._check_killed()
+            workers.append(
+                group.add(
+                    Child.python_module(
+                        f"Locust worker {index}",
+                        "pytest_iotperf.fleet.worker",
+                        ["--master-host", self._local_master_host(), "--master-port", "-"],
+                        workdir / f"worker-{index}.log",
+                        stdin=True,
+                        env=dict(self.broker.fleet_env),
+                    )
+                )
+            )
         try:
             port = int(master.wait_for("listening", _STARTUP_S)["port"])
         except ChildExited as exc:
             # Nothing was measured yet: like a sink that cannot start, this is an error, not a broken run.
             raise FleetError(f"the Locust master could not start: {exc}") from None
         self._write_stop_file()  # a stop asked for before the run's directory existed
-        for index in range(self.settings.workers):
-            self._check_killed()
-            group.add(
-                Child.python_module(
-                    f"Locust worker {index}",
-                    "pytest_iotperf.fleet.worker",
-                    ["--master-host", self._local_master_host(), "--master-port", str(port)],
-                    workdir / f"worker-{index}.log",
-                    env=dict(self.broker.fleet_env),
-                )
-            )
+        for worker in workers:
+            worker.send({"port": port})
         spec = self.fleet_spec
         deadline = time.monotonic() + _STARTUP_S + spec.ramp_up_s + spec.connect_budget_s + spec.duration_s + 60.0
         failure: str | None = None

@@ -67,6 +67,8 @@ _FIRST_RETRY_S = 0.1
 _FLUSH_YIELD_EVERY = 32
 #: A token is renewed at a random point in this part of its remaining life (spread, never all at once).
 _RENEW_AT = (0.75, 0.9)
+#: ... but never later than this long before the expiry.
+_RENEW_MARGIN_S = 1.0
 #: Before hanging up to renew, wait this long at most for the acks of what is in flight (fewer resends).
 _RENEW_ACK_WAIT_S = 2.0
 
@@ -379,7 +381,11 @@ class Device:
         """Renew at a random 75-90 % of the remaining life of the credentials just connected with."""
         self._cancel_renewal()
         assert self.expires_at is not None
-        delay = max(0.0, (self.expires_at - time.time()) * random.uniform(*_RENEW_AT))
+        remaining = self.expires_at - time.time()
+        # Keep a margin of a second at least: a busy worker's timer fires late, and the hub closes the
+        # connection at the expiry second (short tokens would otherwise be renewed a few 100 ms before it).
+        latest = remaining - max(_RENEW_MARGIN_S, remaining * (1.0 - _RENEW_AT[1]))
+        delay = max(0.0, min(remaining * random.uniform(*_RENEW_AT), latest))
         timer = gevent.get_hub().loop.timer(delay)  # a timer, not a sleeping greenlet per device
         timer.start(self._renewal_due)
         self._renewal_timer = timer
