@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import secrets
-import threading
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from pytest_iotperf.embedded.eventhub.cbs import SasVerifier
 from pytest_iotperf.embedded.eventhub.connection import AmqpConnection, Namespace
 from pytest_iotperf.embedded.eventhub.errors import EventHubError
 from pytest_iotperf.embedded.eventhub.hub import EventHub
+from pytest_iotperf.embedded.loop_thread import LoopThread
 
 __all__ = ["DEFAULT_KEY_NAME", "EmbeddedEventHub", "EventHubServer", "connection_string"]
 
@@ -109,7 +107,7 @@ class EventHubServer:
                 self._tasks.discard(task)
 
 
-class EmbeddedEventHub:
+class EmbeddedEventHub(LoopThread):
     """Runs an ``EventHubServer`` on its own event loop in a background thread.
 
     >>> with EmbeddedEventHub(hub="telemetry", partitions=4) as hub:
@@ -137,12 +135,7 @@ class EmbeddedEventHub:
             key=key,
             max_message_size=max_message_size,
         )
-        self._start_timeout = start_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._stopped: asyncio.Event | None = None
+        super().__init__(self.server, "embedded-eventhub", start_timeout, EventHubError, "embedded Event Hub")
 
     @property
     def connection_string(self) -> str:
@@ -154,50 +147,3 @@ class EmbeddedEventHub:
         """The TCP port the server listens on."""
         return self.server.port
 
-    def start(self) -> Self:
-        """Start the loop thread and wait until the server listens."""
-        self._thread = threading.Thread(target=self._run, name="embedded-eventhub", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self._start_timeout):
-            raise EventHubError(f"The embedded Event Hub did not start within {self._start_timeout} s.")
-        if self._startup_error is not None:
-            self._thread.join()
-            raise self._startup_error
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stopped = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as exc:  # reported to the starting thread
-            self._startup_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stopped.wait()
-        await self.server.stop()
-
-    def stop(self) -> None:
-        """Stop the server and join the loop thread."""
-        loop, stopped, thread = self._loop, self._stopped, self._thread
-        if loop is not None and stopped is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(stopped.set)
-            thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

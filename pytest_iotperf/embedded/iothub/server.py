@@ -4,18 +4,14 @@ and ``EmbeddedIotHub`` (that server on a background thread, as a context manager
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import socket
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from pytest_iotperf.embedded.eventhub.server import EventHubServer
 from pytest_iotperf.embedded.iothub.auth import DEVICE_POLICY, REGISTRY_POLICY, HubKeys
@@ -25,6 +21,7 @@ from pytest_iotperf.embedded.iothub.errors import IotHubError
 from pytest_iotperf.embedded.iothub.mqtt import DeviceGateway, MqttListener
 from pytest_iotperf.embedded.iothub.registry import Registry, new_key
 from pytest_iotperf.embedded.iothub.registry_http import RegistryHttp
+from pytest_iotperf.embedded.loop_thread import LoopThread
 from pytest_iotperf.iothub.connection_string import IotHubConnectionString
 from pytest_iotperf.process_guard import raise_nofile_limit
 
@@ -232,7 +229,7 @@ def _server_context(cert_file: str, key_file: str, device_ca: str | None) -> ssl
     return context
 
 
-class EmbeddedIotHub:
+class EmbeddedIotHub(LoopThread):
     """Runs an :class:`IotHubServer` on its own event loop in a background thread.
 
     >>> with EmbeddedIotHub(HubOptions(hub="telemetry")) as hub:
@@ -241,12 +238,7 @@ class EmbeddedIotHub:
 
     def __init__(self, options: HubOptions | None = None, *, keys: HubKeys | None = None, start_timeout: float = 20.0):
         self.server = IotHubServer(options, keys)
-        self._start_timeout = start_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._stopped: asyncio.Event | None = None
+        super().__init__(self.server, "embedded-iothub", start_timeout, IotHubError, "embedded IoT Hub")
 
     # Everything a client needs, read from the server (immutable once started).
     @property
@@ -302,66 +294,3 @@ class EmbeddedIotHub:
         ids = list(device_ids)
         self.call(lambda: [self.server.registry.create(device_id) for device_id in ids])
 
-    def call(self, function: Any) -> Any:
-        """Run ``function()`` on the hub's loop and return its result (state lives on that loop only)."""
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            return function()
-        done: Future[Any] = Future()
-
-        def run() -> None:
-            try:
-                done.set_result(function())
-            except BaseException as exc:  # re-raised in the caller's thread
-                done.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return done.result(timeout=10)
-
-    def start(self) -> Self:
-        """Start the loop thread and wait until everything listens."""
-        self._thread = threading.Thread(target=self._run, name="embedded-iothub", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(self._start_timeout):
-            raise IotHubError(f"The embedded IoT Hub did not start within {self._start_timeout} s.")
-        if self._startup_error is not None:
-            self._thread.join()
-            raise self._startup_error
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stopped = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as exc:  # reported to the starting thread
-            self._startup_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stopped.wait()
-        await self.server.stop()
-
-    def stop(self) -> None:
-        """Stop the server and join the loop thread."""
-        loop, stopped, thread = self._loop, self._stopped, self._thread
-        if loop is not None and stopped is not None and thread is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(stopped.set)
-            thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
