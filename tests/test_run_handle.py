@@ -127,8 +127,8 @@ def test_a_device_that_never_connects_fails_by_default(pytester: pytest.Pytester
         import pytest_iotperf.runner
         from refusing_proxy import RefusingProxy
 
-        # A refused device retries for the connect budget (20 s) before it gives up; 3 s keeps the test short.
-        pytest_iotperf.runner._CONNECT_BUDGET_S = 3.0
+        # A refused device retries for the connect budget (20 s) before it gives up; 1 s keeps the test short.
+        pytest_iotperf.runner._CONNECT_BUDGET_S = 1.0
 
         @pytest.fixture
         def broker_refusing_one_device(iot_perf):
