@@ -90,6 +90,9 @@ class RefusingProxy:
 
     def stop(self) -> None:
         self._running = False
+        # close() alone does not wake a thread blocked in accept() on Linux: shutdown() does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
