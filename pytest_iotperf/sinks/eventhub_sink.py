@@ -79,9 +79,20 @@ def epoch_us(moment: datetime.datetime) -> int:
     return (moment - _EPOCH) // _ONE_US
 
 
+_ENQUEUED_TIME: Final = b"x-opt-enqueued-time"
+
+
 def enqueued_us(event: EventData) -> int | None:
-    """When the hub accepted the event (``x-opt-enqueued-time``), in epoch microseconds."""
-    moment = event.enqueued_time  # a new datetime on every access: read it once
+    """When the hub accepted the event (``x-opt-enqueued-time``), in epoch microseconds.
+
+    Read from the message annotations as the AMQP timestamp it is (epoch ms): ``event.enqueued_time``
+    builds a datetime for every event, ~3 % of the sink's CPU at 5,700 events/s.
+    """
+    annotations = event.raw_amqp_message.annotations
+    millis = annotations.get(_ENQUEUED_TIME) if annotations else None
+    if type(millis) is int:
+        return millis * 1000
+    moment = event.enqueued_time  # another shape: the SDK's own reading (a new datetime on every access)
     return epoch_us(moment) if moment is not None else None
 
 
