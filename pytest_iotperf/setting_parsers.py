@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_iotperf.broker_endpoint import parse_broker_url
+from pytest_iotperf.fleet.naming import DEVICE_FIELDS, DEVICE_ID_FIELDS, check_template
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
@@ -222,21 +223,20 @@ def parse_eventhub(text: str) -> str:
     return value
 
 
-def _check_template(text: str, fields: dict[str, object], what: str) -> str:
+def _check_template(text: str, allowed: frozenset[str], what: str) -> str:
+    """``text`` stripped, if it is a template of ``allowed`` fields only (the fleet's own rule, ``fleet.naming``)."""
     value = text.strip()
     if not value:
         raise ValueError(f"expected a {what} template, got an empty value")
-    try:
-        value.format(**fields)
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        names = ", ".join("{" + name + "}" for name in fields)
-        raise ValueError(f"the {what} template {text!r} does not fill in with {names}: {exc}") from None
+    problem = check_template(value, allowed, f"the {what} template")
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
 def parse_device_id_template(text: str) -> str:
     """A device id template with ``{n}`` (a format spec allowed: ``dev{n:06d}``) and optionally ``{run_id}``."""
-    value = _check_template(text, {"n": 1, "run_id": "r"}, "device id")
+    value = _check_template(text, DEVICE_ID_FIELDS, "device id")
     if value.format(n=1, run_id="r") == value.format(n=2, run_id="r"):
         raise ValueError(f"the device id template must contain {{n}} (every device needs its own id), got {text!r}")
     if any(char in value for char in "/+#") or any(char.isspace() for char in value):
@@ -246,7 +246,7 @@ def parse_device_id_template(text: str) -> str:
 
 def parse_identity_template(text: str) -> str:
     """A client id or user name: text with ``{n}``, ``{device_id}`` and ``{run_id}`` filled in per device."""
-    return _check_template(text, {"n": 1, "device_id": "d", "run_id": "r"}, "client id / user name")
+    return _check_template(text, DEVICE_FIELDS, "client id / user name")
 
 
 def parse_file_or_template(text: str) -> str:
@@ -256,7 +256,7 @@ def parse_file_or_template(text: str) -> str:
     """
     value = text.strip()
     if "{" in value:
-        return str(Path(_check_template(value, {"n": 1, "device_id": "d", "run_id": "r"}, "file")).expanduser())
+        return str(Path(_check_template(value, DEVICE_FIELDS, "file")).expanduser())
     return str(parse_file(value))
 
 

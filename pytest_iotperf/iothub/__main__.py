@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
-import string
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from pytest_iotperf.fleet.naming import template_fields
 from pytest_iotperf.iothub.connection_string import IotHubConnectionString, parse_iothub_connection_string
 from pytest_iotperf.iothub.progress import ProgressBar
 from pytest_iotperf.iothub.registry_client import Mode, RegistryError, provision, split_host_port
@@ -71,10 +71,9 @@ def device_ids_for(template: str, count: int, offset: int = 0) -> list[str]:
         raise UsageError(f"--count must be at least 1, got {count}")
     if offset < 0:
         raise UsageError(f"--offset must be 0 or more, got {offset}")
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError:
-        raise UsageError(f"--device-id {template!r} is not a valid template (a literal brace: {{{{ or }}}})") from None
+    fields = template_fields(template)
+    if fields is None:
+        raise UsageError(f"--device-id {template!r} is not a valid template (a literal brace: {{{{ or }}}})")
     if "run_id" in fields:
         raise UsageError(
             f"--device-id {template!r} uses {{run_id}}: ids that change from run to run cannot be provisioned ahead;"
