@@ -172,6 +172,11 @@ class Child:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def gone_reason(self) -> str | None:
+        """Why this long-lived child is gone (``the NAME exited with code C during the run``); None while it runs."""
+        code = self.process.poll()
+        return None if code is None else f"the {self.name} exited with code {code} during the run"
+
     def stop(self, grace_s: float = _STOP_GRACE_S) -> None:
         """Terminate, wait, kill: the child is gone when this returns."""
         if self.process.stdin is not None:
@@ -201,6 +206,24 @@ class Child:
     def _tail(self) -> str:
         tail = self.log_tail()
         return f"; last lines of its log:\n{tail}" if tail else ""
+
+
+def start_service(
+    name: str, module: str, args: Iterable[str], log_path: Path, error: type[IotPerfError], ready_s: float
+) -> tuple[Child, dict[str, Any]]:
+    """A long-lived server child (an embedded endpoint or hub) and its ``ready`` event; the caller stops it.
+
+    Its stdin stays open: the server ends when it closes.
+
+    Raises:
+        error: it did not get ready (``the NAME did not start: ...``); the child is stopped.
+    """
+    child = Child.python_module(name, module, args, log_path, stdin=True)
+    try:
+        return child, child.wait_for("ready", ready_s)
+    except ChildExited as exc:
+        child.stop()
+        raise error(f"the {name} did not start: {exc}") from None
 
 
 class ProcessGroup:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 from pytest_iotperf.config import RunSettings, topic_filter_for
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import SinkError
-from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
+from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json, start_service
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 from pytest_iotperf.sinks.merge import merge_sink_reports
 from pytest_iotperf.wire_reports import BridgeReport, SinkReport
@@ -49,28 +49,19 @@ def start_embedded_eventhub(workdir: Path, partitions: int = 4) -> tuple[Child, 
 
     The access it returns reports the endpoint's death (``failure``), so a run stops at once.
     """
-    child = Child.python_module(
+    child, ready = start_service(
         "embedded Event Hubs endpoint",
         "pytest_iotperf.embedded.eventhub",
         ["--port", "0", "--hub", "telemetry", "--partitions", str(partitions), "--exit-on-stdin-close"],
         workdir / "eventhub.log",
-        stdin=True,
+        SinkError,
+        _READY_S,
     )
-    try:
-        ready = child.wait_for("ready", _READY_S)
-    except ChildExited as exc:
-        child.stop()
-        raise SinkError(f"the embedded Event Hubs endpoint did not start: {exc}") from None
-
-    def failure() -> str | None:
-        code = child.process.poll()
-        return None if code is None else f"the embedded Event Hubs endpoint exited with code {code} during the run"
-
     access = EventHubAccess(
         str(ready["connection_string"]),  # a secret: it only travels in child environments
         f"embedded Event Hubs endpoint 127.0.0.1:{ready['port']}/telemetry ({partitions} partitions)",
         partitions=tuple(str(p) for p in range(partitions)),
-        failure=failure,
+        failure=child.gone_reason,
     )
     return child, access
 
@@ -98,9 +89,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def _exited(children: list[Child]) -> str | None:
     for child in children:
-        code = child.process.poll()
-        if code is not None:
-            return f"the {child.name} exited with code {code} during the run"
+        reason = child.gone_reason()
+        if reason is not None:
+            return reason
     return None
 
 

@@ -9,12 +9,12 @@ environments, never in a spec, a log or a report).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.errors import BrokerError
-from pytest_iotperf.processes import Child, ChildExited
+from pytest_iotperf.processes import Child, start_service
 from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.secrets import IOTHUB_CONNECTION_STRING_ENV
 
@@ -26,12 +26,10 @@ HUB_NAME = "iotperf"
 
 @dataclass(frozen=True)
 class EmbeddedIotHubAccess:
-    """What the session hands a run: the MQTT endpoint, the built-in endpoint, the registry (no secret in repr)."""
+    """What the session hands a run: the MQTT endpoint and the built-in endpoint (secrets stay out of repr)."""
 
     endpoint: BrokerEndpoint
     eventhub: EventHubAccess
-    registry_connection_string: str = field(repr=False)
-    group_key: str = field(repr=False)
 
 
 def start_embedded_iothub(workdir: Path, partitions: int = 4) -> tuple[Child, EmbeddedIotHubAccess]:
@@ -40,23 +38,14 @@ def start_embedded_iothub(workdir: Path, partitions: int = 4) -> tuple[Child, Em
     Raises:
         BrokerError: it did not start (the message is its own last words, scrubbed by the child).
     """
-    child = Child.python_module(
+    child, ready = start_service(
         "embedded IoT Hub",
         "pytest_iotperf.embedded.iothub",
         ["--port", "0", "--hub", HUB_NAME, "--partitions", str(partitions), "--exit-on-stdin-close"],
         workdir / "iothub.log",
-        stdin=True,
+        BrokerError,
+        _READY_S,
     )
-    try:
-        ready = child.wait_for("ready", _READY_S)
-    except ChildExited as exc:
-        child.stop()
-        raise BrokerError(f"the embedded IoT Hub did not start: {exc}") from None
-
-    def failure() -> str | None:
-        code = child.process.poll()
-        return None if code is None else f"the embedded IoT Hub exited with code {code} during the run"
-
     host, port = str(ready["host"]), int(ready["port"])
     endpoint = BrokerEndpoint(
         host=host,
@@ -72,9 +61,6 @@ def start_embedded_iothub(workdir: Path, partitions: int = 4) -> tuple[Child, Em
         f"embedded IoT Hub built-in endpoint 127.0.0.1:{ready['eventhub_port']}/{HUB_NAME} ({partitions} partitions)",
         partitions=tuple(str(p) for p in range(partitions)),
         eventhub_name=HUB_NAME,
-        failure=failure,
+        failure=child.gone_reason,
     )
-    access = EmbeddedIotHubAccess(
-        endpoint, eventhub, str(ready["registry_connection_string"]), str(ready.get("group_key", ""))
-    )
-    return child, access
+    return child, EmbeddedIotHubAccess(endpoint, eventhub)
