@@ -38,7 +38,7 @@ from pytest_iotperf.fleet.numbering import TEST_WORKER_REMOVAL_ENV, NumberPool
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.user import DeviceUser
 from pytest_iotperf.process_guard import die_with_parent
-from pytest_iotperf.secrets import MQTT_PASSWORD_ENV
+from pytest_iotperf.secrets import secret_env_values
 from pytest_iotperf.wire_reports import WorkerReport
 
 _LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
@@ -50,7 +50,7 @@ _CLOCK_ROUNDS = 8
 _QUIT_FLUSH_S = 0.05  # for zmq to send the workers' quit messages
 
 # The workers' first errors reach the parent through these lines: keep the MQTT password out of them.
-emit = scrubbing_event_writer(os.environ.get(MQTT_PASSWORD_ENV))
+emit = scrubbing_event_writer(*secret_env_values(os.environ))
 
 
 class MasterFleet:

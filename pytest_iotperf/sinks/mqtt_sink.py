@@ -31,7 +31,7 @@ from pytest_iotperf.header import MessageView
 from pytest_iotperf.mqtt_client import make_client, shared_identity
 from pytest_iotperf.persistent_session import PersistentSession, subscription_qos
 from pytest_iotperf.process_guard import die_with_parent
-from pytest_iotperf.secrets import MQTT_PASSWORD_ENV
+from pytest_iotperf.secrets import secret_env_values
 from pytest_iotperf.sinks.drain import Drain, serve_drain
 from pytest_iotperf.sinks.recorder import SinkRecorder
 from pytest_iotperf.wire_reports import SinkReport
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report", type=Path)
     args = parser.parse_args(argv)
     die_with_parent()
-    emit = scrubbing_event_writer(os.environ.get(MQTT_PASSWORD_ENV))
+    emit = scrubbing_event_writer(*secret_env_values(os.environ))
     spec = json.loads(args.spec.read_text())
     sink = MqttSink(spec, emit)
     try:
