@@ -725,11 +725,16 @@ class RunSettings(SessionSettings):
             return explicit
         return topic_filter_for(self.topic_template)
 
+    @property
+    def per_device_tls(self) -> bool:
+        """``--iot-tls-cert`` / ``--iot-tls-key`` are per-device templates (``certs/{device_id}.pem``)."""
+        return any("{" in (value or "") for value in (self.tls_cert, self.tls_key))
+
     def mqtt_options(self) -> MqttClientOptions:
         """TLS files and user name of this run's MQTT clients (whether TLS is on comes from the broker URL)."""
         # A per-device certificate template is the identity's (one context per certificate), not the connection's.
         cert, key = self.tls_cert, self.tls_key
-        per_device = "{" in (cert or "") or "{" in (key or "")
+        per_device = self.per_device_tls
         return MqttClientOptions(
             ca_file=_str_or_none(self.tls_ca),
             cert_file=None if per_device else cert,

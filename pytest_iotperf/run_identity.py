@@ -44,7 +44,7 @@ def plan_identity(
         ConfigError: naming the setting (and its source) or the file, never a secret.
     """
     rows = _credentials(settings)
-    per_device_files = _is_template(settings.tls_cert) or _is_template(settings.tls_key)
+    per_device_files = settings.per_device_tls
     iothub = _iothub_spec(settings, broker, rows, {**environ, **broker.fleet_env}) if broker.iothub else None
     spec = IdentitySpec(
         device_id_template=settings.device_id_template,
@@ -71,10 +71,6 @@ def plan_identity(
             "--iot-property sets IoT Hub message properties: it needs --iot-broker iothub://... or embedded:iothub"
         )
     return RunIdentity(spec, topic)
-
-
-def _is_template(value: str | None) -> bool:
-    return value is not None and "{" in value
 
 
 def _credentials(settings: RunSettings) -> Sequence[CredentialRow]:
