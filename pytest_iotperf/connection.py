@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from pytest_iotperf.config import RunSettings
 
 #: MQTT protocol versions a client can speak (the factory maps them to paho's constants).
-PROTOCOL_VERSIONS: Final = ("3.1.1",)
+PROTOCOL_VERSIONS: Final = ("3.1.1", "5")
 #: Transports a client can use.
-TRANSPORTS: Final = ("tcp",)
+TRANSPORTS: Final = ("tcp", "websockets")
+#: The WebSocket path when none is given (Mosquitto's and most brokers'; IoT Hub uses /$iothub/websocket).
+DEFAULT_WS_PATH: Final = "/mqtt"
 #: Keep-alive of every client of a run, in seconds.
 DEFAULT_KEEPALIVE_S: Final = 60
 
@@ -40,9 +42,10 @@ class Connection:
         tls: Whether clients use TLS (``mqtts``).
         options: TLS files, ``insecure`` and the user name.
         qos: QoS of the telemetry: devices publish and readers subscribe with it.
-        protocol_version: ``"3.1.1"`` (MQTT 5 is a later addition).
-        transport: ``"tcp"`` (WebSockets is a later addition).
+        protocol_version: ``"3.1.1"`` or ``"5"``.
+        transport: ``"tcp"`` or ``"websockets"`` (MQTT over WebSockets to ``ws_path``).
         keepalive_s: MQTT keep-alive interval.
+        ws_path: the HTTP path of the WebSocket upgrade (transport ``websockets`` only).
     """
 
     host: str
@@ -53,12 +56,15 @@ class Connection:
     protocol_version: str = "3.1.1"
     transport: str = "tcp"
     keepalive_s: int = DEFAULT_KEEPALIVE_S
+    ws_path: str = DEFAULT_WS_PATH
 
     def __post_init__(self) -> None:
         if self.protocol_version not in PROTOCOL_VERSIONS:
-            raise ValueError(f"MQTT protocol version {self.protocol_version!r} is not supported; use 3.1.1")
+            raise ValueError(f"MQTT protocol version {self.protocol_version!r} is not supported; use 3.1.1 or 5")
         if self.transport not in TRANSPORTS:
-            raise ValueError(f"MQTT transport {self.transport!r} is not supported; use tcp")
+            raise ValueError(f"MQTT transport {self.transport!r} is not supported; use tcp or websockets")
+        if not self.ws_path.startswith("/"):
+            raise ValueError(f"the WebSocket path must start with /, not {self.ws_path!r}")
         if self.qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, not {self.qos}")
 
@@ -97,6 +103,7 @@ class Connection:
             "protocol_version": self.protocol_version,
             "transport": self.transport,
             "keepalive_s": self.keepalive_s,
+            "ws_path": self.ws_path,
         }
 
     @classmethod
@@ -116,4 +123,5 @@ class Connection:
             protocol_version=str(data.get("protocol_version", "3.1.1")),
             transport=str(data.get("transport", "tcp")),
             keepalive_s=int(data.get("keepalive_s", DEFAULT_KEEPALIVE_S)),
+            ws_path=str(data.get("ws_path", DEFAULT_WS_PATH)),
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pytest_iotperf.connection import Connection
+from pytest_iotperf.message_spec import MessageSpec
 
 if TYPE_CHECKING:
     from pytest_iotperf.fleet.device import Device
@@ -42,6 +43,8 @@ class DeviceConfig:
     reconnect_max_s: float = 30.0
     offline_queue: int = 1000
     clean_session: bool = True
+    message: MessageSpec = MessageSpec()  # the payload and where the header goes (frozen: safe as a default)
+    topic_alias: bool = False  # MQTT 5: the topic once per connection, then its alias
 
     @classmethod
     def from_spec(cls, spec: FleetSpec) -> DeviceConfig:
@@ -57,6 +60,8 @@ class DeviceConfig:
             reconnect_max_s=spec.reconnect_max_s,
             offline_queue=spec.offline_queue,
             clean_session=spec.clean_session,
+            message=spec.message,
+            topic_alias=spec.topic_alias,
         )
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.fleet.identity_spec import IdentitySpec
+from pytest_iotperf.message_spec import MessageSpec
 
 #: Golden-ratio step used to spread device phases evenly over one period
 #: without knowing how many devices there are.
@@ -49,6 +50,10 @@ class FleetSpec:
     identity: IdentitySpec = field(default_factory=IdentitySpec)
     # New connections per second for the whole fleet (each worker takes its share); None: as fast as they come.
     connect_rate: float | None = None
+    # Issue 15: the payload (fixed, template or callable) and where the measurement header travels.
+    message: MessageSpec = field(default_factory=MessageSpec)
+    # MQTT 5: send the topic once per connection, then a topic alias.
+    topic_alias: bool = False
 
     @property
     def qos(self) -> int:
@@ -59,12 +64,16 @@ class FleetSpec:
         data = asdict(self)
         data["connection"] = self.connection.to_dict()
         data["identity"] = self.identity.to_dict()
+        data["message"] = self.message.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FleetSpec:
         identity = IdentitySpec.from_dict(data["identity"]) if data.get("identity") is not None else IdentitySpec()
-        return cls(**{**data, "connection": Connection.from_dict(data["connection"]), "identity": identity})
+        message = MessageSpec.from_dict(data["message"]) if data.get("message") is not None else MessageSpec()
+        return cls(
+            **{**data, "connection": Connection.from_dict(data["connection"]), "identity": identity, "message": message}
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
