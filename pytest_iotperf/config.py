@@ -18,6 +18,7 @@ raw strings it read from pytest's config.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from pytest_iotperf.setting_parsers import (
     parse_eventhub,
     parse_file,
     parse_file_or_template,
+    parse_header_key,
     parse_host_port,
     parse_http_url,
     parse_identity_template,
@@ -57,6 +59,7 @@ from pytest_iotperf.setting_parsers import (
     parse_text,
     parse_topic_filter,
     parse_topic_template,
+    parse_ws_path,
 )
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
 
@@ -215,9 +218,75 @@ SETTINGS: tuple[Setting, ...] = (
         "topic",
         parse_topic_template,
         "devices/{device_id}/telemetry",
-        "publish topic template; {device_id} and {run_id} are filled in",
+        "publish topic template; {device_id} and {run_id} are filled in (without {device_id}: one topic for all)",
         "TEMPLATE",
         "topic",
+    ),
+    Setting(
+        "payload_file",
+        parse_file,
+        None,
+        'JSON template of each message, generators written as {"$uniform": [15, 30]} (test code: payload=...)',
+        "FILE",
+        "payload",
+    ),
+    Setting(
+        "seed",
+        parse_non_negative_int,
+        None,
+        "seed of the payload generators (default: a new one per run, recorded in the result)",
+        "N",
+        "seed",
+    ),
+    Setting(
+        "header",
+        choice("body", "properties"),
+        "body",
+        "where the measurement header travels: inside the JSON body under --iot-header-key, or as "
+        "MQTT 5 user properties / the IoT Hub property bag (the body stays byte-exact)",
+        "{body,properties}",
+        "header",
+    ),
+    Setting(
+        "header_key",
+        parse_header_key,
+        "_iotperf",
+        "key (or dotted path, e.g. meta.trace) of the header in a JSON body",
+        "KEY",
+        "header_key",
+    ),
+    Setting(
+        "mqtt_version",
+        choice("3.1.1", "5"),
+        "3.1.1",
+        "MQTT protocol version of the devices, the sink and the bridge",
+        "{3.1.1,5}",
+        "mqtt_version",
+    ),
+    Setting(
+        "topic_alias",
+        parse_bool,
+        False,
+        "MQTT 5: send the topic once per connection, then its alias",
+        "",
+        "topic_alias",
+        flag=True,
+    ),
+    Setting(
+        "transport",
+        choice("tcp", "websockets"),
+        "tcp",
+        "how MQTT clients connect: tcp, or websockets (to --iot-ws-path)",
+        "{tcp,websockets}",
+        "transport",
+    ),
+    Setting(
+        "ws_path",
+        parse_ws_path,
+        None,
+        "path of the MQTT WebSocket endpoint (default /mqtt; IoT Hub: /$iothub/websocket)",
+        "PATH",
+        "ws_path",
     ),
     Setting(
         "sink",
@@ -536,6 +605,45 @@ class SessionSettings:
         return self._typed("bridge", str)
 
     @property
+    def payload(self) -> object:
+        """The payload asked for: None (our fixed JSON), a template file (Path), or from test code a dict
+        template, a callable, or a ``"module:qualname"`` string (checked by ``run_message.plan_message``)."""
+        return self["payload_file"]
+
+    @property
+    def seed(self) -> int | None:
+        """The payload generators' seed; None: a new one per run."""
+        return self._optional("seed", int)
+
+    @property
+    def header(self) -> str:
+        """``body`` or ``properties``."""
+        return self._typed("header", str)
+
+    @property
+    def header_key(self) -> str:
+        return self._typed("header_key", str)
+
+    @property
+    def mqtt_version(self) -> str:
+        """``3.1.1`` or ``5``."""
+        return self._typed("mqtt_version", str)
+
+    @property
+    def topic_alias(self) -> bool:
+        return self._typed("topic_alias", bool)
+
+    @property
+    def transport(self) -> str:
+        """``tcp`` or ``websockets``."""
+        return self._typed("transport", str)
+
+    @property
+    def ws_path(self) -> str | None:
+        """The WebSocket path asked for; None: the broker kind's default."""
+        return self._optional("ws_path", str)
+
+    @property
     def master_bind(self) -> tuple[str, int]:
         """(host, port) the Locust master binds; port 0: any free port."""
         host, port = self._typed("master_bind", tuple)
@@ -661,6 +769,18 @@ class SessionSettings:
             setting = SETTINGS_BY_KWARG[kwarg]
             if raw is None:
                 continue
+            if kwarg == "payload" and isinstance(raw, str) and _CALLABLE_REF.fullmatch(raw.strip()):
+                raw = _PayloadRef(raw.strip())  # "module:function": imported by the workers, by name
+            if kwarg == "payload" and (isinstance(raw, _PayloadRef) or not isinstance(raw, (str, Path))):
+                # A dict template, a callable or its name: not files; run_message.plan_message checks them.
+                if not (isinstance(raw, (dict, _PayloadRef)) or callable(raw)):
+                    raise ConfigError(
+                        f"iot_perf.run(payload={raw!r}) (test code): expected a dict template, a callable, "
+                        "a 'module:function' string or a template file"
+                    )
+                if values[setting.name].source not in (CLI, ENV):
+                    values[setting.name] = Resolved(raw, CODE)
+                continue
             # Checked even when the command line overrides it: a bad value in a
             # test must not hide until someone runs without the override.
             try:
@@ -674,6 +794,26 @@ class SessionSettings:
             if values[setting.name].source not in (CLI, ENV):
                 values[setting.name] = Resolved(value, CODE)
         return RunSettings(values)
+
+
+#: ``module.sub:function`` (a payload callable named by its import path).
+_CALLABLE_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+class _PayloadRef(str):
+    """A payload callable's ``module:qualname`` from test code (a str, told apart from a file path)."""
+
+    __slots__ = ()
+
+
+def describe_payload(payload: object) -> str | None:
+    """How the payload setting reads in a result: None (fixed), the file, ``module:qualname`` or 'dict template'."""
+    if payload is None or isinstance(payload, (str, Path)):
+        return None if payload is None else str(payload)
+    if isinstance(payload, dict):
+        return "dict template (test code)"
+    module = getattr(payload, "__module__", "?")
+    return f"{module}:{getattr(payload, '__qualname__', repr(payload))}"
 
 
 def _reject_bool(raw: bool) -> Any:
@@ -752,6 +892,7 @@ class RunSettings(SessionSettings):
         for name, resolved in self.values.items():
             value = resolved.value
             out[name] = str(value) if isinstance(value, Path) else value
+        out["payload_file"] = describe_payload(self.payload)
         out["ramp_up"] = self.ramp_up_s
         out["workers"] = self.workers
         out["expect_workers"] = self.expect_workers

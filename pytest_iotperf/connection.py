@@ -28,6 +28,7 @@ PROTOCOL_VERSIONS: Final = ("3.1.1", "5")
 TRANSPORTS: Final = ("tcp", "websockets")
 #: The WebSocket path when none is given (Mosquitto's and most brokers'; IoT Hub uses /$iothub/websocket).
 DEFAULT_WS_PATH: Final = "/mqtt"
+IOTHUB_WS_PATH: Final = "/$iothub/websocket"
 #: Keep-alive of every client of a run, in seconds.
 DEFAULT_KEEPALIVE_S: Final = 60
 
@@ -77,7 +78,17 @@ class Connection:
         options = settings.mqtt_options()
         if broker.ca_file and options.ca_file is None:
             options = dataclasses.replace(options, ca_file=broker.ca_file)
-        return cls(host=broker.host, port=broker.port, tls=broker.tls, options=options, qos=settings.qos)
+        ws_path = settings.ws_path or (IOTHUB_WS_PATH if broker.iothub else DEFAULT_WS_PATH)
+        return cls(
+            host=broker.host,
+            port=broker.port,
+            tls=broker.tls,
+            options=options,
+            qos=settings.qos,
+            protocol_version=settings.mqtt_version,
+            transport=settings.transport,
+            ws_path=ws_path,
+        )
 
     @property
     def address(self) -> str:

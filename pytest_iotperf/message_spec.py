@@ -72,7 +72,9 @@ class MessageSpec:
         if (self.kind == "callable") != (self.callable_ref is not None):
             raise ValueError("a callable payload needs its module:qualname, and only it has one")
         if not self.header_key or any(not part for part in self.header_key.split(".")):
-            raise ValueError(f"the header key must be a key or a dotted path such as meta.trace, not {self.header_key!r}")
+            raise ValueError(
+                f"the header key must be a key or a dotted path such as meta.trace, not {self.header_key!r}"
+            )
 
     @property
     def header_path(self) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.run_identity import plan_identity
+from pytest_iotperf.run_message import plan_message
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -88,6 +89,8 @@ class PerfRun:
         self.run_id = new_run_id()
         # Names, credentials and the IoT Hub topic, checked before anything starts (ConfigError otherwise).
         identity = plan_identity(settings, broker, self.run_id)
+        # The payload and where its header goes, checked before anything starts too.
+        self.message = plan_message(settings, broker, self.run_id)
         self.progress = progress or (lambda state: None)
         self._progress_state: dict[str, Any] = {
             "run_id": self.run_id,
@@ -121,6 +124,8 @@ class PerfRun:
             outage_budget_s=settings.outage_budget_s,
             identity=identity.spec,
             connect_rate=settings.connect_rate,
+            message=self.message,
+            topic_alias=settings.topic_alias,
         )
 
     def warnings(self) -> list[str]:
@@ -214,7 +219,7 @@ class PerfRun:
                 sink_report, sink_errors = readback.finish(expected, self.settings.drain_s)
                 errors.extend(sink_errors)
         result = build_result(
-            settings={"run_id": self.run_id, **self.settings.describe()},
+            settings={"run_id": self.run_id, **self.settings.describe(), "seed": self.message.seed},
             sources=self.settings.sources(),
             broker=self.broker.description,
             fleet=fleet_report,

@@ -141,10 +141,13 @@ def parse_consumer_group(text: str) -> str:
 
 
 def parse_topic_template(text: str) -> str:
-    """A publish topic with ``{device_id}`` (and optionally ``{run_id}``), no wildcards."""
+    """A publish topic, optionally with ``{device_id}`` and ``{run_id}``, no wildcards.
+
+    Without ``{device_id}`` the whole fleet publishes to one topic (common: the header names the device).
+    """
     value = text.strip()
-    if "{device_id}" not in value:
-        raise ValueError(f"the topic must contain {{device_id}}, got {text!r}")
+    if not value:
+        raise ValueError("expected a publish topic such as devices/{device_id}/telemetry, got an empty value")
     if "#" in value or "+" in value:
         raise ValueError(f"a publish topic cannot contain the wildcards + or #, got {text!r}")
     try:
@@ -273,3 +276,19 @@ def parse_properties(text: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"{key.strip()!r}: keys starting with '$' are IoT Hub system properties")
         pairs.append((key.strip(), value.strip()))
     return tuple(pairs)
+
+
+def parse_header_key(text: str) -> str:
+    """Where the header sits in a JSON body: a key, or a dotted path into nested objects (``meta.trace``)."""
+    value = text.strip()
+    if not value or any(not part.strip() or part != part.strip() for part in value.split(".")):
+        raise ValueError(f"expected a key or a dotted path such as _iotperf or meta.trace, got {text!r}")
+    return value
+
+
+def parse_ws_path(text: str) -> str:
+    """The HTTP path of the WebSocket upgrade, e.g. /mqtt."""
+    value = text.strip()
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError(f"expected a path starting with / such as /mqtt, got {text!r}")
+    return value

@@ -72,7 +72,7 @@ def test_precedence_cli_env_code_ini_default() -> None:
         ({}, {}, {"duration": ("5 parsecs", "pytest.ini")}, ["iot_duration = 5 parsecs", "pytest.ini"]),
         ({}, {"IOTPERF_QOS": "2"}, {}, ["IOTPERF_QOS", "environment", "0 or 1"]),
         ({"broker": "http://x"}, {}, {}, ["--iot-broker=http://x", "mqtt://"]),
-        ({"topic": "a/b"}, {}, {}, ["{device_id}"]),
+        ({"topic": "a/+"}, {}, {}, ["--iot-topic=a/+", "wildcards"]),
         ({"sink_topic": "a/#/b"}, {}, {}, ["topic filter"]),
         ({"sink": "kafka"}, {}, {}, ["mqtt", "eventhub"]),
     ],

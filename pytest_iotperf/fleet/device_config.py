@@ -13,7 +13,7 @@ Pure: imports neither locust nor gevent.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pytest_iotperf.connection import Connection
@@ -43,7 +43,7 @@ class DeviceConfig:
     reconnect_max_s: float = 30.0
     offline_queue: int = 1000
     clean_session: bool = True
-    message: MessageSpec = MessageSpec()  # the payload and where the header goes (frozen: safe as a default)
+    message: MessageSpec = field(default_factory=MessageSpec)  # the payload and where the header goes
     topic_alias: bool = False  # MQTT 5: the topic once per connection, then its alias
 
     @classmethod
