@@ -28,17 +28,17 @@ def plan_message(settings: RunSettings, broker: BrokerEndpoint, run_id: str) -> 
     Raises:
         ConfigError: the payload, header placement or protocol cannot work; the message names where it came from.
     """
-    # Imported here: the payload machinery is needed only when a run is planned.
-    from pytest_iotperf.payloads import PayloadError, callable_ref, check_message_spec, payload_file, to_file_form
-
     check_protocol(settings, broker)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     payload = settings.payload
+    if payload is None:  # our own JSON: nothing to compile or check
+        return MessageSpec(header=_header(settings), header_key=settings.header_key, seed=seed)
+    # Imported here: the payload machinery is needed only for a payload of the user's.
+    from pytest_iotperf.payloads import PayloadError, callable_ref, check_message_spec, payload_file, to_file_form
+
     where = _where(settings)
     try:
-        if payload is None:
-            spec = MessageSpec(header=_header(settings), header_key=settings.header_key, seed=seed)
-        elif isinstance(payload, Path):
+        if isinstance(payload, Path):
             spec = MessageSpec(
                 kind="template",
                 template=payload_file(payload),
