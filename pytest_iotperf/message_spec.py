@@ -51,6 +51,8 @@ class MessageSpec:
         header: ``body`` or ``properties``.
         header_key: where the header sits in a JSON body: a key, or a dotted path into nested objects.
         seed: the run's seed; device n's generators draw from a stream derived from (seed, n).
+        callable_path: a directory a local worker puts first on ``sys.path`` before importing ``callable_ref``
+            (a function in a test module pytest imported from the rootdir); None: importable as installed.
         source: where the payload came from, for messages (``--iot-payload-file=t.json (command line)``).
     """
 
@@ -61,6 +63,7 @@ class MessageSpec:
     header_key: str = DEFAULT_HEADER_KEY
     seed: int = 0
     source: str = "default"
+    callable_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PAYLOAD_KINDS:
@@ -91,6 +94,7 @@ class MessageSpec:
             "header_key": self.header_key,
             "seed": self.seed,
             "source": self.source,
+            "callable_path": self.callable_path,
         }
 
     @classmethod
