@@ -13,9 +13,16 @@ a ``select()`` and four ``recv`` calls per message among it.
 * :meth:`LeanClient.loop_read` takes every complete packet from one ``recv``:
   a PUBACK only drops its packet from :attr:`LeanClient.inflight`; with
   :attr:`LeanClient.on_raw_message` set, a QoS 0/1 PUBLISH hands over its
-  topic and payload as bytes, after the PUBACKs of one read left in one write
-  (QoS 2 reaches it too, after paho's handshake); every other packet goes to
-  paho's own handlers exactly as paho's reader would.
+  topic, payload and (MQTT 5) raw property block as bytes, after the PUBACKs
+  of one read left in one write (QoS 2 reaches it too, after paho's
+  handshake); every other packet goes to paho's own handlers exactly as
+  paho's reader would.
+
+MQTT 5: a PUBACK may carry a reason code (``0x40 0x03 id id rc``, or with a
+property block).  Any PUBACK settles its packet (it never stays in
+``inflight``); a failure code (>= 0x80: quota exceeded, not authorized, ...)
+also goes to :attr:`LeanClient.on_publish_refused`.  0x10 "no matching
+subscribers" is a success.  The 3.1.1 form ``0x40 0x02`` keeps its fast path.
 
 Telemetry is published only through ``send_publish``, with packet ids from a
 counter here, so they cannot collide with paho's (a PUBACK paho is waiting for
@@ -38,6 +45,7 @@ is timed from the resend.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -49,8 +57,17 @@ from typing import Any
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
-from pytest_iotperf.mqtt_wire import MAX_PACKET_ID, PUBACK, PUBLISH, next_packet, publish_packet_id
+from pytest_iotperf.mqtt_wire import (
+    MAX_PACKET_ID,
+    PUBACK,
+    PUBLISH,
+    decode_variable_int,
+    next_packet,
+    publish_packet_id,
+)
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
 _READ_CHUNK = 65536
@@ -58,6 +75,18 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 #: The PUBACK latency clock (a module global: one lookup on the hot path, and tests can set it).
 _now_ns = time.monotonic_ns
+#: ``on_raw_message(topic, payload, properties)``: properties are the raw MQTT 5 property block, None if none.
+RawMessageHandler = Callable[[bytes, bytes, bytes | None], None]
+
+
+@functools.lru_cache(maxsize=256)
+def puback_reason(reason_code: int) -> str:
+    """An MQTT 5 PUBACK reason code as a report names it: ``"0x87 not authorized"``."""
+    try:
+        name = ReasonCode(PacketTypes.PUBACK, identifier=reason_code).getName().lower()
+    except ValueError:  # not a PUBACK reason code the standard defines
+        name = "unknown reason"
+    return f"0x{reason_code:02x} {name}"
 
 
 def _in_packet(command: int = 0, body: bytes = b"") -> Any:
@@ -81,7 +110,7 @@ class _Taken:
 
     def __init__(self) -> None:
         self.acks = bytearray()  # their PUBACKs, written together
-        self.messages: list[tuple[bytes, bytes]] = []  # (topic, payload)
+        self.messages: list[tuple[bytes, bytes, bytes | None]] = []  # (topic, payload, MQTT 5 properties)
 
 
 class LeanClient(mqtt.Client):
@@ -99,9 +128,18 @@ class LeanClient(mqtt.Client):
         self._read_ns = 0  # monotonic_ns of the last recv, while ack_latency is set
         #: Why the connection was lost, when paho's own reason would only say "Unspecified error".
         self.lost_reason: str | None = None
-        #: Receives ``(topic, payload)`` of every message: QoS 0/1 without paho's per-message
+        #: Receives ``(topic, payload, properties)`` of every message: QoS 0/1 without paho's per-message
         #: objects, QoS 2 once paho finished its handshake.  When None, paho's ``on_message`` does.
-        self.on_raw_message: Callable[[bytes, bytes], None] | None = None
+        #: ``properties``: the raw MQTT 5 property block (``mqtt_wire.user_properties`` decodes it), None
+        #: under 3.1.1 or when empty.
+        self.on_raw_message: RawMessageHandler | None = None
+        #: MQTT 5: called with the reason code of every PUBACK that refused one of our publishes (>= 0x80);
+        #: the publish is settled all the same (see :func:`puback_reason` for its name).
+        self.on_publish_refused: Callable[[int], None] | None = None
+        #: MQTT 5 CONNECT: clean start, and the session expiry asked for (s; 0: the session ends with the
+        #: connection).  Set by ``mqtt_client.make_client``, sent by ``mqtt_client.connect``.
+        self.clean_start = True
+        self.session_expiry_s = 0
         self._next_packet_id = 0
         self._unparsed = b""  # the start of a packet whose rest has not arrived
 
@@ -249,6 +287,7 @@ class LeanClient(mqtt.Client):
         end = len(buffer)
         taken = _Taken()
         on_raw_message = self.on_raw_message
+        mqtt5 = self._protocol == mqtt.MQTTv5
         rc = _SUCCESS
         while pos < end:
             command = buffer[pos]
@@ -268,16 +307,38 @@ class LeanClient(mqtt.Client):
             pos = body_end
             qos = (command >> 1) & 3
             if on_raw_message is not None and command & 0xF0 == PUBLISH and qos < 2:
-                # The hot case of a subscriber: topic length, topic, [packet id], payload.
+                # The hot case of a subscriber: topic length, topic, [packet id], [MQTT 5 properties], payload.
                 topic_end = body_start + 2 + ((buffer[body_start] << 8) | buffer[body_start + 1])
                 payload_start = topic_end
                 if qos:
+                    # MQTT 5 too: a PUBACK without a reason code is a success (MQTT 5, 3.4.2.1).
                     taken.acks += b"\x40\x02" + buffer[payload_start : payload_start + 2]
                     payload_start += 2
+                properties = None
+                if mqtt5:
+                    if payload_start >= body_end:  # no property length
+                        rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                        break
+                    props_length = buffer[payload_start]
+                    props_start = payload_start + 1
+                    if props_length & 0x80:  # a block of 128 bytes or more: a longer length
+                        try:
+                            props_length, props_start = decode_variable_int(buffer, payload_start)
+                        except ValueError:
+                            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                            break
+                    payload_start = props_start + props_length
+                    if props_length:
+                        properties = buffer[props_start:payload_start]
                 if payload_start > body_end:
                     rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
                     break
-                taken.messages.append((buffer[body_start + 2 : topic_end], buffer[payload_start:body_end]))
+                taken.messages.append(
+                    (buffer[body_start + 2 : topic_end], buffer[payload_start:body_end], properties)
+                )
+                continue
+            if command == PUBACK and mqtt5 and body_end - body_start > 2:
+                self._acknowledged_with_reason(buffer[body_start:body_end])
                 continue
             rc = self._hand_over(taken, on_raw_message)  # keep the order of what paho sees next
             if rc == _SUCCESS:
@@ -291,7 +352,7 @@ class LeanClient(mqtt.Client):
         return rc
 
     def _hand_over(
-        self, taken: _Taken, on_raw_message: Callable[[bytes, bytes], None] | None, acknowledge: bool = True
+        self, taken: _Taken, on_raw_message: RawMessageHandler | None, acknowledge: bool = True
     ) -> MQTTErrorCode:
         """Acknowledge what was taken in one write, then deliver it.
 
@@ -303,8 +364,8 @@ class LeanClient(mqtt.Client):
         if taken.acks and acknowledge and self._sock is not None:
             rc = self._write(bytes(taken.acks))
         if on_raw_message is not None:
-            for topic, payload in taken.messages:
-                on_raw_message(topic, payload)
+            for topic, payload, properties in taken.messages:
+                on_raw_message(topic, payload, properties)
         taken.acks.clear()
         taken.messages.clear()
         return rc
@@ -315,7 +376,7 @@ class LeanClient(mqtt.Client):
         if on_raw_message is None:
             super()._handle_on_message(message)
         else:
-            on_raw_message(message.topic.encode(), bytes(message.payload))
+            on_raw_message(message.topic.encode(), bytes(message.payload), _raw_properties(message))
 
     def _acknowledged(self, packet_id: int) -> None:
         if self._out_messages and packet_id in self._out_messages:
@@ -330,6 +391,19 @@ class LeanClient(mqtt.Client):
                     latency_us = (self._read_ns - sent_ns) // 1000
                     latency[latency_us] = latency.get(latency_us, 0) + 1
 
+    def _acknowledged_with_reason(self, body: bytes) -> None:
+        """An MQTT 5 PUBACK with a reason code (and maybe properties): it settles its publish, refused or not."""
+        packet_id = (body[0] << 8) | body[1]
+        if self._out_messages and packet_id in self._out_messages:
+            self._handle_with_paho(PUBACK, body)  # paho's own publish: paho tells its on_publish the reason
+            return
+        self._acknowledged(packet_id)
+        reason_code = body[2]
+        if reason_code >= 0x80:
+            on_publish_refused = self.on_publish_refused
+            if on_publish_refused is not None:
+                on_publish_refused(reason_code)
+
     def _handle_with_paho(self, command: int, body: bytes) -> MQTTErrorCode:
         """Hand one complete packet to paho, in the state its own reader leaves before handling."""
         self._in_packet = _in_packet(command, body)
@@ -339,6 +413,16 @@ class LeanClient(mqtt.Client):
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
         self._in_packet = _in_packet()
         return rc
+
+
+def _raw_properties(message: mqtt.MQTTMessage) -> bytes | None:
+    """The property block of a message paho decoded (MQTT 5), packed again without its length; None if none."""
+    properties = getattr(message, "properties", None)
+    if properties is None:
+        return None
+    packed: bytes = properties.pack()
+    _, start = decode_variable_int(packed, 0)
+    return packed[start:] or None
 
 
 def _why(exc: OSError) -> str:

@@ -18,6 +18,8 @@ from typing import Final
 
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.lean_mqtt import LeanClient
@@ -25,7 +27,11 @@ from pytest_iotperf.mqtt_options import mqtt_password
 
 __all__ = ["ClientIdentity", "connect", "make_client", "shared_identity"]
 
-_PROTOCOLS: Final = {"3.1.1": mqtt.MQTTv311}
+_PROTOCOLS: Final = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+#: MQTT 5: how long the broker keeps a persistent session (clean session false) after its connection ends.
+#: Without a session expiry an MQTT 5 session ends with its connection, so a reader that drops loses what
+#: was routed to it meanwhile; 3.1.1 keeps such a session for ever.
+SESSION_EXPIRY_S: Final = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +69,22 @@ def shared_identity(
 
 
 def make_client(connection: Connection, identity: ClientIdentity, *, clean_session: bool = True) -> LeanClient:
-    """A lean client for ``connection`` as ``identity``, not connected yet (see :func:`connect`)."""
+    """A lean client for ``connection`` as ``identity``, not connected yet (see :func:`connect`).
+
+    MQTT 5 has no clean session (paho refuses it): ``clean_session`` becomes clean
+    start at every connect, and a persistent session asks for :data:`SESSION_EXPIRY_S`.
+    """
+    mqtt5 = connection.protocol_version == "5"
     client = LeanClient(
         CallbackAPIVersion.VERSION2,
         client_id=identity.client_id,
         protocol=_PROTOCOLS[connection.protocol_version],
-        clean_session=clean_session,
+        clean_session=None if mqtt5 else clean_session,
         transport=connection.transport,  # type: ignore[arg-type]  # validated by Connection
     )
+    if mqtt5:
+        client.clean_start = clean_session
+        client.session_expiry_s = 0 if clean_session else SESSION_EXPIRY_S
     if identity.username:
         client.username_pw_set(identity.username, identity.password)
     if connection.tls:
@@ -80,10 +94,25 @@ def make_client(connection: Connection, identity: ClientIdentity, *, clean_sessi
     return client
 
 
-def connect(client: mqtt.Client, connection: Connection) -> MQTTErrorCode:
+def connect(client: LeanClient, connection: Connection) -> MQTTErrorCode:
     """Open the TCP (and TLS) connection and send CONNECT; the CONNACK arrives through the client's loop.
+
+    MQTT 5: with the client's clean start and session expiry (paho's own
+    reconnects, ``loop_start``'s, send the same).
 
     Raises:
         OSError: the connection could not be opened (refused, timed out, TLS failed).
     """
-    return client.connect(connection.host, connection.port, connection.keepalive_s)
+    if connection.protocol_version != "5":
+        return client.connect(connection.host, connection.port, connection.keepalive_s)
+    properties = None
+    if client.session_expiry_s:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        properties.SessionExpiryInterval = client.session_expiry_s
+    return client.connect(
+        connection.host,
+        connection.port,
+        connection.keepalive_s,
+        clean_start=client.clean_start,
+        properties=properties,
+    )

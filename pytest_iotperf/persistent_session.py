@@ -18,6 +18,12 @@ After the last read, :meth:`PersistentSession.close` ends the session on the
 broker (one connection with clean session true): MQTT 3.1.1 has no session
 expiry, and a session left behind on an external broker would be queued QoS 1
 messages for ever.
+
+MQTT 5 has clean start instead of clean session, and a session ends with its
+connection unless CONNECT asks for an expiry: the factory
+(:func:`~pytest_iotperf.mqtt_client.make_client`) turns clean session false
+into clean start false plus ``SESSION_EXPIRY_S``, so the session survives a
+drop the same way; closing (clean start, no expiry) ends it at once.
 """
 
 from __future__ import annotations

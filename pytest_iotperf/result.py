@@ -102,6 +102,8 @@ class RunResult:
     puback_p95_ms: float = math.nan
     puback_p99_ms: float = math.nan
     puback_max_ms: float = math.nan  # NaN: nothing was published at QoS 1
+    # MQTT 5: publishes a PUBACK refused, by reason ("0x97 quota exceeded" -> count); part of publish_errors.
+    publish_errors_by_reason: dict[str, int] = field(default_factory=dict)
     sink_reconnects: int = 0  # the MQTT sink's own
     sink_disconnects: int = 0
     # When reconnects completed: 100 ms bucket start (seconds after T0, "12.315") -> reconnects.
@@ -316,6 +318,7 @@ def build_result(
         puback_p95_ms=_percentile_ms(puback, 95),
         puback_p99_ms=_percentile_ms(puback, 99),
         puback_max_ms=_ms(puback.max_us) if puback.max_us is not None else math.nan,
+        publish_errors_by_reason={str(k): int(v) for k, v in fleet.get("publish_errors_by_reason", {}).items()},
         sink_reconnects=int(sink_counters.get("reconnects", 0)),
         sink_disconnects=int(sink_counters.get("disconnects", 0)),
         reconnect_timeline=_reconnect_timeline(fleet),

@@ -165,6 +165,8 @@ class WorkerReport(WorkerCounters):
     # Connect attempts (first, retries, reconnects, renewals): 100 ms bucket (epoch s * 10) -> attempts.
     connect_timeline: NotRequired[dict[str, int]]
     puback_latency: NotRequired[HistogramDict]  # QoS 1 publish write -> its PUBACK, µs (empty at QoS 0)
+    # MQTT 5 publishes a PUBACK refused, by reason ("0x97 quota exceeded" -> count); part of publish_errors.
+    publish_errors_by_reason: NotRequired[dict[str, int]]
 
 
 class WorkerSummary(TypedDict):
@@ -202,6 +204,7 @@ class FleetReport(WorkerCounters):
     reconnect_timeline: NotRequired[dict[str, int]]  # summed per key
     connect_timeline: NotRequired[dict[str, int]]  # summed per key
     puback_latency: NotRequired[HistogramDict]  # merged
+    publish_errors_by_reason: NotRequired[dict[str, int]]  # summed per reason
     # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]

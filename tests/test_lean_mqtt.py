@@ -159,7 +159,8 @@ def test_inbound_publishes_split_at_every_byte_are_handed_over_and_acked(
     payloads: list[bytes] = []
     topics: list[bytes] = []
 
-    def on_raw_message(topic: bytes, payload: bytes) -> None:
+    def on_raw_message(topic: bytes, payload: bytes, properties: bytes | None) -> None:
+        assert properties is None  # MQTT 3.1.1
         topics.append(topic)
         payloads.append(payload)
 
@@ -187,7 +188,7 @@ def test_inbound_publishes_split_at_every_byte_are_handed_over_and_acked(
 def test_acks_of_one_read_leave_in_one_write(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
     payloads: list[bytes] = []
-    client.on_raw_message = lambda _topic, payload: payloads.append(payload)
+    client.on_raw_message = lambda _topic, payload, _properties: payloads.append(payload)
     broker.send(b"".join(_publish(b"t", b"%d" % i, qos=1, packet_id=i + 1) for i in range(50)))
     assert client.loop_read() == OK
     assert payloads == [b"%d" % i for i in range(50)]
@@ -198,7 +199,7 @@ def test_a_disconnect_on_delivery_goes_out_after_the_acks(wired: tuple[LeanClien
     # The sink stops once the last message arrived: its PUBACKs must not be queued behind the DISCONNECT.
     client, broker = wired
 
-    def stop_on_delivery(_topic: bytes, _payload: bytes) -> None:
+    def stop_on_delivery(_topic: bytes, _payload: bytes, _properties: bytes | None) -> None:
         client.disconnect()
 
     client.on_raw_message = stop_on_delivery
@@ -212,7 +213,7 @@ def test_qos2_goes_through_paho_and_untaken_publishes_stay_with_paho(wired: tupl
     raw: list[tuple[bytes, bytes]] = []
     by_paho: list[tuple[str, bytes, int]] = []
     client.on_message = lambda _c, _u, m: by_paho.append((m.topic, bytes(m.payload), m.qos))
-    client.on_raw_message = lambda topic, payload: raw.append((topic, payload))
+    client.on_raw_message = lambda topic, payload, _properties: raw.append((topic, payload))
     broker.send(_publish(b"t/2", b"exactly-once", qos=2, packet_id=9))
     assert client.loop_read() == OK
     assert raw == [] and broker.recv(16) == b"\x50\x02\x00\x09"  # paho answers PUBREC and holds it
@@ -228,7 +229,7 @@ def test_qos2_goes_through_paho_and_untaken_publishes_stay_with_paho(wired: tupl
 
 def test_a_publish_whose_topic_overruns_it_is_a_protocol_error(wired: tuple[LeanClient, socket.socket]) -> None:
     client, broker = wired
-    client.on_raw_message = lambda topic, payload: None
+    client.on_raw_message = lambda topic, payload, properties: None
     broker.send(b"\x32\x04\x00\x09ab")  # topic length 9 in a 4-byte body
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
     assert client.socket() is None
@@ -289,7 +290,7 @@ def test_a_lean_subscriber_gets_everything_and_its_acks_reach_the_broker() -> No
         received: list[bytes] = []
         all_in, subscribed = threading.Event(), threading.Event()
 
-        def on_raw_message(topic: bytes, payload: bytes) -> None:
+        def on_raw_message(topic: bytes, payload: bytes, properties: bytes | None) -> None:
             assert topic == b"out/d1"
             received.append(payload)
             if len(received) == count:

@@ -143,7 +143,7 @@ class MqttSubscriber:
         self._fresh_sessions += 1
         self._subscribed.set()
 
-    def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
+    def _on_raw_message(self, topic: bytes, payload: bytes, properties: bytes | None) -> None:
         if topic == self._fence_topic_bytes:
             self._fence_back.set()
             return

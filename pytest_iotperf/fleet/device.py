@@ -49,17 +49,24 @@ from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
 from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.header import PayloadTemplate
-from pytest_iotperf.lean_mqtt import LeanClient
+from pytest_iotperf.lean_mqtt import LeanClient, puback_reason
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
-from pytest_iotperf.mqtt_wire import PublishFramer, retransmission
+from pytest_iotperf.mqtt_wire import PublishFramer, PublishFramerV5, retransmission
 
 if TYPE_CHECKING:
     from pytest_iotperf.fleet.connect_limiter import ConnectLimiter
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
-#: CONNACK refusals no retry can fix (MQTT 3.1.1 return codes 1, 2, 4, 5 as paho maps them): protocol,
-#: client id, user name or password, not authorized.  "Server unavailable" (3) is retried.
-_REFUSED_FOR_GOOD = frozenset({0x84, 0x85, 0x86, 0x87})
+#: CONNACK refusals no retry can fix: unsupported protocol version, client id not valid, bad user name or
+#: password, not authorized (MQTT 3.1.1 return codes 1, 2, 4, 5 as paho maps them, and MQTT 5's own), and
+#: MQTT 5's malformed packet, protocol error, banned, bad authentication method, topic name invalid, packet
+#: too large, payload format invalid, retain / QoS not supported (of the will) and server moved: each says
+#: the same CONNECT will be refused again.  Retried: unspecified (0x80) and implementation specific (0x83)
+#: errors, server unavailable (0x88) or busy (0x89), quota (0x97) or connection rate (0x9F) exceeded, use
+#: another server (0x9C: a temporary redirect paho does not follow).
+_REFUSED_FOR_GOOD = frozenset(
+    {0x81, 0x82, 0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C, 0x90, 0x95, 0x99, 0x9A, 0x9B, 0x9D}
+)
 _CONNACK_TIMEOUT_S = 10.0
 #: The first reconnect try comes within this long; each failed try doubles the window, up to reconnect_max_s.
 _FIRST_RETRY_S = 0.1
@@ -97,7 +104,7 @@ class Device:
         self.phase_s = phase_s
         self.topic = config.topic_for(device_id)
         self.template = PayloadTemplate(config.run_id, device_id, config.payload_bytes)
-        self.framer = PublishFramer(self.topic, config.qos)
+        self.framer = framer_for(config, self.topic)
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
         self.finished = False  # schedule over and nothing left to send: counted by the fleet
@@ -137,6 +144,7 @@ class Device:
         client = make_client(self.config.connection, identity, clean_session=self.config.clean_session)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_publish_refused = self._on_publish_refused
         return client
 
     # -- connection ---------------------------------------------------------------
@@ -203,6 +211,10 @@ class Device:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._session_present = bool(getattr(flags, "session_present", False))
         self._refused_for_good = reason.is_failure and reason.value in _REFUSED_FOR_GOOD
+        framer = self.framer
+        if isinstance(framer, PublishFramerV5):
+            # A new connection knows no alias; a broker without Topic Alias Maximum takes none at all.
+            framer.reset(alias_allowed=getattr(props, "TopicAliasMaximum", 0) >= 1)
         self._connack.set("ok" if not reason.is_failure else f"connection refused: {reason}")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -275,15 +287,18 @@ class Device:
         client = self.client
         pending = client.take_inflight()
         same_session = not self.config.clean_session and self._session_present
+        # MQTT 5: a packet that carried only its topic alias gets the topic back (the alias died with its connection).
+        framer = self.framer
+        resend = framer.retransmission if isinstance(framer, PublishFramerV5) else retransmission
         for index, (packet_id, packet) in enumerate(pending):
             if not self.connected:
                 client.inflight.update(pending[index:])  # for the next reconnect
                 return False
             if same_session:
-                again, again_id = retransmission(packet), packet_id
+                again, again_id = resend(packet), packet_id
             else:
                 again_id = client.packet_id()
-                again = retransmission(packet, again_id)
+                again = resend(packet, again_id)
             if client.send_publish(again, 1, again_id) != _SUCCESS:
                 client.inflight.update(pending[index:])
                 return False
@@ -520,6 +535,10 @@ class Device:
                 self._events.message_sent(due_us, now_us)
         return rc
 
+    def _on_publish_refused(self, reason_code: int) -> None:
+        """MQTT 5: a PUBACK refused a message (already counted as sent: it left the device)."""
+        self._events.publish_refused(puback_reason(reason_code))
+
     def _finish(self) -> None:
         """The schedule is over (or aborted): the device is done once nothing is left to do."""
         self._schedule_over = True
@@ -584,3 +603,11 @@ class Device:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def framer_for(config: DeviceConfig, topic: str) -> PublishFramer | PublishFramerV5:
+    """How a device frames its PUBLISH packets: MQTT 5 with its properties, or 3.1.1."""
+    if config.connection.protocol_version == "5":
+        # Our body is JSON (PayloadTemplate); the topic alias, when asked for, is reset at every connect.
+        return PublishFramerV5(topic, config.qos, content_type="application/json", topic_alias=config.topic_alias)
+    return PublishFramer(topic, config.qos)

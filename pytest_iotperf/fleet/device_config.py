@@ -156,5 +156,8 @@ class DeviceEvents(Protocol):
     def publish_failed(self, reason: str) -> None:
         """A message due could not be published."""
 
+    def publish_refused(self, reason: str) -> None:
+        """MQTT 5: the broker's PUBACK refused a message (``"0x97 quota exceeded"``); it was sent all the same."""
+
     def device_finished(self, device: Device) -> None:
         """Its schedule is over (or was aborted)."""

@@ -4,7 +4,8 @@ Every merge is exact: counts add, histograms merge bucket by bucket, so one
 worker or twenty give the same numbers for the same messages.  The shapes are
 ``wire_reports.WorkerReport`` and ``FleetReport``; every field of
 ``WorkerCounters`` is summed, and so are the disconnect reasons, the
-offline device-seconds and the connected / reconnect / connect timelines (per key).
+offline device-seconds, the publish errors per reason and the connected / reconnect / connect
+timelines (per key).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
     reconnect_timeline: Counter[str] = Counter()
     connect_timeline: Counter[str] = Counter()
     disconnect_reasons: Counter[str] = Counter()
+    publish_errors_by_reason: Counter[str] = Counter()
     offline_device_s = 0.0
     errors: Counter[str] = Counter()
     workers: list[WorkerSummary] = []
@@ -52,6 +54,9 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         if "puback_latency" in report:
             puback_latency.merge(DelayHistogram.from_dict(report["puback_latency"]))
         disconnect_reasons.update({reason: int(n) for reason, n in report.get("disconnect_reasons", {}).items()})
+        publish_errors_by_reason.update(
+            {reason: int(n) for reason, n in report.get("publish_errors_by_reason", {}).items()}
+        )
         offline_device_s += float(report.get("offline_device_s", 0.0))
         errors.update(report["errors"])
         fields: Mapping[str, Any] = report  # the counter names are known only at run time
@@ -107,6 +112,7 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "reconnect_timeline": dict(reconnect_timeline),
         "connect_timeline": dict(connect_timeline),
         "puback_latency": puback_latency.to_dict(),
+        "publish_errors_by_reason": dict(publish_errors_by_reason.most_common()),
     }
     # Every counter, also one the literal above does not name yet: a TypedDict cannot take keys by variable.
     fleet.update({key: totals[key] for key in summed})  # type: ignore[typeddict-item]

@@ -125,6 +125,7 @@ class WorkerFleet:
         self.finished = 0
         self.sent = 0
         self.publish_errors = 0
+        self.publish_errors_by_reason: Counter[str] = Counter()  # MQTT 5 PUBACK refusals: "0x87 not authorized"
         self.errors: Counter[str] = Counter()
         self.lateness = DelayHistogram()
         self.connect_latency = DelayHistogram()
@@ -253,6 +254,12 @@ class WorkerFleet:
     def publish_failed(self, reason: str) -> None:
         self.publish_errors += 1
         self._error(f"publish failed: {reason}")
+
+    def publish_refused(self, reason: str) -> None:
+        # Sent already (it left the device); the broker would not take it.  PUBACK reason codes are few.
+        self.publish_errors += 1
+        self.publish_errors_by_reason[reason] += 1
+        self._error(f"publish refused by the broker: {reason}")
 
     def device_finished(self, device: Device) -> None:
         self.finished += 1
@@ -474,6 +481,7 @@ class WorkerFleet:
             "sent": self.sent,
             "sent_by_device": {d.device_id: d.sent for d in self.devices},
             "publish_errors": self.publish_errors,
+            "publish_errors_by_reason": dict(self.publish_errors_by_reason),
             "errors": dict(self.errors),
             "lateness": self.lateness.to_dict(),
             "connect_latency": self.connect_latency.to_dict(),

@@ -82,7 +82,7 @@ class MqttSink:
             self.emit("reconnected", session_present=False, reconnects=self.session.reconnects)
         self.subscribed.set()
 
-    def _on_raw_message(self, topic: bytes, payload: bytes) -> None:
+    def _on_raw_message(self, topic: bytes, payload: bytes, properties: bytes | None) -> None:
         # The hot path (12,000+ messages/s): a NamedTuple view, no decoding beyond the header.
         seen_at_us = time.time_ns() // 1000
         recorder = self.recorder
