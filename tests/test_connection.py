@@ -37,9 +37,14 @@ def test_connection_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"protocol_version": "5"}, "3.1.1"), ({"transport": "websockets"}, "tcp"), ({"qos": 3}, "qos")],
+    [
+        ({"protocol_version": "3.1"}, "3.1.1 or 5"),
+        ({"transport": "quic"}, "tcp or websockets"),
+        ({"ws_path": "mqtt"}, "must start with /"),
+        ({"qos": 3}, "qos"),
+    ],
 )
-def test_connection_refuses_what_is_not_supported_yet(change: dict[str, object], message: str) -> None:
+def test_connection_refuses_what_is_not_supported(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Connection.from_dict({"host": "h", "port": 1, **change})
 
