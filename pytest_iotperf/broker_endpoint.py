@@ -7,13 +7,14 @@ an external broker needs the same URL parsing and the same check.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import ssl
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from paho.mqtt import client as mqtt
@@ -25,10 +26,20 @@ from pytest_iotperf.errors import BrokerError
 from pytest_iotperf.mqtt_client import make_client, shared_identity
 from pytest_iotperf.secrets import redact_url
 
-__all__ = ["DEFAULT_PORTS", "BrokerEndpoint", "parse_broker_url", "wait_for_mqtt", "wait_for_tls"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "BrokerEndpoint",
+    "BrokerUrl",
+    "parse_broker_url",
+    "split_broker_url",
+    "wait_for_mqtt",
+    "wait_for_tls",
+]
 
-DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883, "iothub": 8883}
+DEFAULT_PORTS: Final[dict[str, int]] = {"mqtt": 1883, "mqtts": 8883, "iothub": 8883, "ws": 80, "wss": 443}
 """Port used for each URL scheme when the URL names none."""
+_WS_SCHEMES: Final = ("ws", "wss")  # MQTT over WebSockets (wss: with TLS); the URL may carry the path
+_TLS_SCHEMES: Final = ("mqtts", "iothub", "wss")
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,12 @@ class BrokerEndpoint:
     description: str
     open_files: int | None = None
     ca_file: str | None = None  # the CA that signed an embedded server's certificate (clients trust it)
+    #: What ``port`` speaks: ``"tcp"``, or ``"websockets"`` for a ``ws://``/``wss://`` URL.
+    transport: str = "tcp"
+    #: A websockets listener of the same broker beside the TCP one (the embedded broker's, when asked for).
+    ws_port: int | None = None
+    #: The WebSocket path: from a ``ws://`` URL (None when it has none), or the embedded listener's ``/mqtt``.
+    ws_path: str | None = None
     # What the fleet's processes need in their environment to authenticate (an embedded IoT Hub's device
     # policy connection string): secrets, so only ever passed to child environments, never shown.
     fleet_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -65,38 +82,87 @@ class BrokerEndpoint:
 
     @property
     def url(self) -> str:
-        """The broker as a URL, e.g. ``mqtt://127.0.0.1:41234``."""
-        scheme = "iothub" if self.iothub else "mqtts" if self.tls else "mqtt"
+        """The broker as a URL, e.g. ``mqtt://127.0.0.1:41234`` or ``ws://127.0.0.1:41235/mqtt``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.transport == "websockets":
+            return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{self.ws_path or ''}"
+        scheme = "iothub" if self.iothub else "mqtts" if self.tls else "mqtt"
         return f"{scheme}://{host}:{self.port}"
+
+    def listener_for(self, transport: str) -> tuple[str, int, str | None]:
+        """``(transport, port, WebSocket path or None)`` for clients that want ``transport``.
+
+        A ``ws://``/``wss://`` URL is WebSockets whatever was asked; the path is None when
+        the endpoint does not say it (the run's ``--iot-ws-path`` or the default then).
+        An Azure IoT Hub serves MQTT over WebSockets on 443 (its 8883 is MQTT over TLS only).
+
+        Raises:
+            ValueError: ``websockets`` asked of an endpoint without a websockets listener.
+        """
+        if self.transport == "websockets":
+            return "websockets", self.port, self.ws_path
+        if transport == "tcp":
+            return "tcp", self.port, None
+        if self.ws_port is not None:
+            return "websockets", self.ws_port, self.ws_path
+        if self.kind in ("mosquitto", "amqtt", "iothub-embedded"):
+            raise ValueError(
+                f"the embedded broker ({self.description}) was started without a websockets listener; "
+                "start it with EmbeddedBroker(websockets=True) or call its start_websockets()"
+            )
+        if self.kind == "iothub" and self.port == DEFAULT_PORTS["iothub"]:
+            return "websockets", DEFAULT_PORTS["wss"], None
+        return "websockets", self.port, None  # an external broker: its port speaks what the user says
 
     @classmethod
     def external(cls, url: str) -> BrokerEndpoint:
         """Build the endpoint of an external broker from its URL.
 
         Raises:
-            ValueError: ``url`` is not ``mqtt://host[:port]``, ``mqtts://host[:port]`` or ``iothub://host[:port]``.
+            ValueError: ``url`` is not ``mqtt://host[:port]``, ``mqtts://host[:port]``,
+                ``ws[s]://host[:port][/path]`` or ``iothub://host[:port]``.
         """
-        scheme, host, port = parse_broker_url(url)
-        tls = scheme in ("mqtts", "iothub")  # IoT Hub speaks MQTT over TLS only
+        scheme, host, port, path = split_broker_url(url)
+        tls = scheme in _TLS_SCHEMES  # IoT Hub speaks MQTT over TLS only
         kind = "iothub" if scheme == "iothub" else "external"
-        bare = cls(host=host, port=port, tls=tls, kind=kind, description="")
-        return cls(host=host, port=port, tls=tls, kind=kind, description=f"{bare.url} (external)")
+        transport = "websockets" if scheme in _WS_SCHEMES else "tcp"
+        bare = cls(host=host, port=port, tls=tls, kind=kind, description="", transport=transport, ws_path=path)
+        return dataclasses.replace(bare, description=f"{bare.url} (external)")
+
+
+class BrokerUrl(NamedTuple):
+    """A broker URL's parts; ``path`` only for ``ws``/``wss`` (None when the URL has none)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str | None
 
 
 def parse_broker_url(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt://host:port``, ``mqtts://host:port`` or ``iothub://host:port`` into (scheme, host, port).
+    """``(scheme, host, port)`` of a broker URL: :func:`split_broker_url` without the WebSocket path."""
+    scheme, host, port, _ = split_broker_url(url)
+    return scheme, host, port
+
+
+def split_broker_url(url: str) -> BrokerUrl:
+    """Split ``mqtt://host:port``, ``mqtts://host:port``, ``ws[s]://host:port/path`` or ``iothub://host:port``.
 
     The one parser of broker URLs: the ``--iot-broker`` setting is validated
-    with it too.  The port defaults to 1883 for ``mqtt`` and 8883 for
-    ``mqtts`` and ``iothub``.  The error message never repeats credentials embedded in the URL.
+    with it too.  The port defaults to 1883 for ``mqtt``, 8883 for ``mqtts``
+    and ``iothub``, 80 for ``ws`` and 443 for ``wss`` (MQTT over WebSockets, whose
+    URL may name the path: ``ws://host:8080/mqtt``).  The error message never
+    repeats credentials embedded in the URL.
 
     Raises:
         ValueError: the URL has another scheme, no host, a bad port, white
-            space, or credentials, a path, a query or a fragment.
+            space, or credentials, a path (but for ws/wss), a query or a fragment.
     """
     shown = redact_url(url)
-    expected = "expected mqtt://host[:port], mqtts://host[:port] or iothub://NAME.azure-devices.net[:port]"
+    expected = (
+        "expected mqtt://host[:port], mqtts://host[:port], ws[s]://host[:port][/path] "
+        "or iothub://NAME.azure-devices.net[:port]"
+    )
     text = url.strip()
     if any(char.isspace() for char in text):
         # urlsplit silently drops tabs and newlines inside a URL; a host never has white space.
@@ -116,14 +182,16 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
         )
     if not parts.hostname:
         raise ValueError(f"invalid broker URL {shown!r}: no host; {expected}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    websockets = parts.scheme in _WS_SCHEMES
+    if (parts.path not in ("", "/") and not websockets) or parts.query or parts.fragment:
         raise ValueError(f"invalid broker URL {shown!r}: unexpected path, query or fragment; {expected}")
     if port == 0:
         raise ValueError(f"invalid broker URL {shown!r}: port 0 is not usable; {expected}")
-    return (
+    return BrokerUrl(
         parts.scheme,
         parts.hostname,
         port if port is not None else DEFAULT_PORTS[parts.scheme],
+        parts.path or None if websockets else None,
     )
 
 

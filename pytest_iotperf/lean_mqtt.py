@@ -162,6 +162,29 @@ class LeanClient(mqtt.Client):
         self.lost_reason = None
         return super().reconnect()
 
+    def _create_socket(self) -> Any:
+        """The connection paho reads and writes: the socket, or over WebSockets our frame stream around it.
+
+        Not paho's ``_WebsocketWrapper`` (see :mod:`pytest_iotperf.ws_client`: it loses a PUBLISH
+        under back-pressure and costs more per message).  The socket under the stream comes from
+        ``_create_socket_connection`` like any other, so it has Nagle off too.
+        """
+        if self._transport != "websockets":
+            return super()._create_socket()
+        from pytest_iotperf.ws_client import WebSocketStream  # imported by websockets clients only
+
+        sock: Any = self._create_socket_connection()
+        try:
+            if self._ssl:
+                sock = self._ssl_wrap_socket(sock)
+            sock.settimeout(self._connect_timeout)  # the handshake blocks; paho sets non-blocking after
+            return WebSocketStream.open(
+                sock, self._host, self._port, self._websocket_path, self._websocket_extra_headers
+            )
+        except BaseException:
+            sock.close()
+            raise
+
     def _create_socket_connection(self) -> socket.socket:
         """Open the TCP connection, with Nagle off: every client of a run sends small packets.
 

@@ -85,6 +85,8 @@ def make_client(connection: Connection, identity: ClientIdentity, *, clean_sessi
     if mqtt5:
         client.clean_start = clean_session
         client.session_expiry_s = 0 if clean_session else SESSION_EXPIRY_S
+    if connection.transport == "websockets":
+        client.ws_set_options(path=connection.ws_path)  # framed by ws_client, see LeanClient._create_socket
     if identity.username:
         client.username_pw_set(identity.username, identity.password)
     if connection.tls:

@@ -5,12 +5,19 @@ private temporary directory, and is ready once a real MQTT client receives a
 CONNACK from it.  Mosquitto is preferred: amqtt is pure Python and becomes the
 bottleneck (and so distorts measured delays) well below the loads this plugin
 is meant for.
+
+MQTT over WebSockets (``websockets=True`` or :meth:`EmbeddedBroker.start_websockets`):
+Debian's mosquitto has no websockets listener (it is built without libwebsockets),
+so a second child, :mod:`pytest_iotperf.embedded.ws_gateway`, serves
+``ws://127.0.0.1:PORT/mqtt`` in front of the broker's TCP listener, as a cloud
+load balancer would; the endpoint's ``ws_port`` and ``ws_path`` say where.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -36,7 +43,7 @@ from pytest_iotperf.process_guard import (
     parent_death_preexec,
     raise_nofile_limit,
 )
-from pytest_iotperf.processes import free_port
+from pytest_iotperf.processes import Child, free_port, start_service
 
 __all__ = [
     "AMQTT_DISTORTION",
@@ -52,6 +59,8 @@ AMQTT_DISTORTION: Final = "which distorts delays above ~250 devices or ~2,000 ms
 """Why amqtt is only a fallback; appended to the warnings about it."""
 
 HOST: Final = "127.0.0.1"
+#: The path of the embedded websockets listener (Mosquitto's usual one).
+WS_PATH: Final = "/mqtt"
 
 _PREFERENCES: Final = ("auto", "mosquitto", "amqtt")
 # Debian and Homebrew install the broker in an sbin directory, which a plain
@@ -212,7 +221,7 @@ class EmbeddedBroker:
             a missing mosquitto.
     """
 
-    def __init__(self, prefer: str = "auto", workdir: Path | None = None) -> None:
+    def __init__(self, prefer: str = "auto", workdir: Path | None = None, *, websockets: bool = False) -> None:
         """Configure, without starting, the broker.
 
         Args:
@@ -220,6 +229,7 @@ class EmbeddedBroker:
                 ``"mosquitto"`` or ``"amqtt"`` (no fallback).
             workdir: Directory in which the broker's temporary directory
                 (config and log) is created; the system default if None.
+            websockets: also serve MQTT over WebSockets (see :meth:`start_websockets`).
 
         Raises:
             ValueError: ``prefer`` is not one of the values above.
@@ -238,6 +248,9 @@ class EmbeddedBroker:
         self._keep_tmpdir = False
         self._backend: _Backend | None = None
         self._restarts = 0
+        self.websockets = websockets
+        self._gateway: Child | None = None  # the websockets listener, once started
+        self._ws_port: int | None = None
 
     # -- public API ---------------------------------------------------------
 
@@ -258,9 +271,15 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def websockets_pid(self) -> int | None:
+        """Process id of the websockets listener (the WebSocket gateway), or None when it is not started."""
+        return self._gateway.pid if self._gateway is not None else None
+
+    @property
     def running(self) -> bool:
-        """Whether the broker process is started and still alive."""
-        return self._proc is not None and self._proc.poll() is None
+        """Whether the broker process (and its websockets listener, when started) is started and still alive."""
+        gateway_ok = self._gateway is None or self._gateway.alive()
+        return self._proc is not None and self._proc.poll() is None and gateway_ok
 
     @property
     def command(self) -> list[str]:
@@ -298,15 +317,73 @@ class EmbeddedBroker:
         failures: list[str] = []
         for index, backend in enumerate(backends):
             try:
-                return self._start_backend(backend, timeout)
+                endpoint = self._start_backend(backend, timeout)
             except BrokerError as exc:
                 failures.append(str(exc))
                 if index + 1 < len(backends):
                     summary = str(exc).splitlines()[0].rstrip(".")
                     self.warnings.append(f"{summary}; using {backends[index + 1].kind} instead, " + AMQTT_DISTORTION)
+                continue
+            if not self.websockets:
+                return endpoint
+            try:
+                return self.start_websockets(timeout)
+            except BaseException:
+                self.stop()
+                raise
         if len(failures) == 1:
             raise BrokerError(failures[0])
         raise BrokerError("No embedded MQTT broker could be started:\n\n" + "\n\n".join(failures))
+
+    def start_websockets(self, timeout: float = 15.0) -> BrokerEndpoint:
+        """Serve MQTT over WebSockets too, at ``ws://127.0.0.1:{ws_port}/mqtt``; nothing if already served.
+
+        Its listener (the WebSocket gateway child) stays up across :meth:`restart`
+        (its clients lose their connections and come back, as through a load
+        balancer); :meth:`stop` stops it.  Ready once an MQTT client got a CONNACK
+        through it.
+
+        Returns:
+            The endpoint, with ``ws_port`` and ``ws_path`` set.
+
+        Raises:
+            BrokerError: the listener did not start or does not reach the broker.
+            RuntimeError: the broker is not started.
+        """
+        if self._endpoint is None or self._tmpdir is None:
+            raise RuntimeError("the embedded broker is not started; call start() first")
+        self.websockets = True
+        if self._gateway is not None:
+            if self._gateway.alive():
+                return self._endpoint
+            self._stop_gateway()
+        deadline = time.monotonic() + timeout
+        gateway, ready = start_service(
+            "WebSocket gateway",
+            "pytest_iotperf.embedded.ws_gateway",
+            ["--upstream-port", str(self._endpoint.port), "--path", WS_PATH],
+            self._tmpdir / "ws_gateway.log",
+            BrokerError,
+            timeout,
+        )
+        self._gateway, self._ws_port = gateway, int(ready["port"])
+        self._endpoint = dataclasses.replace(self._endpoint, ws_port=self._ws_port, ws_path=WS_PATH)
+        probe = Connection(HOST, self._ws_port, transport="websockets", ws_path=WS_PATH)
+        try:
+            wait_for_mqtt(probe, timeout=max(deadline - time.monotonic(), _PROBE_ATTEMPT_S))
+        except BrokerError as exc:
+            tail = gateway.log_tail()
+            self._stop_gateway()
+            raise BrokerError(f"the embedded WebSocket listener does not work: {exc}\n{tail}".rstrip()) from None
+        return self._endpoint
+
+    def _stop_gateway(self) -> None:
+        gateway, self._gateway = self._gateway, None
+        self._ws_port = None
+        if gateway is not None:
+            gateway.stop()
+        if self._endpoint is not None:
+            self._endpoint = dataclasses.replace(self._endpoint, ws_port=None, ws_path=None)
 
     def restart(self, down_s: float = 0.0, *, kill: bool = False, timeout: float = 15.0) -> BrokerEndpoint:
         """Stop the broker process and start it again on the same port, as a broker pod restart does.
@@ -365,6 +442,7 @@ class EmbeddedBroker:
         than once, and when the broker never started.  The directory of a
         broker that failed to start is kept; the error message names it.
         """
+        self._stop_gateway()
         proc, self._proc = self._proc, None
         self._endpoint = None
         self._backend = None
@@ -526,6 +604,8 @@ class EmbeddedBroker:
                 kind=backend.kind,
                 description=backend.description,
                 open_files=open_files_limit_of(proc.pid),  # inherited from us, raised by start()
+                ws_port=self._ws_port,  # a restart keeps the websockets listener
+                ws_path=WS_PATH if self._ws_port is not None else None,
             )
             return self._endpoint
         exit_code = proc.poll()
