@@ -132,7 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
         parse_broker,
         "embedded",
         "'embedded' (Mosquitto from PATH, else amqtt), 'embedded:iothub' (an embedded Azure IoT Hub), "
-        "mqtt://host:port / mqtts://host:port, or iothub://NAME.azure-devices.net (SAS tokens from "
+        "mqtt://host:port / mqtts://host:port, ws[s]://host:port/path (MQTT over WebSockets), "
+        "or iothub://NAME.azure-devices.net (SAS tokens from "
         f"${IOTHUB_CONNECTION_STRING_ENV} or ${IOTHUB_GROUP_KEY_ENV})",
         "URL",
         "broker",

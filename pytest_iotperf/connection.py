@@ -78,15 +78,17 @@ class Connection:
         options = settings.mqtt_options()
         if broker.ca_file and options.ca_file is None:
             options = dataclasses.replace(options, ca_file=broker.ca_file)
-        ws_path = settings.ws_path or (IOTHUB_WS_PATH if broker.iothub else DEFAULT_WS_PATH)
+        # A ws:// URL is WebSockets whatever was asked; an IoT Hub serves them on 443.
+        transport, port, path = broker.listener_for(settings.transport)
+        ws_path = settings.ws_path or path or (IOTHUB_WS_PATH if broker.iothub else DEFAULT_WS_PATH)
         return cls(
             host=broker.host,
-            port=broker.port,
+            port=port,
             tls=broker.tls,
             options=options,
             qos=settings.qos,
             protocol_version=settings.mqtt_version,
-            transport=settings.transport,
+            transport=transport,
             ws_path=ws_path,
         )
 

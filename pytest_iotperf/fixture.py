@@ -72,7 +72,7 @@ class IotPerf:
         failure: str | None = None
         progress = self._session.progress_reporter()
         try:
-            broker = self._session.broker_for(run_settings.broker)
+            broker = self._session.broker_for(run_settings.broker, run_settings.transport)
             eventhub = (
                 self._session.eventhub_for(run_settings.eventhub, broker) if run_settings.sink == "eventhub" else None
             )

@@ -25,14 +25,14 @@ from pytest_iotperf.abort import AbortRule, AbortWatch, with_outage_budget
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt, wait_for_tls
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
-from pytest_iotperf.errors import BrokerError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.errors import BrokerError, ConfigError, FleetError, IotPerfError, SinkError
 from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.run_identity import plan_identity
-from pytest_iotperf.run_message import plan_message
+from pytest_iotperf.run_message import check_protocol, plan_message
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -85,7 +85,11 @@ class PerfRun:
         self._group: ProcessGroup | None = None
         self.broker = broker
         # How every MQTT client of this run connects: built once, serialised into each child's spec.
-        self.connection = Connection.for_run(settings, broker)
+        check_protocol(settings, broker)  # MQTT version, header placement and transport this broker can carry
+        try:
+            self.connection = Connection.for_run(settings, broker)
+        except ValueError as exc:
+            raise ConfigError(f"--iot-transport {settings.transport} ({settings.source('transport')}): {exc}") from None
         self.run_id = new_run_id()
         # Names, credentials and the IoT Hub topic, checked before anything starts (ConfigError otherwise).
         identity = plan_identity(settings, broker, self.run_id)

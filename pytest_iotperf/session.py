@@ -60,8 +60,12 @@ class IotPerfSession:
 
     # -- broker -----------------------------------------------------------------
 
-    def broker_for(self, broker_setting: str) -> BrokerEndpoint:
-        """The endpoint a run publishes to; the embedded broker starts on first use."""
+    def broker_for(self, broker_setting: str, transport: str = "tcp") -> BrokerEndpoint:
+        """The endpoint a run publishes to; the embedded broker starts on first use.
+
+        ``transport`` ``websockets``: the embedded broker also serves MQTT over WebSockets (its
+        gateway starts on first use and stays for the session).
+        """
         if not broker_setting.startswith("embedded"):
             return BrokerEndpoint.external(broker_setting)
         prefer = broker_setting.partition(":")[2] or "auto"
@@ -77,6 +81,8 @@ class IotPerfSession:
                 self._broker = broker
                 for warning in broker.warnings:
                     logger.warning(warning)
+            if transport == "websockets":
+                return self._broker.start_websockets()
             return self._broker.endpoint
 
     def embedded_iothub(self) -> EmbeddedIotHubAccess:

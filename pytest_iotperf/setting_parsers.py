@@ -107,7 +107,8 @@ def parse_qos(text: str) -> int:
 def parse_broker(text: str) -> str:
     """``embedded``, ``embedded:mosquitto``, ``embedded:amqtt``, ``embedded:iothub``, or a broker URL.
 
-    URLs: ``mqtt://``, ``mqtts://`` or ``iothub://`` (an Azure IoT Hub).
+    URLs: ``mqtt://``, ``mqtts://``, ``ws://`` / ``wss://`` (MQTT over WebSockets, optional path)
+    or ``iothub://`` (an Azure IoT Hub).
 
     A URL is checked by the one broker URL parser (the run parses it again with it).
     """
