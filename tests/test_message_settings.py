@@ -30,13 +30,19 @@ def test_defaults_are_todays_wire() -> None:
     assert (connection.protocol_version, connection.transport, connection.ws_path) == ("3.1.1", "tcp", "/mqtt")
 
 
-def test_connection_takes_version_transport_and_the_hub_ws_path() -> None:
+def test_connection_takes_version_transport_and_the_ws_path() -> None:
+    external = BrokerEndpoint.external("mqtt://broker.example:9001")
     run = settings({"mqtt_version": "5", "transport": "websockets"})
-    connection = Connection.for_run(run, MOSQUITTO)
+    connection = Connection.for_run(run, external)
     assert (connection.protocol_version, connection.transport, connection.ws_path) == ("5", "websockets", "/mqtt")
+    assert connection.port == 9001
     assert Connection.from_dict(connection.to_dict()) == connection
-    assert Connection.for_run(settings(transport="websockets"), IOTHUB).ws_path == "/$iothub/websocket"
-    assert Connection.for_run(settings(ws_path="/ws"), MOSQUITTO).ws_path == "/ws"
+    assert Connection.for_run(settings(transport="websockets", ws_path="/ws"), external).ws_path == "/ws"
+    hub = Connection.for_run(settings(transport="websockets"), BrokerEndpoint.external("iothub://h.azure-devices.net"))
+    assert (hub.port, hub.ws_path) == (443, "/$iothub/websocket")
+    # An embedded broker asked for websockets without its listener: refused, not silently tcp.
+    with pytest.raises(ValueError, match="without a websockets listener"):
+        Connection.for_run(settings(transport="websockets"), MOSQUITTO)
 
 
 def reading(device: object, seq: int) -> dict[str, int]:
