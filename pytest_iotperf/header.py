@@ -10,17 +10,17 @@ publish call ran.  With ``payload_bytes`` set, a ``"pad"`` field fills the
 message up to that size.
 
 Both sides use this module: the fleet renders (``PayloadTemplate``), the
-sinks read a ``MessageView`` (body, topic, properties, system properties)
-through a ``HeaderDecoder``.  A header carried in MQTT 5 user properties or
-an IoT Hub property bag is a new decoder over the same view.  Pure: no
-locust, no gevent, no client library.
+sinks read a ``MessageView`` (body, topic, properties, system properties);
+``header_finders`` finds every header of a view wherever it travels (a JSON
+body, under a header key, in arrays and JSON lines, in MQTT 5 user properties
+or Event Hubs application properties, or through the conftest hook).  Pure:
+no locust, no gevent, no client library.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 #: Sent once per partition by the platform bridge before a run, so each
@@ -49,9 +49,8 @@ class PayloadTemplate:
         return (body + self._suffix).encode()
 
 
-@dataclass(frozen=True)
-class Telemetry:
-    """A decoded header."""
+class Telemetry(NamedTuple):
+    """A decoded header (a NamedTuple: made in a third of a frozen dataclass's time, once per message)."""
 
     run_id: str
     device_id: str
@@ -97,13 +96,13 @@ def decode(payload: bytes, device_id: str | None = None) -> Telemetry | None:
     try:
         doc: Any = json.loads(payload)
         telemetry = Telemetry(
-            run_id=doc["run_id"],
-            device_id=doc["device_id"] if device_id is None else doc.get("device_id", device_id),
-            seq=doc["seq"],
-            intended_at_us=doc["intended_at"],
-            sent_at_us=doc["sent_at"],
+            doc["run_id"],
+            doc["device_id"] if device_id is None else doc.get("device_id", device_id),
+            doc["seq"],
+            doc["intended_at"],
+            doc["sent_at"],
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
     if not (
         isinstance(telemetry.run_id, str)

@@ -35,6 +35,13 @@ session_key = pytest.StashKey[IotPerfSession]()
 _restore_signals_key = pytest.StashKey[Callable[[], None]]()
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_iotperf_extract``: a conftest finds the headers in what the platform reshaped (``hookspecs``)."""
+    from pytest_iotperf import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("iotperf", "IoT end-to-end load tests (pytest-iotperf)")
     for setting in SETTINGS:

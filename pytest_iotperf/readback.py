@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -19,6 +19,8 @@ from typing import Any, Protocol, cast
 from pytest_iotperf.config import RunSettings, topic_filter_for
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import SinkError
+from pytest_iotperf.extract_hook import ExtractRef
+from pytest_iotperf.message_spec import MessageSpec
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json, start_service
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 from pytest_iotperf.sinks.merge import merge_sink_reports
@@ -87,6 +89,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def _message_fields(message: MessageSpec | None, extract: Sequence[ExtractRef]) -> dict[str, Any]:
+    """What a sink needs to find the headers: the message spec (header key) and the conftest hooks to load."""
+    fields: dict[str, Any] = {"extract": list(extract)} if extract else {}
+    if message is not None:
+        fields["message"] = message.to_dict()
+    return fields
+
+
 def _exited(children: list[Child]) -> str | None:
     for child in children:
         reason = child.gone_reason()
@@ -113,12 +123,21 @@ def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> di
 class MqttReadback:
     """One subscriber on the output topic filter, measuring at receive time."""
 
-    def __init__(self, settings: RunSettings, connection: Connection, run_id: str, timeline_slot_s: int) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        connection: Connection,
+        run_id: str,
+        timeline_slot_s: int,
+        message: MessageSpec | None = None,
+        extract: Sequence[ExtractRef] = (),
+    ) -> None:
         self.spec = {
             "run_id": run_id,
             "connection": connection.to_dict(),
             "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
             "timeline_slot_s": timeline_slot_s,
+            **_message_fields(message, extract),
         }
         self._sink: Child | None = None
         self._report_path: Path | None = None
@@ -168,8 +187,13 @@ class EventHubReadback:
         hub: EventHubAccess,
         run_id: str,
         timeline_slot_s: int,
+        message: MessageSpec | None = None,
+        extract: Sequence[ExtractRef] = (),
     ) -> None:
         self.settings = settings
+        self._message_fields = _message_fields(message, extract)
+        # The bridge reads the devices' own messages: it needs the header key, not the platform's hooks.
+        self._bridge_message = {"message": message.to_dict()} if message is not None else {}
         self.connection = connection
         self.hub = hub
         self.run_id = run_id
@@ -203,6 +227,7 @@ class EventHubReadback:
                 "consumer_group": self.settings.consumer_group,
                 "timeline_slot_s": self.timeline_slot_s,
                 "ready_timeout_s": _READY_S - 5,
+                **self._message_fields,
                 **self._client_spec(),
             }
             report_path = workdir / f"eventhub-sink-{index}-report.json"
@@ -242,6 +267,7 @@ class EventHubReadback:
             # One batch per partition (each event keeps its device id as partition key):
             # per-device batches cost a round trip each and cap the bridge near 1,000 events/s.
             "grouping": "partition",
+            **self._bridge_message,
             **self._client_spec(),
         }
         self._bridge_report = workdir / "bridge-report.json"

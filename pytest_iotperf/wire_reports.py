@@ -35,6 +35,8 @@ class SinkCounters(TypedDict):
     other_runs: int  # telemetry of another run id
     malformed: int  # not telemetry of ours
     warmups: int  # the bridge's partition warm-up events
+    batched: NotRequired[int]  # headers read from messages carrying several (a JSON array, JSON lines, the hook)
+    extract_errors: NotRequired[int]  # messages the conftest hook pytest_iotperf_extract raised on (not accounted)
     missing_enqueued_time: NotRequired[int]  # Event Hubs: events without x-opt-enqueued-time (read time used)
     error_count: NotRequired[int]  # Event Hubs: receive errors, also those past the listed ones
     disconnects: NotRequired[int]  # MQTT sink: its own connection dropped (unexpectedly)
@@ -87,7 +89,7 @@ class ForwarderCounts(BridgeProgress):
     batches: int
     flushes: int
     largest_flush: int
-    partition_key_from: dict[str, int]  # "topic" / "payload" / "none" -> events
+    partition_key_from: dict[str, int]  # "topic" / "properties" / "payload" / "none" -> events
     failures: dict[str, int]  # scrubbed reason -> events
 
 

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 Pair = tuple[str, int]
 DropPredicate = Callable[[str, int], bool]
@@ -74,6 +74,7 @@ class Held(NamedTuple):
     device_id: str
     seq: int
     payload: bytes  # exactly as MQTT delivered it
+    properties: Any = None  # MQTT 5: the message's paho Properties as delivered (user properties, content type)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +121,8 @@ class HoldingRelay(ABC):
     thread_role: ClassVar[str] = "forwarder"
     #: How long ``stop()`` waits for a delivery in progress (None: as long as it takes).
     join_timeout_s: ClassVar[float | None] = None
+    #: The MQTT version of the relay's client (``mqtt.MQTTv5`` to read and write user properties).
+    mqtt_protocol: ClassVar[MQTTProtocolVersion] = MQTTProtocolVersion.MQTTv311
 
     def __init__(
         self,
@@ -212,6 +215,10 @@ class HoldingRelay(ABC):
         """An error message as it may be recorded (a subclass takes its secrets out)."""
         return message
 
+    def _identify(self, message: mqtt.MQTTMessage) -> tuple[str, str, int] | None:
+        """``(run_id, device_id, seq)`` of an incoming message, None when it is not telemetry (flat JSON by default)."""
+        return _read_pair(bytes(message.payload))
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> Self:
@@ -226,7 +233,11 @@ class HoldingRelay(ABC):
             )
             self._thread.start()
             client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311, clean_session=True
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=self.mqtt_protocol,
+                # MQTT 5 has clean start instead (paho refuses clean_session with it).
+                clean_session=None if self.mqtt_protocol == MQTTProtocolVersion.MQTTv5 else True,
             )
             client.max_inflight_messages_set(0)  # unlimited: never hold a due message back
             client.max_queued_messages_set(0)
@@ -335,7 +346,7 @@ class HoldingRelay(ABC):
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received_at = time.monotonic()  # the hold is measured from here
         payload = bytes(message.payload)
-        parsed = _read_pair(payload)
+        parsed = self._identify(message)
         with self._cond:
             self._arrivals += 1
             if parsed is None:
@@ -356,7 +367,8 @@ class HoldingRelay(ABC):
                 self._discarded += 1
                 return
             order = next(self._order)
-            heapq.heappush(self._heap, Held(received_at + self.hold_s, order, received_at, device_id, seq, payload))
+            held = Held(received_at + self.hold_s, order, received_at, device_id, seq, payload, message.properties)
+            heapq.heappush(self._heap, held)
             if self._heap[0].order == order:  # the new message is the earliest: wake the forwarder
                 self._cond.notify_all()
 

@@ -176,7 +176,7 @@ def test_fleet_messages_pass_bridge_and_hub_and_are_accounted_at_enqueue_time(
     assert forwarded["received"] == forwarded["forwarded"] == len(messages)
     assert forwarded["failed"] == forwarded["unsent"] == 0
     assert forwarded["fence"] == "ok" and forwarded["stop"] == "flushed"
-    assert forwarded["partition_key_from"] == {"topic": len(messages) - 1, "payload": 1, "none": 0}
+    assert forwarded["partition_key_from"] == {"topic": len(messages) - 1, "properties": 0, "payload": 1, "none": 0}
 
     sink.send({"cmd": "drain", "expected": distinct, "timeout_s": WAIT_S})
     sink.wait_for("done", WAIT_S + 10)

@@ -107,7 +107,7 @@ def test_a_decoder_may_find_the_header_outside_the_body() -> None:
         header = (message.properties or {}).get("iotperf")
         return decode(header) if isinstance(header, bytes) else None
 
-    recorder = SinkRecorder("run1", decode=from_properties)
+    recorder = SinkRecorder("run1", find=lambda message: (from_properties(message),))
     header = PayloadTemplate("run1", "d1").render(0, 1_700_000_000_000_000, 1_700_000_000_000_000)
     recorder.record(MessageView(b"user payload", b"devices/d1", {"iotperf": header}), 1_700_000_000_002_000)
     recorder.record(MessageView(header), 1_700_000_000_002_000)  # a body header is not where this decoder looks

@@ -71,6 +71,8 @@ def test_every_declared_sink_counter_is_summed() -> None:
         "other_runs",
         "malformed",
         "warmups",
+        "batched",
+        "extract_errors",
         "missing_enqueued_time",
         "error_count",
         "disconnects",

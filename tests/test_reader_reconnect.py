@@ -269,7 +269,7 @@ def test_bridge_subscriber_reconnects_keeps_its_session_fences_and_closes_it(emb
                 "qos": 1,
             }
         )
-        subscriber = MqttSubscriber(spec, lambda topic, payload: received.append(payload))
+        subscriber = MqttSubscriber(spec, lambda topic, payload, properties: received.append(payload))
         publisher = Publisher(broker.host, broker.port)
         try:
             subscriber.start(WAIT_S)

@@ -21,7 +21,13 @@ Two groupings, both giving every event its device id as partition key:
   first send, about 0.45 s each (it polls the attach every 50 ms), one after
   the other: the first flush of a run stalls for that long.
 
-Bodies are forwarded unchanged (``EventData(payload_bytes)``).
+Bodies are forwarded unchanged (``EventData(payload_bytes)``).  An MQTT 5
+message's user properties become the event's application properties (so a
+header carried in properties, ``--iot-header properties``, reaches the Event
+Hubs sinks as IoT Hub would deliver it); they are decoded on the sender
+thread, not on paho's.  The partition key comes from the topic, else the
+header's ``device_id`` in those properties, else in the body
+(``topics.DeviceKeys``).
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from typing import Final, Literal
 
 from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
 
-from pytest_iotperf.bridge.topics import DeviceKeys
+from pytest_iotperf.bridge.topics import KEY_SOURCES, DeviceKeys
 from pytest_iotperf.embedded.eventhub.partition_key import partition_for_key
+from pytest_iotperf.mqtt_wire import user_properties
 from pytest_iotperf.secrets import Scrubber, describe_error
 from pytest_iotperf.wire_reports import ForwarderCounts
 
@@ -49,12 +56,12 @@ _ABANDON_JOIN_S: Final = 1.0
 # The message annotation the service (and the SDK) read the partition key from.
 _PARTITION_KEY_ANNOTATION: Final = b"x-opt-partition-key"
 
-# Queue items: a message, or None to ask the sender to flush and end.
-_Item = tuple[str, bytes] | None
+# Queue items: a message (topic, payload, raw MQTT 5 properties or None), or None to ask the sender to flush and end.
+_Item = tuple[str, bytes, bytes | None] | None
 # Where a group goes: (batch partition key, batch partition id); (None, None) lets the hub choose.
 _Route = tuple[str | None, str | None]
-# A message of a group: (partition key to set on the event itself, body).
-_Message = tuple[str | None, bytes]
+# A message of a group: (partition key to set on the event itself, body, application properties or None).
+_Message = tuple[str | None, bytes, dict[str, str] | None]
 
 
 class Forwarder:
@@ -95,7 +102,7 @@ class Forwarder:
         self.batches = 0
         self.flushes = 0
         self.largest_flush = 0
-        self.key_sources: dict[str, int] = {"topic": 0, "payload": 0, "none": 0}
+        self.key_sources: dict[str, int] = dict.fromkeys(KEY_SOURCES, 0)
         self.failures: dict[str, int] = {}
 
     def start(self, partition_ids: list[str]) -> None:
@@ -105,10 +112,10 @@ class Forwarder:
         self._partition_ids = list(partition_ids)
         self._thread.start()
 
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Queue one message for forwarding (paho's network thread)."""
+    def submit(self, topic: str, payload: bytes, properties: bytes | None = None) -> None:
+        """Queue one message for forwarding (paho's network thread); ``properties``: its raw MQTT 5 properties."""
         self.received += 1
-        self._queue.put((topic, payload))
+        self._queue.put((topic, payload, properties))
 
     def finish(self, timeout_s: float) -> str:
         """Send what is queued within ``timeout_s`` and end the sender.
@@ -168,9 +175,10 @@ class Forwarder:
                 count += 1
             self._flush(groups, count)
 
-    def _group(self, groups: dict[_Route, list[_Message]], item: tuple[str, bytes]) -> None:
-        topic, payload = item
-        key, source = self._keys.key_for(topic, payload)
+    def _group(self, groups: dict[_Route, list[_Message]], item: tuple[str, bytes, bytes | None]) -> None:
+        topic, payload, raw_properties = item
+        properties = _application_properties(raw_properties) if raw_properties else None
+        key, source = self._keys.key_for(topic, payload, properties)
         # Its keys are fixed, so snapshot() can copy this dict while it is updated here.
         self.key_sources[source] += 1
         route: _Route
@@ -181,7 +189,7 @@ class Forwarder:
         else:
             partition = self._partition_ids[partition_for_key(key, len(self._partition_ids))]
             route, event_key = (None, partition), key
-        groups.setdefault(route, []).append((event_key, payload))
+        groups.setdefault(route, []).append((event_key, payload, properties))
 
     def _flush(self, groups: dict[_Route, list[_Message]], count: int) -> None:
         with self._lock:
@@ -196,15 +204,15 @@ class Forwarder:
         settled = 0  # messages of this group already sent or failed
         try:
             batch, in_batch = self._new_batch(route), 0
-            for event_key, body in messages:
+            for event_key, body, properties in messages:
                 if self._abandon.is_set():
                     return
-                if not self._add(batch, event_key, body):
+                if not self._add(batch, event_key, body, properties):
                     if in_batch:
                         self._send(batch, in_batch)
                         settled += in_batch
                         batch, in_batch = self._new_batch(route), 0
-                    if not self._add(batch, event_key, body):
+                    if not self._add(batch, event_key, body, properties):
                         self._fail(1, ValueError(f"an event of {len(body)} bytes exceeds the largest batch"))
                         settled += 1
                         continue
@@ -224,8 +232,11 @@ class Forwarder:
         return self._producer.create_batch()
 
     @staticmethod
-    def _add(batch: EventDataBatch, event_key: str | None, body: bytes) -> bool:
+    def _add(batch: EventDataBatch, event_key: str | None, body: bytes, properties: dict[str, str] | None) -> bool:
         event = EventData(body)
+        if properties:
+            # The event's application properties (built afresh: the SDK's type is dict[str | bytes, Any]).
+            event.properties = {name: value for name, value in properties.items()}
         if event_key is not None:
             annotations = event.raw_amqp_message.annotations
             if annotations is not None:
@@ -256,3 +267,14 @@ class Forwarder:
             if reason not in self.failures and len(self.failures) >= _MAX_FAILURE_REASONS:
                 reason = _OTHER_REASONS
             self.failures[reason] = self.failures.get(reason, 0) + count
+
+
+def _application_properties(raw: bytes) -> dict[str, str] | None:
+    """An MQTT 5 message's user properties, as the event's application properties; None when it has none.
+
+    A malformed property block is forwarded without properties (the broker accepted the message: so do we).
+    """
+    try:
+        return user_properties(raw) or None
+    except ValueError:
+        return None

@@ -39,7 +39,7 @@ class Bridge:
         )
         self.forwarder = Forwarder(
             self.producer,
-            DeviceKeys(spec.topic_template),
+            DeviceKeys(spec.topic_template, spec.header_path),
             scrubber,
             grouping=spec.grouping,
             linger_s=spec.linger_ms / 1000.0,

@@ -13,6 +13,7 @@ from typing import Any
 from pytest_iotperf.bridge.forwarder import Grouping
 from pytest_iotperf.bridge.topics import template_pattern
 from pytest_iotperf.connection import Connection
+from pytest_iotperf.message_spec import DEFAULT_HEADER_KEY, MessageSpec
 from pytest_iotperf.mqtt_options import MqttClientOptions
 
 _SECRET_FIELDS = ("password", "connection_string", "shared_access_key", "key")
@@ -33,6 +34,7 @@ class BridgeSpec:
     stop_timeout_s: float = 10.0
     start_timeout_s: float = 10.0
     client_options: tuple[tuple[str, Any], ...] = ()
+    header_path: tuple[str, ...] = (DEFAULT_HEADER_KEY,)  # where a JSON body holds the header (``message``)
 
     @property
     def qos(self) -> int:
@@ -63,6 +65,7 @@ class BridgeSpec:
                 client_options=tuple(
                     (name, doc[name]) for name in ("retry_total", "auth_timeout_s", "eventhub_name") if name in doc
                 ),
+                header_path=_header_path(doc),
             )
         except KeyError as exc:
             raise ValueError(f"the bridge spec lacks {exc.args[0]!r}") from None
@@ -76,6 +79,12 @@ class BridgeSpec:
         if spec.max_flush_events < 1:
             raise ValueError("max_flush_events must be at least 1")
         return spec
+
+
+def _header_path(doc: dict[str, Any]) -> tuple[str, ...]:
+    """Where the devices' JSON bodies hold the header: the run's ``message`` spec, else the default key."""
+    message = doc.get("message")
+    return MessageSpec.from_dict(message).header_path if message else (DEFAULT_HEADER_KEY,)
 
 
 def _connection(doc: dict[str, Any]) -> Connection:

@@ -37,9 +37,13 @@ class SubscribeError(Exception):
 
 
 class MqttSubscriber:
-    """Hands every message on ``spec.topic_filter`` to ``deliver(topic, payload)`` from paho's thread."""
+    """Hands every message on ``spec.topic_filter`` to ``deliver(topic, payload, properties)`` from paho's thread.
 
-    def __init__(self, spec: BridgeSpec, deliver: Callable[[str, bytes], None]) -> None:
+    ``properties``: the raw MQTT 5 PUBLISH properties (``mqtt_wire.user_properties`` decodes them), None for
+    MQTT 3.1.1 or a message without any; the forwarder decodes them on its own thread.
+    """
+
+    def __init__(self, spec: BridgeSpec, deliver: Callable[[str, bytes, bytes | None], None]) -> None:
         self.spec = spec
         self.errors: list[str] = []
         self.fence_topic = f"iotperf-bridge/{spec.client_id}/fence"
@@ -147,4 +151,4 @@ class MqttSubscriber:
         if topic == self._fence_topic_bytes:
             self._fence_back.set()
             return
-        self._deliver(topic.decode("utf-8", "replace"), payload)
+        self._deliver(topic.decode("utf-8", "replace"), payload, properties)

@@ -28,6 +28,9 @@ recorder's report plus ``drain``, ``errors`` and the fields below) and prints
 Each event reaches the recorder as a ``header.MessageView``: its body, its
 application properties and its message annotations (``x-opt-enqueued-time``,
 and from an IoT Hub ``iothub-connection-device-id``), as the SDK decoded them.
+The spec's ``message`` (header key) and ``extract`` (conftest hooks, imported
+before any partition is read: one that does not import is an ``error``) say
+how to find the headers (``sinks.finding``).
 
 In the report, ``first_seen_us``, ``last_seen_us``, ``timeline`` and
 ``per_minute`` (enqueue minute -> whole-ms delay -> count, as the MQTT sink
@@ -58,10 +61,13 @@ from azure.eventhub import EventData, EventHubConsumerClient, PartitionContext
 from pytest_iotperf.bridge.child import start_child
 from pytest_iotperf.bridge.eventhub_access import EventHubTarget, call_with_deadline, client_options
 from pytest_iotperf.child_protocol import Ticker, commands
+from pytest_iotperf.extract_hook import ExtractLoadError
 from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.header import MessageView
+from pytest_iotperf.header_finders import FindHeaders, find_headers
 from pytest_iotperf.secrets import Scrubber, describe_error
 from pytest_iotperf.sinks.drain import Drain, serve_drain
+from pytest_iotperf.sinks.finding import finder_for
 from pytest_iotperf.sinks.recorder import SinkRecorder
 from pytest_iotperf.wire_reports import SinkProgress, SinkReport
 
@@ -127,8 +133,8 @@ class EnqueueAccounting:
     distinct (minute, delay-ms) pairs, and its counts sum to ``received``.
     """
 
-    def __init__(self, run_id: str, timeline_slot_s: int) -> None:
-        self.recorder = SinkRecorder(run_id, timeline_slot_s)
+    def __init__(self, run_id: str, timeline_slot_s: int, find: FindHeaders = find_headers) -> None:
+        self.recorder = SinkRecorder(run_id, timeline_slot_s, find)
         self.missing_enqueued_time = 0
         self.read_lag_min_us: int | None = None
         self.read_lag_max_us: int | None = None
@@ -261,7 +267,8 @@ class EventHubSink:
         self.connection_string = connection_string
         start_s = float(spec.get("start_time_epoch_s", time.time()))
         self.start_time = datetime.datetime.fromtimestamp(start_s, tz=datetime.UTC)
-        self.accounting = EnqueueAccounting(str(spec["run_id"]), int(spec.get("timeline_slot_s", 1)))
+        # First: a conftest hook that does not import here fails the sink before it reads (ExtractLoadError).
+        self.accounting = EnqueueAccounting(str(spec["run_id"]), int(spec.get("timeline_slot_s", 1)), finder_for(spec))
         self.errors: list[str] = []
         self.error_count = 0
         self.readers: list[PartitionReader] = []
@@ -348,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(child, int):
         return child
     emit = child.emit
-    sink = EventHubSink(child.spec, child.connection_string, child.target, child.scrubber)
+    try:
+        sink = EventHubSink(child.spec, child.connection_string, child.target, child.scrubber)
+    except (ExtractLoadError, ValueError) as exc:
+        emit("error", message=f"Event Hubs sink could not find the run's headers: {exc}")
+        return 1
     try:
         sink.start()
     except SinkStartError as exc:

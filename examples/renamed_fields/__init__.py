@@ -1,0 +1,1 @@
+"""Example: a platform that renames fields, read back by the pytest_iotperf_extract hook."""
