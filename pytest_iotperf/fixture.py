@@ -9,6 +9,7 @@ import pytest
 
 from pytest_iotperf.config import marker_slos
 from pytest_iotperf.errors import ConfigError, IotPerfError
+from pytest_iotperf.extract_hook import extract_refs
 from pytest_iotperf.junit import run_properties
 from pytest_iotperf.pipeline import PipelineRun, RunOutcome
 from pytest_iotperf.report.progress import ProgressReporter
@@ -65,8 +66,12 @@ class IotPerf:
         config_error: str | None = None
         try:
             run_settings = self._session.settings.for_run(settings)
+            # The conftests' pytest_iotperf_extract implementations, loaded by file in each sink process.
+            extract = extract_refs(self._item.ihook.pytest_iotperf_extract)
         except ConfigError as exc:
             config_error = str(exc)
+        except ValueError as exc:
+            config_error = f"pytest_iotperf_extract: {exc}"
         if config_error is not None:
             pytest.fail(config_error, pytrace=False)
         failure: str | None = None
@@ -85,6 +90,7 @@ class IotPerf:
                 run_index=len(self.results) + len(self._handles) + 1,
                 eventhub=eventhub,
                 broker_warnings=self._session.broker_warnings,
+                extract=extract,
             )
         except IotPerfError as exc:
             failure = str(exc)

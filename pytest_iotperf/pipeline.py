@@ -54,6 +54,7 @@ from pytest_iotperf.baseline import BaselineSettings, Comparison, compare
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.errors import IotPerfError
+from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.live import Ended, LiveState
 from pytest_iotperf.readback import EventHubAccess
 from pytest_iotperf.report.html import write_html
@@ -176,6 +177,7 @@ class Pipeline:
         run_index: int = 1,
         eventhub: EventHubAccess | None = None,
         broker_warnings: Sequence[str] = (),
+        extract: Sequence[ExtractRef] = (),
     ) -> RunOutcome:
         """Run once, then verdicts, baseline comparison and outputs.
 
@@ -192,6 +194,7 @@ class Pipeline:
             run_index=run_index,
             eventhub=eventhub,
             broker_warnings=broker_warnings,
+            extract=extract,
         )
         return started.wait()
 
@@ -205,13 +208,14 @@ class Pipeline:
         run_index: int = 1,
         eventhub: EventHubAccess | None = None,
         broker_warnings: Sequence[str] = (),
+        extract: Sequence[ExtractRef] = (),
     ) -> PipelineRun:
         """Start the run in the background and return its handle; :meth:`PipelineRun.wait` gives what
         :meth:`run` returns.  The arguments are :meth:`run`'s."""
         parsed = [parse_slo(slo) if isinstance(slo, str) else slo for slo in slos]
         planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
         abort_rule = abort_rule_for(parsed, planned) if self.abort_early else None
-        perf_run = PerfRun(settings, broker, eventhub=eventhub, abort_rule=abort_rule)
+        perf_run = PerfRun(settings, broker, eventhub=eventhub, abort_rule=abort_rule, extract=extract)
         conclusion = _Conclusion(
             self, parsed, load_slos(parsed, allow_saturated=settings.allow_saturated), name, run_index, broker.kind,
             tuple(broker_warnings),

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt, wait_f
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError, ConfigError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
@@ -69,8 +70,10 @@ class PerfRun:
         read_back: bool = True,
         eventhub: EventHubAccess | None = None,
         abort_rule: AbortRule | None = None,
+        extract: Sequence[ExtractRef] = (),
     ) -> None:
         self.settings = settings
+        self.extract = tuple(extract)  # conftest pytest_iotperf_extract implementations, for the sinks
         self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
         self.eventhub = eventhub
         planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
@@ -253,8 +256,18 @@ class PerfRun:
         if self.settings.sink == "eventhub":
             if self.eventhub is None:
                 raise SinkError("--iot-sink eventhub needs an Event Hub; none was given to this run")
-            return EventHubReadback(self.settings, self.connection, self.eventhub, self.run_id, slot)
-        return MqttReadback(self.settings, self.connection, self.run_id, slot)
+            return EventHubReadback(
+                self.settings,
+                self.connection,
+                self.eventhub,
+                self.run_id,
+                slot,
+                message=self.message,
+                extract=self.extract,
+            )
+        return MqttReadback(
+            self.settings, self.connection, self.run_id, slot, message=self.message, extract=self.extract
+        )
 
     def _run_fleet(
         self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, readback: Readback | None

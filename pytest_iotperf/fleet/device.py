@@ -48,7 +48,8 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunVi
 from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
 from pytest_iotperf.fleet.naming import DeviceName
-from pytest_iotperf.header import PayloadTemplate
+from pytest_iotperf.fleet.outgoing import renderer_for
+from pytest_iotperf.iothub.property_framer import PropertyBagFramer
 from pytest_iotperf.lean_mqtt import LeanClient, puback_reason
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer, PublishFramerV5, retransmission
@@ -103,8 +104,9 @@ class Device:
         self.device_id = device_id = name.device_id
         self.phase_s = phase_s
         self.topic = config.topic_for(device_id)
-        self.template = PayloadTemplate(config.run_id, device_id, config.payload_bytes)
-        self.framer = framer_for(config, self.topic)
+        # The body (fixed JSON, template or callable) and the header's properties when it travels outside it.
+        self.message = renderer_for(config.message, config.run_id, name, config.payload_bytes)
+        self.framer = framer_for(config, self.topic, self.message.content_type)
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
         self.finished = False  # schedule over and nothing left to send: counted by the fleet
@@ -525,7 +527,8 @@ class Device:
         """Send the next seq now; counted as sent when the write succeeded."""
         client = self.client
         packet_id = client.packet_id() if self._qos else 0
-        packet = self.framer.frame(self.template.render(self.sent, due_us, now_us), packet_id)
+        body, properties = self.message.render(self.sent, due_us, now_us)
+        packet = self.framer.frame(body, packet_id, properties)
         rc = client.send_publish(packet, self._qos, packet_id)
         if rc == _SUCCESS:
             self.sent += 1
@@ -605,9 +608,16 @@ class Device:
                 sock.close()
 
 
-def framer_for(config: DeviceConfig, topic: str) -> PublishFramer | PublishFramerV5:
-    """How a device frames its PUBLISH packets: MQTT 5 with its properties, or 3.1.1."""
+def framer_for(
+    config: DeviceConfig, topic: str, content_type: str | None = "application/json"
+) -> PublishFramer | PublishFramerV5 | PropertyBagFramer:
+    """How a device frames its PUBLISH packets: MQTT 5 with its properties, IoT Hub's property bag, or 3.1.1.
+
+    The header in properties over MQTT 3.1.1 is IoT Hub's property bag (the run refused any other broker).
+    """
     if config.connection.protocol_version == "5":
-        # Our body is JSON (PayloadTemplate); the topic alias, when asked for, is reset at every connect.
-        return PublishFramerV5(topic, config.qos, content_type="application/json", topic_alias=config.topic_alias)
+        # The topic alias, when asked for, is reset at every connect.
+        return PublishFramerV5(topic, config.qos, content_type=content_type, topic_alias=config.topic_alias)
+    if config.message.header == "properties":
+        return PropertyBagFramer(topic, config.qos)
     return PublishFramer(topic, config.qos)

@@ -46,6 +46,11 @@ _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
 _PREPARE_TIMEOUT_S = 30.0
+_SPEC_CHECK_TIMEOUT_S = 30.0  # a worker imports the payload callable's module: may take a moment
+
+
+class WorkerRefusedSpec(Exception):
+    """A worker cannot run the spec (its message is the worker's own reason, naming the worker)."""
 _CLOCK_ROUNDS = 8
 _QUIT_FLUSH_S = 0.05  # for zmq to send the workers' quit messages
 
@@ -76,6 +81,7 @@ class MasterFleet:
         runner.register_message("iotperf_clock_pong", self._on_pong)
         runner.register_message("iotperf_installed", self._on_installed)
         runner.register_message("iotperf_need_numbers", self._on_need_numbers)
+        runner.register_message("iotperf_spec_checked", self._on_spec_checked)
         # Global device numbers, each handed out once (numbering.py): a lost worker's numbers are not reused.
         self.numbers = NumberPool(spec.identity.device_offset, spec.devices)
         self.installed: set[str] = set()  # workers whose iotperf handlers are registered
@@ -83,6 +89,9 @@ class MasterFleet:
         self.clock_samples: dict[str, list[ClockSample]] = {}
         self.clocks: dict[str, ClockEstimate] = {}
         self.prepared: set[str] = set()
+        # Workers that built their devices' messages from the spec: None, or why they could not
+        # (a payload callable that does not import there).
+        self.spec_checks: dict[str, str | None] = {}
 
     def _on_status(self, msg: Any, **_: Any) -> None:
         self.statuses[msg.node_id] = msg.data
@@ -100,6 +109,28 @@ class MasterFleet:
         asked = int(msg.data.get("count", 0)) if isinstance(msg.data, dict) else 0
         ranges = self.numbers.take(asked, msg.node_id)
         self.runner.send_message("iotperf_numbers", {"ranges": ranges, "asked": asked}, client_id=msg.node_id)
+
+    def _on_spec_checked(self, msg: Any, **_: Any) -> None:
+        error = msg.data.get("error") if isinstance(msg.data, dict) else None
+        self.spec_checks[msg.node_id] = str(error) if error else None
+
+    def send_spec(self, timeout_s: float = _SPEC_CHECK_TIMEOUT_S) -> None:
+        """Send the spec and wait until every worker could build its messages from it, before any device starts.
+
+        Raises:
+            WorkerRefusedSpec: a worker cannot (e.g. the payload callable does not import there), naming it.
+            TimeoutError: a worker did not answer.
+        """
+        self.runner.send_message("iotperf_spec", json.loads(self.spec.to_json()))
+        deadline = time.monotonic() + timeout_s
+        while not set(self._live_worker_ids()).issubset(self.spec_checks):
+            if time.monotonic() > deadline:
+                missing = len(set(self._live_worker_ids()) - set(self.spec_checks))
+                raise TimeoutError(f"{missing} worker(s) did not confirm the run's spec within {timeout_s:g}s")
+            gevent.sleep(0.005)
+        refusals = [error for error in self.spec_checks.values() if error]
+        if refusals:
+            raise WorkerRefusedSpec("; ".join(refusals))
 
     def _on_prepared(self, msg: Any, **_: Any) -> None:
         self.prepared.add(msg.node_id)
@@ -174,7 +205,6 @@ class MasterFleet:
         settle, and the users Locust re-dispatched to the others get no number (they run no device).
         """
         spec = self.spec
-        self.runner.send_message("iotperf_spec", json.loads(spec.to_json()))
         spawn_rate = spec.devices / max(spec.ramp_up_s, 0.001)
         if spec.connect_rate is not None:
             # Spawning is not the cap (the workers' limiters are: retries and reconnects count too),
@@ -363,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fleet.wait_for_workers(args.worker_timeout)
         fleet.check_open_files()
+        fleet.send_spec()
         connected = fleet.spawn_and_connect()
         if connected == 0:
             first = next((s["first_error"] for s in fleet.statuses.values() if s.get("first_error")), None)
@@ -374,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         if fleet.aborted or fleet.lost_workers:
             emit("error", message="; ".join(fleet.errors) or "aborted early")
             status = 1
-    except (TimeoutError, ConnectionError, NotEnoughOpenFiles) as exc:
+    except (TimeoutError, ConnectionError, NotEnoughOpenFiles, WorkerRefusedSpec) as exc:
         fleet.errors.append(str(exc))
         emit("error", message=str(exc))
         fleet.abort(str(exc))

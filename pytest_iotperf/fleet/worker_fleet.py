@@ -4,7 +4,8 @@ Messages (Locust's own channel, ``register_message`` / ``send_message``; the
 master's side is ``master.py``):
 
 master -> worker
-    ``iotperf_spec``       the FleetSpec as a dict (``FleetSpec.to_dict``), sent before any user is spawned
+    ``iotperf_spec``       the FleetSpec as a dict (``FleetSpec.to_dict``), sent before any user is spawned;
+                           answered with ``iotperf_spec_checked``
     ``iotperf_clock_ping`` ``{"t1": master time}``: one NTP-style round trip, answered at once with
                            ``iotperf_clock_pong``; once every device connected, the master sends 8 per
                            worker, one at a time, then ``iotperf_prepare``
@@ -17,6 +18,8 @@ master -> worker
     ``iotperf_numbers``    ``{"ranges": [[start, stop], ...], "asked": k}``: device numbers, the answer to
                            ``iotperf_need_numbers`` (fewer than asked: the master has none left; see numbering.py)
 worker -> master
+    ``iotperf_spec_checked`` ``{"error": None or why}``: whether this worker can build the spec's messages
+                           (a payload callable imports here); the master starts no device before all answered
     ``iotperf_need_numbers`` ``{"count": k}``: device numbers for the users Locust gave this worker
     ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline)
     ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
@@ -35,6 +38,7 @@ import gc
 import heapq
 import os
 import resource
+import socket
 import time
 import weakref
 from collections import Counter
@@ -50,6 +54,7 @@ from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
+from pytest_iotperf.fleet.outgoing import prepare_renderers
 from pytest_iotperf.fleet.spec import FleetSpec, phase_of, scheduled_count
 from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
@@ -537,7 +542,16 @@ def install_worker(environment: Environment) -> None:
     assert runner is not None
 
     def on_spec(msg: Any, **_: Any) -> None:
-        _fleets[environment] = WorkerFleet(FleetSpec.from_dict(msg.data), runner)  # type: ignore[arg-type]
+        spec = FleetSpec.from_dict(msg.data)
+        error: str | None = None
+        try:
+            # Before any device starts: a payload callable must import here (this may be another machine).
+            prepare_renderers(spec.message, spec.run_id)
+        except Exception as exc:  # the worker's reason goes back to the master, naming the worker
+            error = f"worker {getattr(runner, 'worker_index', '?')} on {socket.gethostname()}: {exc}"
+        else:
+            _fleets[environment] = WorkerFleet(spec, runner)  # type: ignore[arg-type]
+        runner.send_message("iotperf_spec_checked", {"error": error})
 
     def on_prepare(msg: Any, **_: Any) -> None:
         fleet_of(environment).on_prepare()
