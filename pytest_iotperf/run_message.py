@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import RunSettings
@@ -34,40 +35,38 @@ def plan_message(settings: RunSettings, broker: BrokerEndpoint, run_id: str) -> 
     if payload is None:  # our own JSON: nothing to compile or check
         return MessageSpec(header=_header(settings), header_key=settings.header_key, seed=seed)
     # Imported here: the payload machinery is needed only for a payload of the user's.
-    from pytest_iotperf.payloads import PayloadError, callable_ref, check_message_spec, payload_file, to_file_form
+    from pytest_iotperf.payloads import (
+        PayloadError,
+        callable_ref,
+        check_message_spec,
+        import_root,
+        load_callable,
+        payload_file,
+        to_file_form,
+    )
 
     where = _where(settings)
+    common: dict[str, Any] = {
+        "header": _header(settings),
+        "header_key": settings.header_key,
+        "seed": seed,
+        "source": where,
+    }
     try:
         if isinstance(payload, Path):
-            spec = MessageSpec(
-                kind="template",
-                template=payload_file(payload),
-                header=_header(settings),
-                header_key=settings.header_key,
-                seed=seed,
-                source=where,
-            )
+            spec = MessageSpec(kind="template", template=payload_file(payload), **common)
         elif isinstance(payload, dict):
-            spec = MessageSpec(
-                kind="template",
-                template=to_file_form(payload),
-                header=_header(settings),
-                header_key=settings.header_key,
-                seed=seed,
-                source=where,
-            )
+            spec = MessageSpec(kind="template", template=to_file_form(payload, where=where), **common)
         else:
+            function = load_callable(payload, where=where) if isinstance(payload, str) else payload
             ref = payload if isinstance(payload, str) else callable_ref(payload)
-            spec = MessageSpec(
-                kind="callable",
-                callable_ref=ref,
-                header=_header(settings),
-                header_key=settings.header_key,
-                seed=seed,
-                source=where,
-            )
+            # Local workers are fresh interpreters: a function of a test module imports there from the
+            # directory pytest imported it from (remote workers need the module installed).
+            spec = MessageSpec(kind="callable", callable_ref=ref, callable_path=import_root(function), **common)
         check_message_spec(spec, run_id)
-    except (PayloadError, ValueError) as exc:
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None  # names the field and where the payload came from
+    except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return spec
 

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from pytest_iotperf.fleet.connect_limiter import ConnectLimiter
 
 _SUCCESS = MQTTErrorCode.MQTT_ERR_SUCCESS
+#: What ``_publish`` returns when the payload could not be rendered (already counted as a publish error).
+_PAYLOAD_FAILED = MQTTErrorCode.MQTT_ERR_PAYLOAD_SIZE
 #: CONNACK refusals no retry can fix: unsupported protocol version, client id not valid, bad user name or
 #: password, not authorized (MQTT 3.1.1 return codes 1, 2, 4, 5 as paho maps them, and MQTT 5's own), and
 #: MQTT 5's malformed packet, protocol error, banned, bad authentication method, topic name invalid, packet
@@ -107,6 +109,7 @@ class Device:
         # The body (fixed JSON, template or callable) and the header's properties when it travels outside it.
         self.message = renderer_for(config.message, config.run_id, name, config.payload_bytes)
         self.framer = framer_for(config, self.topic, self.message.content_type)
+        self._render_body = self.message.render_body
         self.sent = 0  # successful publishes; also the next seq
         self.connected = False
         self.finished = False  # schedule over and nothing left to send: counted by the fleet
@@ -322,7 +325,8 @@ class Device:
             if not self.connected:
                 return False
             now_us = int((run.now() - run.record_shift_s) * 1_000_000)
-            if self._publish(queue[0], now_us, queued=True) != _SUCCESS:
+            rc = self._publish(queue[0], now_us, queued=True)
+            if rc != _SUCCESS and rc != _PAYLOAD_FAILED:  # a payload failure is counted and the message dropped
                 return False  # the message stays first in the queue
             queue.popleft()
             sent += 1
@@ -504,6 +508,8 @@ class Device:
                     # The kernel buffer is full: write the rest out in the background,
                     # the scheduler must not wait on one device.
                     self._flusher = gevent.spawn(self._flush)
+            elif rc == _PAYLOAD_FAILED:
+                pass  # counted as a publish error, naming the payload's exception
             elif self._reconnector is not None:
                 self._enqueue(due_us)  # this write found the connection gone: send it after the reconnect
             else:
@@ -527,8 +533,16 @@ class Device:
         """Send the next seq now; counted as sent when the write succeeded."""
         client = self.client
         packet_id = client.packet_id() if self._qos else 0
-        body, properties = self.message.render(self.sent, due_us, now_us)
-        packet = self.framer.frame(body, packet_id, properties)
+        render_body = self._render_body
+        try:
+            if render_body is not None:  # the header in the body (the default): one call, no properties
+                packet = self.framer.frame(render_body(self.sent, due_us, now_us), packet_id)
+            else:
+                body, properties = self.message.render(self.sent, due_us, now_us)
+                packet = self.framer.frame(body, packet_id, properties)
+        except Exception as exc:  # a user's payload callable raised: this message is not sent, the run goes on
+            self._events.publish_failed(f"payload: {type(exc).__name__}: {exc}")
+            return _PAYLOAD_FAILED
         rc = client.send_publish(packet, self._qos, packet_id)
         if rc == _SUCCESS:
             self.sent += 1
