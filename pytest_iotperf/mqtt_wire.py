@@ -56,7 +56,13 @@ class PublishFramer:
         rides in the topic: ``iothub.property_framer``; MQTT 5: :class:`PublishFramerV5`).
         """
         remaining = self._fixed + len(payload)
-        length = bytes((remaining,)) if remaining < 0x80 else encode_remaining_length(remaining)
+        length = (
+            bytes((remaining,))
+            if remaining < 0x80
+            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
+            if remaining < 0x4000
+            else encode_remaining_length(remaining)
+        )
         if self._qos:
             return b"".join((self._command, length, self._topic_field, packet_id.to_bytes(2, "big"), payload))
         return b"".join((self._command, length, self._topic_field, payload))
@@ -294,11 +300,23 @@ class PublishFramerV5:
         remaining = len(topic_field) + len(props_field) + props_length + len(payload)
         if self._qos:
             remaining += 2
-            length = bytes((remaining,)) if remaining < 0x80 else encode_remaining_length(remaining)
+            length = (
+            bytes((remaining,))
+            if remaining < 0x80
+            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
+            if remaining < 0x4000
+            else encode_remaining_length(remaining)
+        )
             return b"".join(
                 (self._command, length, topic_field, packet_id.to_bytes(2, "big"), props_field, props, payload)
             )
-        length = bytes((remaining,)) if remaining < 0x80 else encode_remaining_length(remaining)
+        length = (
+            bytes((remaining,))
+            if remaining < 0x80
+            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
+            if remaining < 0x4000
+            else encode_remaining_length(remaining)
+        )
         return b"".join((self._command, length, topic_field, props_field, props, payload))
 
     def _name(self, name: str) -> bytes:

@@ -120,3 +120,13 @@ def test_next_packet_walks_a_stream_and_waits_for_the_rest() -> None:
 def test_a_length_longer_than_four_bytes_is_malformed() -> None:
     with pytest.raises(ValueError, match="malformed"):
         next_packet(b"\x30\xff\xff\xff\xff\x01", 0)
+
+
+@pytest.mark.parametrize("size", [0, 100, 122, 123, 124, 500, 16_000, 16_379, 16_380, 16_381, 20_000, 2_100_000])
+def test_frame_length_field_inline_cases_agree_with_the_general_encoder(size: int) -> None:
+    framer = PublishFramer("devices/d1/telemetry", 1)
+    packet = framer.frame(b"x" * size, 9)
+    remaining = 2 + len("devices/d1/telemetry") + 2 + size
+    field = encode_remaining_length(remaining)
+    assert packet[1 : 1 + len(field)] == field
+    assert next_packet(packet, 0) == (0x32, 1 + len(field), len(packet))
