@@ -50,6 +50,7 @@ from pytest_iotperf.setting_parsers import (
     parse_http_url,
     parse_identity_template,
     parse_non_negative_int,
+    parse_payload_file,
     parse_positive_duration,
     parse_positive_float,
     parse_positive_int,
@@ -225,7 +226,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "payload_file",
-        parse_file,
+        parse_payload_file,
         None,
         'JSON template of each message, generators written as {"$uniform": [15, 30]} (test code: payload=...)',
         "FILE",

@@ -293,3 +293,12 @@ def parse_ws_path(text: str) -> str:
     if not value.startswith("/") or any(c.isspace() for c in value):
         raise ValueError(f"expected a path starting with / such as /mqtt, got {text!r}")
     return value
+
+
+def parse_payload_file(text: str) -> Path:
+    """A JSON payload template file, read and compiled now: a bad one stops the session naming the field."""
+    path = parse_file(text)
+    from pytest_iotperf.payloads import compile_template, payload_file  # only when a template is given
+
+    compile_template(payload_file(path), where="")  # PayloadError is a ValueError
+    return path

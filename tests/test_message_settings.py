@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
@@ -117,3 +119,16 @@ def test_iothub_header_rides_in_the_property_bag_of_each_topic() -> None:
     assert parsed.device_id == "dev 1"
     assert dict(parsed.properties) == {"site": "a&b", "run_id": "r1", "device_id": "dev 1", "seq": "3"}
     assert framer.frame(b"x", 0 + 1) == PropertyBagFramer(framer.topic(None), 1).frame(b"x", 1)
+
+
+def test_a_bad_payload_file_stops_the_session_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "t.json"
+    bad.write_text('{"reading": {"temperature": {"$unifrom": [15, 30]}}}')
+    with pytest.raises(ConfigError) as caught:
+        resolve({"payload_file": str(bad)}, {}, {})
+    message = str(caught.value)
+    assert message.startswith(f"--iot-payload-file={bad} (command line): ")
+    assert 'payload field "reading.temperature"' in message and "did you mean $uniform" in message
+    good = tmp_path / "ok.json"
+    good.write_text('{"t": {"$uniform": [15, 30]}}')
+    assert resolve({}, {"IOTPERF_PAYLOAD_FILE": str(good)}, {}).payload == good
