@@ -33,6 +33,15 @@ def encode_remaining_length(length: int) -> bytes:
             return bytes(out)
 
 
+def length_field(length: int) -> bytes:
+    """:func:`encode_remaining_length` with the one- and two-byte cases (packets up to 16 KB) written out."""
+    if length < 0x80:
+        return bytes((length,))
+    if length < 0x4000:
+        return bytes((length & 0x7F | 0x80, length >> 7))
+    return encode_remaining_length(length)
+
+
 class PublishFramer:
     """PUBLISH packets for one topic at one QoS; the topic's bytes are encoded once."""
 
@@ -56,13 +65,7 @@ class PublishFramer:
         rides in the topic: ``iothub.property_framer``; MQTT 5: :class:`PublishFramerV5`).
         """
         remaining = self._fixed + len(payload)
-        length = (
-            bytes((remaining,))
-            if remaining < 0x80
-            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
-            if remaining < 0x4000
-            else encode_remaining_length(remaining)
-        )
+        length = length_field(remaining)
         if self._qos:
             return b"".join((self._command, length, self._topic_field, packet_id.to_bytes(2, "big"), payload))
         return b"".join((self._command, length, self._topic_field, payload))
@@ -296,27 +299,15 @@ class PublishFramerV5:
                 [(names.get(name) or self._name(name)) + _utf8_field(value) for name, value in properties]
             )
         props_length = len(props)
-        props_field = bytes((props_length,)) if props_length < 0x80 else encode_remaining_length(props_length)
+        props_field = length_field(props_length)
         remaining = len(topic_field) + len(props_field) + props_length + len(payload)
         if self._qos:
             remaining += 2
-            length = (
-            bytes((remaining,))
-            if remaining < 0x80
-            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
-            if remaining < 0x4000
-            else encode_remaining_length(remaining)
-        )
+            length = length_field(remaining)
             return b"".join(
                 (self._command, length, topic_field, packet_id.to_bytes(2, "big"), props_field, props, payload)
             )
-        length = (
-            bytes((remaining,))
-            if remaining < 0x80
-            else bytes((remaining & 0x7F | 0x80, remaining >> 7))  # two bytes inline: bodies of 128 B..16 KB
-            if remaining < 0x4000
-            else encode_remaining_length(remaining)
-        )
+        length = length_field(remaining)
         return b"".join((self._command, length, topic_field, props_field, props, payload))
 
     def _name(self, name: str) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from pytest_iotperf.mqtt_wire import PUBLISH, encode_remaining_length
+from pytest_iotperf.mqtt_wire import PUBLISH, length_field
 
 #: What needs no encoding in a property-bag value: header values are digits and ids, usually all safe.
 _SAFE = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.~")
@@ -51,7 +51,7 @@ class PropertyBagFramer:
         if self._qos:
             head += packet_id.to_bytes(2, "big")
         remaining = len(head) + len(payload)
-        return b"".join((self._command, encode_remaining_length(remaining), head, payload))
+        return b"".join((self._command, length_field(remaining), head, payload))
 
 
 def _encode(text: str) -> str:
