@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.baseline import Comparison
-from pytest_iotperf.report.terminal import SUMMARY_KEYS
+from pytest_iotperf.report.terminal import SUMMARY_KEYS, optional_summary
 from pytest_iotperf.result import RunResult
 
 PROPERTY_PREFIX = "iotperf."
@@ -45,6 +45,8 @@ def run_properties(result: RunResult, comparisons: Sequence[Comparison], run_ind
         value = figures.get(key)
         if isinstance(value, float) and not math.isfinite(value):
             value = None
+        properties.append((prefix + key, value))
+    for key, value in optional_summary(figures):  # only when there is something to say
         properties.append((prefix + key, value))
     for key in ("warnings", "errors"):
         if figures[key]:

@@ -111,6 +111,10 @@ class RunResult:
     unexpected: int = 0
     other_runs: int = 0
     malformed: int = 0
+    # Issue 15's sink counters: headers read from messages that held several (a JSON array, JSON lines, the
+    # extract hook), and messages the conftest hook pytest_iotperf_extract raised on (not accounted).
+    batched: int = 0
+    extract_errors: int = 0
     generator_saturated: bool = False
     complete: bool = True
     drain: str = "complete"
@@ -325,6 +329,8 @@ def build_result(
         unexpected=loss.unexpected,
         other_runs=int(sink.get("other_runs", 0)),
         malformed=int(sink.get("malformed", 0)),
+        batched=int(sink.get("batched", 0)),
+        extract_errors=int(sink.get("extract_errors", 0)),
         generator_saturated=saturated,
         complete=not errors and bool(fleet) and bool(sink),
         drain=str(sink.get("drain", "not run")),

@@ -103,6 +103,8 @@ METRICS: Mapping[str, str] = MappingProxyType(
         "unexpected": _COUNT,
         "other_runs": _COUNT,
         "malformed": _COUNT,
+        "batched": _COUNT,
+        "extract_errors": _COUNT,
         "devices": _COUNT,
         "workers": _COUNT,
     }

@@ -527,6 +527,54 @@ def test_settings_table_lists_values_with_their_sources(full_page: str) -> None:
     assert table["report_dir"] == ["\u2013", "\u2013"]
 
 
+def head_meta(root: Node) -> dict[str, str]:
+    return {div.find("dt").text(): div.find("dd").text() for div in root.find("dl", class_="meta").find_all("div")}
+
+
+def more_figures(root: Node) -> dict[str, str]:
+    rows = root.find("section", id="figures").find("tbody").find_all("tr")
+    return {cells[0].text(): cells[1].text() for cells in (row.find_all("td") for row in rows)}
+
+
+def test_what_ran_shows_in_the_head_only_where_it_is_not_the_default(full_page: str) -> None:
+    defaults = {"payload_file": None, "header": "body", "header_key": "_iotperf", "mqtt_version": "3.1.1",
+                "topic_alias": False, "transport": "tcp", "ws_path": None}  # fmt: skip
+    plain = parse(render_html(as_json_dict(make_run(settings=defaults))))
+    assert list(head_meta(plain)) == list(head_meta(parse(full_page))) == [
+        "run id", "broker", "devices", "rate per device", "duration", "workers"
+    ]  # fmt: skip
+    settings = {**defaults, "payload_file": "tests/data/reading.json", "header": "properties", "mqtt_version": "5",
+                "topic_alias": True, "transport": "websockets", "ws_path": "/mqtt", "seed": 1234}  # fmt: skip
+    meta = head_meta(parse(render_html(as_json_dict(make_run(settings=settings)))))
+    assert list(meta)[-4:] == ["payload", "header", "MQTT", "seed"]
+    assert meta["payload"] == "tests/data/reading.json" and meta["header"] == "in MQTT 5 user properties"
+    assert meta["MQTT"] == "5 with topic alias over WebSockets (/mqtt)" and meta["seed"] == "1234"
+    enveloped = {**defaults, "header_key": "meta.trace", "transport": "websockets", "seed": 0}
+    meta = head_meta(parse(render_html(as_json_dict(make_run(settings=enveloped)))))
+    assert meta["header"] == "in the body under meta.trace"
+    assert (meta["MQTT"], meta["seed"]) == ("3.1.1 over WebSockets", "0")
+    assert "payload" not in meta
+
+
+def test_publish_refusals_batched_and_extract_errors_show_only_when_there_are_some(full_page: str) -> None:
+    root = parse(full_page)
+    assert not root.find_all("p", id="publish-refused")
+    assert not any("batched" in label or "extract" in label for label in more_figures(root))
+    run = make_run(publish_errors=15, publish_errors_by_reason={"0x97 quota exceeded": 3, "0x87 not authorized": 12})
+    run.batched, run.extract_errors = 1234, 2
+    root = parse(render_html(as_json_dict(run)))
+    line = root.find("p", id="publish-refused").text()
+    assert line == "publish refused: 0x87 not authorized x12, 0x97 quota exceeded x3"
+    figures = more_figures(root)
+    assert figures["headers read from batched messages (JSON arrays, JSON lines)"] == "1,234"
+    assert figures["messages the pytest_iotperf_extract hook raised on (not accounted)"] == "2"
+    # A result file from before issue 15 (no such keys) renders as before.
+    older = as_json_dict(make_run())
+    for key in ("batched", "extract_errors", "publish_errors_by_reason"):
+        del older[key]
+    assert render_html(older) == render_html(as_json_dict(make_run()))
+
+
 def test_lost_messages_by_device_show_the_missing_seqs(full_page: str) -> None:
     rows = parse(full_page).find("section", id="losses").find("tbody").find_all("tr")
     assert [[td.text() for td in row.find_all("td")] for row in rows] == [

@@ -642,3 +642,20 @@ def test_build_result_without_reconnects_has_no_reconnect_times_and_counts_unsen
     fleet["disconnects"] = 0
     calm = build_result(settings={}, sources={}, broker="b", fleet=fleet, sink=None)
     assert (calm.reconnect_p50_ms, calm.reconnect_p99_ms, calm.reconnect_max_ms) == (0.0, 0.0, 0.0)
+
+
+def test_issue_15_counters_reach_the_result_and_survive_the_json_file() -> None:
+    fleet, sink = _outage_reports(1_700_000_000.0)
+    fleet["publish_errors_by_reason"] = {"0x87 not authorized": 12}
+    sink["batched"], sink["extract_errors"] = 40, 2
+    result = build_result(settings={"seed": 7}, sources={}, broker="b", fleet=fleet, sink=sink)
+    assert (result.batched, result.extract_errors) == (40, 2)
+    figures = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert (figures["batched"], figures["extract_errors"]) == (40, 2)
+    assert figures["publish_errors_by_reason"] == {"0x87 not authorized": 12} and figures["settings"]["seed"] == 7
+    # A sink report from before the counters (and no sink at all): zero, not an error.
+    for key in ("batched", "extract_errors"):
+        del sink[key]  # type: ignore[misc]
+    older = build_result(settings={}, sources={}, broker="b", fleet=fleet, sink=sink)
+    assert (older.batched, older.extract_errors) == (0, 0)
+    assert build_result(settings={}, sources={}, broker="b", fleet=None, sink=None).batched == 0

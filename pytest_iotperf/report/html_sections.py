@@ -25,7 +25,10 @@ from pytest_iotperf.report.html_charts import data_table
 from pytest_iotperf.report.result_view import (
     measured_text,
     read_disconnect_reasons,
+    read_message_setup,
+    read_publish_refusals,
     read_slos,
+    reason_counts_text,
     shown_text,
     shown_texts,
     slo_text,
@@ -70,6 +73,7 @@ def header_section(result: Mapping[str, Any], title: str) -> str:
     meta.append(("duration", NO_VALUE if duration is None else f"{duration:g} s"))
     if result.get("workers") is not None:
         meta.append(("workers", format_count(result.get("workers"))))
+    meta.extend(read_message_setup(result))  # payload, header, MQTT, seed: only what is not the default
     t0 = finite(result.get("t0"))
     if t0 is not None:
         try:
@@ -168,6 +172,8 @@ _MORE_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("unexpected", "unexpected (unknown device or seq)", "count"),
     ("other_runs", "messages of other runs", "count"),
     ("malformed", "malformed payloads", "count"),
+    ("batched", "headers read from batched messages (JSON arrays, JSON lines)", "count"),
+    ("extract_errors", "messages the pytest_iotperf_extract hook raised on (not accounted)", "count"),
     ("scheduled", "messages scheduled", "count"),
     ("connected", "devices connected at go", "count"),
     ("connect_failures", "connect failures", "count"),
@@ -197,6 +203,9 @@ _MORE_FIGURES: tuple[tuple[str, str, str], ...] = (
     ("complete", "complete", "text"),
 )
 
+#: More figures shown only when not zero: a run without batched outputs or an extract hook does not mention them.
+_NONZERO_FIGURES = frozenset({"batched", "extract_errors"})
+
 
 def figures_section(result: Mapping[str, Any]) -> str:
     """The key figures as cards (the outage's too when devices disconnected), the rest in a folded table."""
@@ -210,15 +219,21 @@ def figures_section(result: Mapping[str, Any]) -> str:
         cards.append(f'<div class="{css}" data-key="{key}"><dt>{esc(label)}</dt><dd>{esc(text)}</dd></div>')
     rows = []
     for key, label, unit in _MORE_FIGURES:
-        if key not in result:
+        if key not in result or (key in _NONZERO_FIGURES and not finite(result.get(key))):
             continue
         value = result.get(key)
         text = format_plain(value) if unit == "text" else format_in_unit(value, unit)
         rows.append([label, text])
     more = data_table("More figures", ["figure", "value"], rows) if rows else ""
+    refusals = read_publish_refusals(result)
+    refused = (
+        f'<p class="summary" id="publish-refused">publish refused: {esc(reason_counts_text(refusals))}</p>'
+        if refusals
+        else ""
+    )
     return (
         '<section id="figures"><h2>Key figures</h2>'
-        f'<dl class="figures">{"".join(cards)}</dl>'
+        f'<dl class="figures">{"".join(cards)}</dl>{refused}'
         f"<details><summary>More figures</summary>{more}</details></section>"
     )
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_iotperf.message_spec import DEFAULT_HEADER_KEY
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.numbers import finite, format_in_unit, format_plain
 from pytest_iotperf.secrets import redact_text
@@ -82,7 +83,25 @@ def read_timeline(result: Mapping[str, Any]) -> list[TimelinePoint]:
 
 def read_disconnect_reasons(result: Mapping[str, Any]) -> list[tuple[str, int]]:
     """``result["disconnect_reasons"]`` as (reason, count), most frequent first, reasons' secrets masked."""
-    raw = result.get("disconnect_reasons")
+    return read_reason_counts(result, "disconnect_reasons")
+
+
+def read_publish_refusals(result: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``result["publish_errors_by_reason"]`` (MQTT 5 PUBACK refusals) as (reason, count), most frequent first."""
+    return read_reason_counts(result, "publish_errors_by_reason")
+
+
+def reason_counts_text(counts: Sequence[tuple[str, int]]) -> str:
+    """``0x87 not authorized x12, 0x97 quota exceeded x3``: one line for a summary."""
+    return ", ".join(f"{reason} x{count}" for reason, count in counts)
+
+
+def read_reason_counts(result: Mapping[str, Any], key: str) -> list[tuple[str, int]]:
+    """A ``reason -> count`` mapping of the result as (reason, count), most frequent first, secrets masked.
+
+    Counts that are not positive numbers are left out (a hand-edited or older file).
+    """
+    raw = result.get(key)
     if not isinstance(raw, Mapping):
         return []
     counts: dict[str, int] = {}
@@ -92,6 +111,42 @@ def read_disconnect_reasons(result: Mapping[str, Any]) -> list[tuple[str, int]]:
             text = shown_text(reason)
             counts[text] = counts.get(text, 0) + int(number)
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def read_message_setup(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What ran, message-wise, as (label, text): the payload, where the header travelled, MQTT version and
+    transport, and the seed.
+
+    Only what differs from the defaults (the fixed payload, the header in the body under ``_iotperf``, MQTT
+    3.1.1 over TCP), so a default run's page head stays as it was; the seed whenever the run recorded one
+    (it reproduces the payload generators' values).
+    """
+    raw = result.get("settings")
+    # Not redact_settings: it masks every value whose name holds "key" (header_key); each text shown is masked.
+    settings: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    version = str(settings.get("mqtt_version") or "3.1.1")
+    out: list[tuple[str, str]] = []
+    payload = settings.get("payload_file")
+    if payload:
+        out.append(("payload", shown_text(payload)))
+    key = settings.get("header_key")
+    if settings.get("header") == "properties":
+        out.append(("header", "in MQTT 5 user properties" if version == "5" else "in the property bag"))
+    elif key and key != DEFAULT_HEADER_KEY:
+        out.append(("header", f"in the body under {shown_text(key)}"))
+    transport = settings.get("transport")
+    if version != "3.1.1" or settings.get("topic_alias") or transport not in (None, "tcp"):
+        text = shown_text(version) + (" with topic alias" if settings.get("topic_alias") else "")
+        if transport == "websockets":
+            path = settings.get("ws_path")
+            text += " over WebSockets" + (f" ({shown_text(path)})" if path else "")
+        elif transport not in (None, "tcp"):
+            text += f" over {shown_text(transport)}"
+        out.append(("MQTT", text))
+    seed = settings.get("seed")
+    if seed is not None and not isinstance(seed, bool):
+        out.append(("seed", shown_text(seed)))
+    return out
 
 
 def read_slos(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_iotperf.numbers import format_percent
+from pytest_iotperf.numbers import finite, format_percent
+from pytest_iotperf.report.result_view import read_publish_refusals, reason_counts_text
 
 #: The figures every perf test publishes as junit properties and in the summary.
 SUMMARY_KEYS = (
@@ -29,6 +30,31 @@ SUMMARY_KEYS = (
     "resent",
     "puback_p99_ms",
     "sas_renewals",
+)
+
+
+def optional_summary(figures: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The figures published (junit properties) and shown under the table only when there is something to say.
+
+    MQTT 5 PUBACK refusals by reason (as one text), headers read from batched messages and messages the
+    ``pytest_iotperf_extract`` hook raised on; a run without them publishes nothing more than before.
+    """
+    out: list[tuple[str, Any]] = []
+    refusals = read_publish_refusals(figures)
+    if refusals:
+        out.append(("publish_errors_by_reason", reason_counts_text(refusals)))
+    for key in ("batched", "extract_errors"):
+        count = finite(figures.get(key))
+        if count:
+            out.append((key, int(count)))
+    return out
+
+
+#: What :func:`summary_lines` says under the table for each optional figure of a row.
+_OPTIONAL_LINES = (
+    ("publish_errors_by_reason", "publish refused {test}: {value}"),
+    ("batched", "batched {test}: {value} header(s) read from messages carrying several"),
+    ("extract_errors", "extract errors {test}: {value} message(s) the pytest_iotperf_extract hook raised on"),
 )
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -84,6 +110,9 @@ def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if brokers:
         lines.append(f"broker: {', '.join(brokers)}")
     for row in rows:
+        for key, template in _OPTIONAL_LINES:
+            if row.get(key):
+                lines.append(template.format(test=row["test"], value=row[key]))
         for warning in row.get("warnings") or []:
             lines.append(f"WARNING {row['test']}: {warning}")
         for error in row.get("errors") or []:
