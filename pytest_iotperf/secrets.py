@@ -193,13 +193,15 @@ def _redact_unparsed_url(url: str) -> str:
 # A setting whose name says secret is masked whatever its value; a value shaped like a SAS credential too.
 _SECRET_KEY: Final = re.compile(r"password|secret|token|key|connection", re.IGNORECASE)
 _SECRET_VALUE: Final = re.compile(r"SharedAccessKey=|SharedAccessSignature", re.IGNORECASE)
+#: Settings whose names match the pattern but hold no secret (where the header sits in a JSON body).
+_NOT_SECRET: Final = frozenset({"header_key"})
 
 
 def redact_value(value: Any, key: str = "") -> Any:
     """One setting's ``value`` (named ``key``) fit for a report; see :func:`redact_settings`."""
     if value is None:
         return None
-    if _SECRET_KEY.search(key):
+    if _SECRET_KEY.search(key) and key not in _NOT_SECRET:
         return REDACTED
     if isinstance(value, str):
         return REDACTED if _SECRET_VALUE.search(value) else redact_text(value)

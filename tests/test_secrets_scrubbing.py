@@ -82,6 +82,9 @@ def test_redact_value_masks_by_name_and_by_shape() -> None:
     assert redact_value("Endpoint=sb://h/;SharedAccessKey=k") == REDACTED
     assert redact_value({"token": "t", "url": "mqtt://a:b@h"}) == {"token": REDACTED, "url": "mqtt://a:***@h"}
     assert redact_value(None, "password") is None
+    # Named like a secret, holding none: where the header sits in a JSON body is worth reading in a report.
+    assert redact_value("meta.trace", "header_key") == "meta.trace"
+    assert redact_value("certs/d.key", "tls_key") == REDACTED
 
 
 def test_describe_error_is_one_scrubbed_bounded_line() -> None:
