@@ -208,10 +208,10 @@ def test_help_lists_exactly_the_iot_options_in_their_group(pytester: pytest.Pyte
         pytest.param(["--iot-rate=abc"], {}, None, ["--iot-rate=abc", "command line", "'abc'"], id="cli-rate"),
         pytest.param(["--iot-broker=http://x"], {}, None, ["--iot-broker=http://x", "command line"], id="cli-broker"),
         pytest.param(
-            ["--iot-topic=no/placeholder"],
+            ["--iot-topic=a/#"],
             {},
             None,
-            ["--iot-topic=no/placeholder", "command line", "{device_id}"],
+            ["--iot-topic=a/#", "command line", "wildcards"],
             id="cli-topic",
         ),
         pytest.param([], {"IOTPERF_QOS": "2"}, None, ["IOTPERF_QOS", "environment", "'2'"], id="env-qos"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import threading
 import time
@@ -13,14 +12,12 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, parse_broker_url, wait_for_mqtt
-from pytest_iotperf.config import resolve
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import BrokerError
 from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramer
-from pytest_iotperf.runner import PerfRun
 from pytest_iotperf.ws_client import WebSocketError, WebSocketStream
 from pytest_iotperf.ws_frames import (
     CLOSE,
@@ -256,19 +253,3 @@ def test_the_listener_survives_a_broker_restart_and_stops_with_it(no_child_left_
     finally:
         broker.stop()
     assert gateway is not None and not psutil.pid_exists(gateway)
-
-
-@needs_mosquitto
-@pytest.mark.fleet
-def test_a_fleet_run_over_websockets_is_exact(ws_broker: EmbeddedBroker, no_child_left_behind: None) -> None:
-    endpoint = ws_broker.endpoint
-    assert endpoint.ws_port is not None
-    # The websockets listener as the run's broker (devices, sink and probe all connect through it).
-    ws_endpoint = dataclasses.replace(endpoint, port=endpoint.ws_port, transport="websockets")
-    run = {"devices": 20, "rate_per_device": 2.0, "duration": "2s", "workers": 1, "qos": 1, "drain": "5s"}
-    settings = resolve({}, {}, {}).for_run({**run, "transport": "websockets"})
-    result = PerfRun(settings, ws_endpoint).execute()
-    assert result.connected == 20 and result.connect_failures == 0
-    assert result.sent == result.scheduled > 0
-    assert result.received == result.sent and result.lost == 0 and result.duplicates == 0
-    assert result.complete and not result.errors
