@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from acl_mosquitto import acl_mosquitto
 from azure.eventhub import EventData, EventHubConsumerClient
 from wallclock import StartUp
 
@@ -27,7 +27,6 @@ from pytest_iotperf.embedded.iothub_child import start_embedded_iothub
 from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.fleet.outgoing import renderer_for
 from pytest_iotperf.payloads import device_id, uniform
-from pytest_iotperf.processes import free_port
 from pytest_iotperf.runner import PerfRun
 
 pytestmark = pytest.mark.fleet
@@ -43,36 +42,12 @@ def acl_broker(tmp_path: Path) -> Iterator[BrokerEndpoint]:
     Anonymous clients take the ``topic`` lines before any ``user`` line (``pattern`` lines would apply to every
     client too); what no line grants is refused, so REFUSED's topic is simply not listed.
     """
-    binary = find_mosquitto()
-    if binary is None:
+    if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed")
-    port = free_port()
     granted = [f"dev{n:06d}" for n in range(DEVICES) if f"dev{n:06d}" != REFUSED]
-    acl = tmp_path / "acl"
-    acl.write_text(
-        "topic read devices/+/telemetry\n" + "".join(f"topic write devices/{d}/telemetry\n" for d in granted)
-    )
-    log = tmp_path / "mosquitto.log"
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\npersistence false\n"
-        f"log_dest file {log}\nlog_type error\nlog_type warning\nlog_type information\n"
-        "user root\n"  # as root mosquitto would otherwise switch users and fail to open its log here
-    )
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while "running" not in (log.read_text() if log.exists() else ""):
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.05)  # polling the broker's log for readiness, with a deadline
+    acl = "topic read devices/+/telemetry\n" + "".join(f"topic write devices/{d}/telemetry\n" for d in granted)
+    with acl_mosquitto(tmp_path, acl) as port:
         yield BrokerEndpoint.external(f"mqtt://127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_mqtt5_acl_refusal_is_counted_by_reason_and_lost_and_the_run_ends(
@@ -158,7 +133,7 @@ def test_header_in_the_iothub_property_bag_reaches_the_sink_and_leaves_the_body_
     child, hub = start_embedded_iothub(tmp_path)
     try:
         settings = resolve({}, {}, {}).for_run(
-            {"devices": DEVICES, "rate_per_device": 4.0, "duration": "2s", "drain": "10s", "workers": 1}
+            {"devices": DEVICES, "rate_per_device": 4.0, "duration": "1500ms", "drain": "10s", "workers": 1}
             | {"sink": "eventhub", "bridge": "none", "payload": READING, "header": "properties", "seed": 11}
         )
         run = PerfRun(settings, hub.endpoint, eventhub=hub.eventhub)

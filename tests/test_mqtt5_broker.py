@@ -8,14 +8,13 @@ One Mosquitto for the module, with an ACL that grants anonymous clients
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from acl_mosquitto import acl_mosquitto
 
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.embedded.broker import find_mosquitto
@@ -23,7 +22,6 @@ from pytest_iotperf.lean_mqtt import LeanClient, puback_reason
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
 from pytest_iotperf.mqtt_wire import PublishFramerV5, user_properties
 from pytest_iotperf.persistent_session import Backoff, PersistentSession, close_session
-from pytest_iotperf.processes import free_port
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 WAIT_S = 10.0
@@ -32,36 +30,8 @@ WAIT_S = 10.0
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
     """Mosquitto with an ACL: anonymous clients may publish and subscribe under allowed/ only."""
-    binary = find_mosquitto()
-    assert binary is not None
-    directory = tmp_path_factory.mktemp("mosquitto5")
-    port = free_port()
-    (directory / "acl").write_text("topic readwrite allowed/#\n")
-    log = directory / "mosquitto.log"
-    config = directory / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {directory / 'acl'}\n"
-        f"persistence false\nlog_dest file {log}\nlog_type error\nlog_type warning\nlog_type information\n"
-        "user root\n"  # as root mosquitto would otherwise switch users and fail to open its log here
-    )
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while "running" not in (log.read_text() if log.exists() else ""):
-            assert process.poll() is None and time.monotonic() < deadline, _tail(log)
-            time.sleep(0.05)  # polling the broker's log for readiness, with a deadline
+    with acl_mosquitto(tmp_path_factory.mktemp("mosquitto5"), "topic readwrite allowed/#\n") as port:
         yield Connection("127.0.0.1", port, protocol_version="5")
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _tail(log: Path) -> str:
-    return log.read_text()[-2000:] if log.exists() else "mosquitto wrote no log"
 
 
 def _loop_until(client: LeanClient, done: Callable[[], bool], what: str) -> None:

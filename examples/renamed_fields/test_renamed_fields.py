@@ -33,7 +33,7 @@ def test_a_platform_that_renames_fields(iot_perf: IotPerf, platform: Any) -> Non
     result = iot_perf.run(
         devices=20,
         rate_per_device=2.0,
-        duration="3s",
+        duration="2s",
         broker=platform.broker_url,
         topic=INPUT.replace("+", "{device_id}"),
         sink_topic=OUTPUT,
