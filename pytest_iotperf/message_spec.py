@@ -80,6 +80,12 @@ class MessageSpec:
             )
 
     @property
+    def json_body(self) -> bool:
+        """Whether every body is JSON: ours and templates are; a callable's bytes are known to be only when the
+        header goes into them (it needs a JSON object)."""
+        return not (self.kind == "callable" and self.header == "properties")
+
+    @property
     def header_path(self) -> tuple[str, ...]:
         """``header_key`` split at its dots: the keys from the body's top object down to the header object."""
         return tuple(self.header_key.split("."))

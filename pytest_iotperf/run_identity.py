@@ -21,7 +21,7 @@ from pytest_iotperf.fleet.credentials import CredentialRow, CredentialsError, lo
 from pytest_iotperf.fleet.identity import check_device_files
 from pytest_iotperf.fleet.identity_spec import IdentitySpec, IotHubSpec, KeySource
 from pytest_iotperf.iothub.connection_string import parse_iothub_connection_string
-from pytest_iotperf.iothub.naming import telemetry_topic
+from pytest_iotperf.iothub.naming import DEFAULT_SYSTEM_PROPERTIES, telemetry_topic
 from pytest_iotperf.secrets import IOTHUB_CONNECTION_STRING_ENV, IOTHUB_GROUP_KEY_ENV
 
 __all__ = ["RunIdentity", "plan_identity"]
@@ -36,9 +36,17 @@ class RunIdentity:
 
 
 def plan_identity(
-    settings: RunSettings, broker: BrokerEndpoint, run_id: str, environ: Mapping[str, str] = os.environ
+    settings: RunSettings,
+    broker: BrokerEndpoint,
+    run_id: str,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    json_body: bool = True,
 ) -> RunIdentity:
     """The run's identity spec and topic, or a ConfigError saying what cannot work.
+
+    ``json_body`` False (a payload callable's bytes with the header in properties): IoT Hub's topic
+    carries no ``$.ct=application/json`` / ``$.ce=utf-8``, which would misdescribe a binary body.
 
     Raises:
         ConfigError: naming the setting (and its source) or the file, never a secret.
@@ -65,7 +73,8 @@ def plan_identity(
     topic = settings.topic_template
     if iothub is not None:
         # IoT Hub takes telemetry on one topic per device, the property bag after it.
-        topic = telemetry_topic("{device_id}", settings.properties)
+        system = DEFAULT_SYSTEM_PROPERTIES if json_body else ()
+        topic = telemetry_topic("{device_id}", settings.properties, system)
     elif settings.properties:
         raise ConfigError(
             "--iot-property sets IoT Hub message properties: it needs --iot-broker iothub://... or embedded:iothub"

@@ -94,10 +94,10 @@ class PerfRun:
         except ValueError as exc:
             raise ConfigError(f"--iot-transport {settings.transport} ({settings.source('transport')}): {exc}") from None
         self.run_id = new_run_id()
-        # Names, credentials and the IoT Hub topic, checked before anything starts (ConfigError otherwise).
-        identity = plan_identity(settings, broker, self.run_id)
-        # The payload and where its header goes, checked before anything starts too.
+        # The payload and where its header goes; then names, credentials and the IoT Hub topic (whose
+        # content type follows the payload). Both checked before anything starts (ConfigError otherwise).
         self.message = plan_message(settings, broker, self.run_id)
+        identity = plan_identity(settings, broker, self.run_id, json_body=self.message.json_body)
         self.progress = progress or (lambda state: None)
         self._progress_state: dict[str, Any] = {
             "run_id": self.run_id,

@@ -10,6 +10,7 @@ import pytest
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.message_spec import MessageSpec
 from pytest_iotperf.run_identity import RunIdentity, plan_identity
 
 KEY = base64.b64encode(b"k" * 32).decode()
@@ -62,6 +63,15 @@ def test_iothub_hub_policy_topic_and_property_bag() -> None:
     assert identity.topic_template == (
         "devices/{device_id}/messages/events/$.ct=application%2Fjson&$.ce=utf-8&site=plant%201&line=a%2Bb"
     )
+
+
+def test_iothub_topic_claims_no_json_for_a_callables_bytes() -> None:
+    settings = resolve({**IOTHUB_READBACK, "property": "site=a"}, {}, {}).for_run({})
+    identity = plan_identity(settings, HUB, "r1", hub_policy(), json_body=False)
+    assert identity.topic_template == "devices/{device_id}/messages/events/site=a"
+    binary = MessageSpec(kind="callable", callable_ref="m:f", header="properties")
+    assert not binary.json_body
+    assert MessageSpec(kind="callable", callable_ref="m:f").json_body and MessageSpec(header="properties").json_body
 
 
 def test_iothub_group_key_wins_over_a_connection_string() -> None:
