@@ -225,6 +225,15 @@ SETTINGS: tuple[Setting, ...] = (
         "topic",
     ),
     Setting(
+        "arrival",
+        choice("spread", "poisson", "aligned"),
+        "spread",
+        "when messages fall due: spread (each device every 1/rate, phases spread evenly), poisson "
+        "(exponential gaps, seeded by --iot-seed) or aligned (every device at the same instants: the herd)",
+        "{spread,poisson,aligned}",
+        "arrival",
+    ),
+    Setting(
         "payload_file",
         parse_payload_file,
         None,
@@ -236,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
         "seed",
         parse_non_negative_int,
         None,
-        "seed of the payload generators (default: a new one per run, recorded in the result)",
+        "seed of the payload generators and of poisson arrivals (default: a new one per run, recorded in the result)",
         "N",
         "seed",
     ),
@@ -611,6 +620,11 @@ class SessionSettings:
         """The payload asked for: None (our fixed JSON), a template file (Path), or from test code a dict
         template, a callable, or a ``"module:qualname"`` string (checked by ``run_message.plan_message``)."""
         return self["payload_file"]
+
+    @property
+    def arrival(self) -> str:
+        """``spread``, ``poisson`` or ``aligned``."""
+        return self._typed("arrival", str)
 
     @property
     def seed(self) -> int | None:

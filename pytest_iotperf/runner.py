@@ -133,6 +133,7 @@ class PerfRun:
             connect_rate=settings.connect_rate,
             message=self.message,
             topic_alias=settings.topic_alias,
+            arrival=settings.arrival,
         )
 
     def warnings(self) -> list[str]:

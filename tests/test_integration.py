@@ -18,6 +18,7 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import BrokerError
+from pytest_iotperf.fleet.arrival import scheduled_within
 from pytest_iotperf.processes import free_port
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun
@@ -164,3 +165,13 @@ def test_example_scaled_by_the_command_line(pytester: pytest.Pytester) -> None:
     result = json.loads(report.read_text())
     assert result["devices"] == 30 and result["sources"]["devices"] == "command line"
     assert result["sent"] == 60 and result["loss"] == 0
+
+
+@needs_mosquitto
+def test_poisson_arrivals_are_accounted_exactly(mosquitto: BrokerEndpoint, no_child_left_behind: None) -> None:
+    # Every device walks its own seeded exponential gaps; the worker replays the same streams to count
+    # what was scheduled, so sent == scheduled holds exactly, and the seed makes the count repeatable.
+    result = _run(mosquitto, devices=10, rate_per_device=4.0, duration="1500ms", workers=1, arrival="poisson", seed=3)
+    _assert_exact(result, 10)
+    expected = sum(scheduled_within("poisson", n, 4.0, 1.5, seed=3) for n in range(10))
+    assert result.scheduled == expected and result.settings["arrival"] == "poisson"

@@ -37,6 +37,7 @@ OPTIONS = [
     "--iot-qos",
     "--iot-payload-bytes",
     "--iot-topic",
+    "--iot-arrival",
     "--iot-payload-file",
     "--iot-seed",
     "--iot-header",

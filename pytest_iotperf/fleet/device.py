@@ -44,6 +44,7 @@ from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from pytest_iotperf.fleet.arrival import Arrivals, Periodic
 from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
 from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
@@ -100,6 +101,7 @@ class Device:
         run: RunView,
         identities: IdentityProvider,
         limiter: ConnectLimiter | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -121,7 +123,9 @@ class Device:
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._reader: Any = None  # the hub's io watcher for our socket
         self._flusher: gevent.Greenlet | None = None
-        self._period = 1.0 / config.rate
+        # When its messages fall due (offsets from T0): every 1/rate from its phase unless told otherwise.
+        self._arrivals = arrivals if arrivals is not None else Periodic(phase_s, config.rate)
+        self._offset = 0.0  # the due offset of message k
         self._qos = config.qos
         self._start = self._end = 0.0
         self._k = 0
@@ -476,18 +480,20 @@ class Device:
     # -- publishing ---------------------------------------------------------------
 
     def start_schedule(self, t0: float) -> float | None:
-        """Arm the schedule: message k is due at ``t0 + phase + k / rate`` until the duration ends.
+        """Arm the schedule: message k is due at T0 + its arrival offset (``t0 + phase + k / rate`` when
+        spread) until the duration ends.
 
         Returns the first due time, or None when nothing falls inside the run.
         The worker's scheduler then calls :meth:`publish_due` at each due time.
         """
-        self._start = t0 + self.phase_s
+        self._start = t0
         self._end = t0 + self.config.duration_s
         self._k = 0
-        if self._start >= self._end:
+        self._offset = self._arrivals.first()
+        if t0 + self._offset >= self._end:
             self._finish()
             return None
-        return self._start
+        return t0 + self._offset
 
     def publish_due(self, now: float) -> float | None:
         """Publish the message that is due (open model: whether or not earlier ones were acknowledged).
@@ -497,7 +503,7 @@ class Device:
         """
         events = self._events
         run = self._run
-        due = self._start + self._k * self._period
+        due = self._start + self._offset
         shift = run.record_shift_s  # worker clock -> master clock, when correcting
         due_us = int((due - shift) * 1_000_000)
         now_us = int((now - shift) * 1_000_000)
@@ -519,7 +525,8 @@ class Device:
         else:
             events.publish_failed("not connected")
         self._k += 1
-        following = self._start + self._k * self._period
+        self._offset = self._arrivals.after(self._offset, self._k)
+        following = self._start + self._offset
         if following >= self._end or run.aborted:
             self._finish()
             return None

@@ -54,6 +54,8 @@ class FleetSpec:
     message: MessageSpec = field(default_factory=MessageSpec)
     # MQTT 5: send the topic once per connection, then a topic alias.
     topic_alias: bool = False
+    # Issue 16: when messages fall due (fleet/arrival.py): spread, aligned or poisson (seeded by message.seed).
+    arrival: str = "spread"
 
     @property
     def qos(self) -> int:

@@ -47,6 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 import gevent
 import gevent.event
 
+from pytest_iotperf.fleet.arrival import arrivals_for, scheduled_within
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
 from pytest_iotperf.fleet.connect_limiter import ConnectLimiter, worker_share
 from pytest_iotperf.fleet.credentials import load_credentials
@@ -55,7 +56,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
 from pytest_iotperf.fleet.outgoing import prepare_renderers
-from pytest_iotperf.fleet.spec import FleetSpec, phase_of, scheduled_count
+from pytest_iotperf.fleet.spec import FleetSpec, phase_of
 from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.process_guard import raise_nofile_limit
@@ -177,6 +178,7 @@ class WorkerFleet:
             run=self.run_state,
             identities=self.identities,
             limiter=self.connect_limiter,
+            arrivals=arrivals_for(self.spec.arrival, n, self.spec.rate, self.spec.message.seed),
         )
         device.client.ack_latency = self._puback_counts
         self.devices.append(device)
@@ -467,11 +469,16 @@ class WorkerFleet:
         self._reported = True
         self.runner.send_message("iotperf_report", dict(self.report(cpu_s, wall_s)))
 
+    def _scheduled(self, device: Device, duration_s: float) -> int:
+        """Messages due to ``device`` within the run (a replay of its arrivals: the same in every process)."""
+        spec = self.spec
+        return scheduled_within(spec.arrival, device.name.n, spec.rate, duration_s, spec.message.seed)
+
     def report(self, cpu_s: float, wall_s: float) -> WorkerReport:
         spec = self.spec
         duration_s = spec.duration_s if self.stop_s is None else self.stop_s
-        scheduled = sum(scheduled_count(d.phase_s, spec.rate, duration_s) for d in self.devices)
-        never_connected = sum(scheduled_count(d.phase_s, spec.rate, duration_s) for d in self._never_connected)
+        scheduled = sum(self._scheduled(d, duration_s) for d in self.devices)
+        never_connected = sum(self._scheduled(d, duration_s) for d in self._never_connected)
         self._fold_puback_latency()  # all of it, the final ack wait's PUBACKs too
         return {
             "worker_index": self.worker_index,
