@@ -26,6 +26,7 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker
 from pytest_iotperf.process_guard import raise_nofile_limit
+from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun, RunFailed
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,9 +47,16 @@ def measure_ours(
         error = None
     except RunFailed as failed:
         result, error = failed.result, str(failed)
+    impl = f"pytest-iotperf ({workers} worker{'s' if workers > 1 else ''})"
+    return fleet_row(result, impl=impl, qos=qos, error=error)
+
+
+def fleet_row(result: RunResult, *, impl: str, qos: int, error: str | None) -> dict[str, Any]:
+    """One fleet-only run's figures: what was sent, its lateness and the workers' cost (weighted by their share)."""
     stats = result.worker_stats
+    devices = result.devices
     return {
-        "impl": f"pytest-iotperf ({workers} worker{'s' if workers > 1 else ''})",
+        "impl": impl,
         "devices": devices,
         "qos": qos,
         "connected": result.connected,

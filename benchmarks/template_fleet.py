@@ -12,6 +12,8 @@ message sent.  The machine is shared: read the template's figures against the fi
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
@@ -21,6 +23,9 @@ from pytest_iotperf.fleet.naming import DeviceName
 from pytest_iotperf.payloads import choice, counter, device_id, normal, now, uniform
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.runner import PerfRun, RunFailed
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fleet_scale import fleet_row
 
 LATENESS_P99_MAX_MS = 10.0
 
@@ -53,18 +58,7 @@ def measure(broker: BrokerEndpoint, name: str, devices: int, duration_s: float) 
         error = None
     except RunFailed as failed:
         result, error = failed.result, str(failed)
-    stats = result.worker_stats[0] if result.worker_stats else {}
-    return {
-        "payload": name,
-        "connected": result.connected,
-        "scheduled": result.scheduled,
-        "sent": result.sent,
-        "lateness_p50_ms": result.lateness_p50_ms,
-        "lateness_p99_ms": result.lateness_p99_ms,
-        "lateness_max_ms": (result.lateness_histogram.max_us or 0) / 1000.0,
-        "cpu_us_per_message": stats.get("cpu_us_per_message"),
-        "error": error,
-    }
+    return {"payload": name, **fleet_row(result, impl=f"pytest-iotperf, {name} payload", qos=0, error=error)}
 
 
 def main() -> int:

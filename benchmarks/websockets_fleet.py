@@ -41,7 +41,7 @@ from pytest_iotperf.ws_client import WebSocketStream
 from pytest_iotperf.ws_frames import server_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fleet_scale import print_row, sustained
+from fleet_scale import fleet_row, print_row, sustained
 
 _PUBLISH = PublishFramer("devices/dev000001/telemetry", 1).frame(b"x" * 128, 7)  # ~160 bytes on the wire
 _PUBACK = b"\x40\x02\x00\x07"
@@ -151,24 +151,11 @@ def measure(
     except RunFailed as failed:
         result, error = failed.result, str(failed)
     after = _cpu_s(servers)
-    stats = result.worker_stats
     return {
         "servers_us_per_message": {
             name: 1e6 * (after[name] - before[name]) / max(result.sent, 1) for name in servers
         },
-        "impl": f"pytest-iotperf over {transport}",
-        "devices": devices,
-        "qos": 1,
-        "connected": result.connected,
-        "scheduled": result.scheduled,
-        "sent": result.sent,
-        "lateness_p50_ms": result.lateness_p50_ms,
-        "lateness_p99_ms": result.lateness_p99_ms,
-        "lateness_max_ms": (result.lateness_histogram.max_us or 0) / 1000.0,
-        "cpu_percent": sum(w["cpu_percent"] for w in stats) / max(len(stats), 1),
-        "cpu_us_per_message": sum(w["cpu_us_per_message"] * w["sent"] for w in stats) / max(result.sent, 1),
-        "rss_bytes_per_device": sum(w["rss_bytes_per_device"] * w["devices"] for w in stats) / max(devices, 1),
-        "error": error,
+        **fleet_row(result, impl=f"pytest-iotperf over {transport}", qos=1, error=error),
     }
 
 
