@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from wired_client import wired_client
 
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.lean_mqtt import LeanClient
@@ -29,14 +30,8 @@ def _client() -> LeanClient:
 @pytest.fixture
 def wired() -> Iterator[tuple[LeanClient, socket.socket]]:
     """A client whose connection is one end of a socket pair; the test plays the broker on the other."""
-    ours, broker_side = socket.socketpair()
-    ours.setblocking(False)
-    broker_side.settimeout(5)  # a missing reply fails the test instead of hanging it
-    client = _client()
-    client._sock = ours  # what paho's connect leaves behind, minus the handshake
-    yield client, broker_side
-    ours.close()
-    broker_side.close()
+    with wired_client() as pair:
+        yield pair
 
 
 def _packets(data: bytes) -> list[tuple[int, bytes]]:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from paho.mqtt import client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
+from wired_client import wired_client
 
 from pytest_iotperf.lean_mqtt import LeanClient
 from pytest_iotperf.mqtt_wire import PublishFramerV5, user_properties
@@ -18,14 +19,8 @@ OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 @pytest.fixture
 def wired() -> Iterator[tuple[LeanClient, socket.socket]]:
     """An MQTT 5 client whose connection is one end of a socket pair; the test plays the broker."""
-    ours, broker_side = socket.socketpair()
-    ours.setblocking(False)
-    broker_side.settimeout(5)
-    client = LeanClient(CallbackAPIVersion.VERSION2, client_id="dev", protocol=mqtt.MQTTv5)
-    client._sock = ours  # what paho's connect leaves behind, minus the handshake
-    yield client, broker_side
-    ours.close()
-    broker_side.close()
+    with wired_client(mqtt.MQTTv5) as pair:
+        yield pair
 
 
 def test_every_puback_form_settles_its_publish_and_refusals_are_reported(

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from wired_client import wired_client
 
 from pytest_iotperf import lean_mqtt
 from pytest_iotperf.lean_mqtt import LeanClient
@@ -37,14 +38,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 @pytest.fixture
 def wired() -> Iterator[tuple[LeanClient, socket.socket]]:
     """A client whose connection is one end of a socket pair; the test plays the broker on the other."""
-    ours, broker_side = socket.socketpair()
-    ours.setblocking(False)
-    broker_side.settimeout(5)
-    client = LeanClient(CallbackAPIVersion.VERSION2, client_id="dev", protocol=mqtt.MQTTv311)
-    client._sock = ours  # what paho's connect leaves behind, minus the handshake
-    yield client, broker_side
-    ours.close()
-    broker_side.close()
+    with wired_client() as pair:
+        yield pair
 
 
 def _puback(packet_id: int) -> bytes:
