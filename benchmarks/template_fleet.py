@@ -20,24 +20,14 @@ from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker
 from pytest_iotperf.fleet.naming import DeviceName
-from pytest_iotperf.payloads import choice, counter, device_id, normal, now, uniform
 from pytest_iotperf.process_guard import raise_nofile_limit
 from pytest_iotperf.runner import PerfRun, RunFailed
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fleet_scale import fleet_row
+from payload_cost import TEMPLATE
 
 LATENESS_P99_MAX_MS = 10.0
-
-#: The issue's realistic device: six fields, four of them generated per message.
-TEMPLATE = {
-    "deviceId": device_id(),
-    "temperature": uniform(15, 30, digits=2),
-    "humidity": normal(45, 5, digits=1),
-    "ts": now("iso"),
-    "status": choice(["ok", "warn", "fail"], weights=[90, 9, 1]),
-    "n": counter(),
-}
 
 
 def reading(device: DeviceName, seq: int) -> dict[str, Any]:
@@ -45,6 +35,7 @@ def reading(device: DeviceName, seq: int) -> dict[str, Any]:
     return {"deviceId": device.device_id, "temperature": 21.5, "humidity": 45.0, "status": "ok", "n": seq}
 
 
+# The template is the 6-field one payload_cost.py times one render at a time.
 PAYLOADS: dict[str, Any] = {"fixed": None, "template": TEMPLATE, "callable": "template_fleet:reading"}
 
 
