@@ -49,7 +49,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunVi
 from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
 from pytest_iotperf.fleet.naming import DeviceName
-from pytest_iotperf.fleet.outgoing import renderer_for
+from pytest_iotperf.fleet.outgoing import MessageRenderer, renderer_for
 from pytest_iotperf.iothub.property_framer import PropertyBagFramer
 from pytest_iotperf.lean_mqtt import LeanClient, puback_reason
 from pytest_iotperf.mqtt_client import ClientIdentity, connect, make_client
@@ -102,6 +102,7 @@ class Device:
         identities: IdentityProvider,
         limiter: ConnectLimiter | None = None,
         arrivals: Arrivals | None = None,
+        message: MessageRenderer | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -109,7 +110,10 @@ class Device:
         self.phase_s = phase_s
         self.topic = config.topic_for(device_id)
         # The body (fixed JSON, template or callable) and the header's properties when it travels outside it.
-        self.message = renderer_for(config.message, config.run_id, name, config.payload_bytes)
+        # The worker hands over one prepared for it (the payload compiled or imported once per process).
+        self.message = (
+            message if message is not None else renderer_for(config.message, config.run_id, name, config.payload_bytes)
+        )
         self.framer = framer_for(config, self.topic, self.message.content_type)
         self._render_body = self.message.render_body
         self.sent = 0  # successful publishes; also the next seq

@@ -55,7 +55,7 @@ from pytest_iotperf.fleet.device import Device
 from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
-from pytest_iotperf.fleet.outgoing import prepare_renderers
+from pytest_iotperf.fleet.outgoing import MessageRenderers
 from pytest_iotperf.fleet.spec import FleetSpec, phase_of
 from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
@@ -90,8 +90,16 @@ class WorkerFleet:
     writes the ``RunState`` they read; devices never see the fleet itself.
     """
 
-    def __init__(self, spec: FleetSpec, runner: WorkerRunner, identities: IdentityProvider | None = None) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        runner: WorkerRunner,
+        identities: IdentityProvider | None = None,
+        renderers: MessageRenderers | None = None,
+    ) -> None:
         self.spec = spec
+        # The run's payload, compiled or imported once for every device of this worker.
+        self.renderers = renderers if renderers is not None else MessageRenderers(spec.message, spec.run_id)
         self.runner = runner
         self.worker_index = max(0, int(runner.worker_index))
         self.device_config = DeviceConfig.from_spec(spec)
@@ -170,15 +178,17 @@ class WorkerFleet:
         return number
 
     def new_device(self, n: int) -> Device:
+        name = self.naming.name(n)
         device = Device(
             self.device_config,
-            self.naming.name(n),
+            name,
             phase_of(n, self.spec.rate),
             events=self,
             run=self.run_state,
             identities=self.identities,
             limiter=self.connect_limiter,
             arrivals=arrivals_for(self.spec.arrival, n, self.spec.rate, self.spec.message.seed),
+            message=self.renderers.for_device(name, self.spec.payload_bytes),
         )
         device.client.ack_latency = self._puback_counts
         self.devices.append(device)
@@ -553,11 +563,11 @@ def install_worker(environment: Environment) -> None:
         error: str | None = None
         try:
             # Before any device starts: a payload callable must import here (this may be another machine).
-            prepare_renderers(spec.message, spec.run_id)
+            renderers = MessageRenderers(spec.message, spec.run_id)
         except Exception as exc:  # the worker's reason goes back to the master, naming the worker
             error = f"worker {getattr(runner, 'worker_index', '?')} on {socket.gethostname()}: {exc}"
         else:
-            _fleets[environment] = WorkerFleet(spec, runner)  # type: ignore[arg-type]
+            _fleets[environment] = WorkerFleet(spec, runner, renderers=renderers)  # type: ignore[arg-type]
         runner.send_message("iotperf_spec_checked", {"error": error})
 
     def on_prepare(msg: Any, **_: Any) -> None:
