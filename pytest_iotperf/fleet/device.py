@@ -44,7 +44,7 @@ from gevent.socket import wait_write
 from paho.mqtt import client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from pytest_iotperf.fleet.arrival import Arrivals, Periodic
+from pytest_iotperf.fleet.arrival import Arrivals
 from pytest_iotperf.fleet.device_config import DeviceConfig, DeviceEvents, RunView
 from pytest_iotperf.fleet.drop_reason import drop_reason
 from pytest_iotperf.fleet.identity import IdentityError, IdentityProvider
@@ -95,19 +95,17 @@ class Device:
         self,
         config: DeviceConfig,
         name: DeviceName,
-        phase_s: float,
+        arrivals: Arrivals,
         *,
         events: DeviceEvents,
         run: RunView,
         identities: IdentityProvider,
         limiter: ConnectLimiter | None = None,
-        arrivals: Arrivals | None = None,
         message: MessageRenderer | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self.device_id = device_id = name.device_id
-        self.phase_s = phase_s
         self.topic = config.topic_for(device_id)
         # The body (fixed JSON, template or callable) and the header's properties when it travels outside it.
         # The worker hands over one prepared for it (the payload compiled or imported once per process).
@@ -127,8 +125,7 @@ class Device:
         self._connack: gevent.event.AsyncResult = gevent.event.AsyncResult()
         self._reader: Any = None  # the hub's io watcher for our socket
         self._flusher: gevent.Greenlet | None = None
-        # When its messages fall due (offsets from T0): every 1/rate from its phase unless told otherwise.
-        self._arrivals = arrivals if arrivals is not None else Periodic(phase_s, config.rate)
+        self._arrivals = arrivals  # when its messages fall due: offsets from T0 (fleet/arrival.py)
         self._offset = 0.0  # the due offset of message k
         self._qos = config.qos
         self._start = self._end = 0.0

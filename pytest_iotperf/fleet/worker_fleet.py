@@ -56,7 +56,7 @@ from pytest_iotperf.fleet.device_config import DeviceConfig, RunState
 from pytest_iotperf.fleet.identity import IdentityProvider, provider_for
 from pytest_iotperf.fleet.naming import DeviceNaming
 from pytest_iotperf.fleet.outgoing import MessageRenderers
-from pytest_iotperf.fleet.spec import FleetSpec, phase_of
+from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.process_guard import raise_nofile_limit
@@ -182,12 +182,11 @@ class WorkerFleet:
         device = Device(
             self.device_config,
             name,
-            phase_of(n, self.spec.rate),
+            arrivals_for(self.spec.arrival, n, self.spec.rate, self.spec.message.seed),
             events=self,
             run=self.run_state,
             identities=self.identities,
             limiter=self.connect_limiter,
-            arrivals=arrivals_for(self.spec.arrival, n, self.spec.rate, self.spec.message.seed),
             message=self.renderers.for_device(name, self.spec.payload_bytes),
         )
         device.client.ack_latency = self._puback_counts
