@@ -23,13 +23,14 @@ from pytest_iotperf.message_spec import HeaderPlacement, MessageSpec
 __all__ = ["check_protocol", "plan_message"]
 
 
-def plan_message(settings: RunSettings, broker: BrokerEndpoint, run_id: str) -> MessageSpec:
+def plan_message(settings: RunSettings, run_id: str) -> MessageSpec:
     """The run's message spec (a seed drawn when none was asked for), or a ConfigError naming the setting.
 
+    Whether the broker can carry the header placement is :func:`check_protocol`'s, called first by the run.
+
     Raises:
-        ConfigError: the payload, header placement or protocol cannot work; the message names where it came from.
+        ConfigError: the payload or its header placement cannot work; the message names where it came from.
     """
-    check_protocol(settings, broker)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     payload = settings.payload
     if payload is None:  # our own JSON: nothing to compile or check

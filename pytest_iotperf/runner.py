@@ -96,7 +96,7 @@ class PerfRun:
         self.run_id = new_run_id()
         # The payload and where its header goes; then names, credentials and the IoT Hub topic (whose
         # content type follows the payload). Both checked before anything starts (ConfigError otherwise).
-        self.message = plan_message(settings, broker, self.run_id)
+        self.message = plan_message(settings, self.run_id)
         identity = plan_identity(settings, broker, self.run_id, json_body=self.message.json_body)
         self.progress = progress or (lambda state: None)
         self._progress_state: dict[str, Any] = {
