@@ -20,7 +20,7 @@ no locust, no gevent, no client library.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 #: Sent once per partition by the platform bridge before a run, so each
@@ -80,55 +80,5 @@ class MessageView(NamedTuple):
     system_properties: Mapping[Any, Any] | None = None
 
 
-#: Finds the header of a message: its telemetry, or None when it is not well-formed telemetry of ours.
-HeaderDecoder = Callable[[MessageView], "Telemetry | None"]
-
-
 #: The annotation IoT Hub's built-in endpoint stamps on every device message: the device that sent it.
 IOTHUB_DEVICE_ID = b"iothub-connection-device-id"
-
-
-def decode(payload: bytes, device_id: str | None = None) -> Telemetry | None:
-    """Decode a JSON body header; None for anything that is not well-formed telemetry of ours.
-
-    ``device_id``: the sender, when the body need not name it (IoT Hub's annotation); the body's wins.
-    """
-    try:
-        doc: Any = json.loads(payload)
-        telemetry = Telemetry(
-            doc["run_id"],
-            doc["device_id"] if device_id is None else doc.get("device_id", device_id),
-            doc["seq"],
-            doc["intended_at"],
-            doc["sent_at"],
-        )
-    except (ValueError, TypeError, KeyError, RecursionError):
-        return None
-    if not (
-        isinstance(telemetry.run_id, str)
-        and isinstance(telemetry.device_id, str)
-        and type(telemetry.seq) is int
-        and type(telemetry.intended_at_us) is int
-        and type(telemetry.sent_at_us) is int
-        and telemetry.seq >= 0
-    ):
-        return None
-    return telemetry
-
-
-def decode_body(message: MessageView) -> Telemetry | None:
-    """The header where the devices put it today: the JSON body.
-
-    A body without ``device_id`` read from IoT Hub's built-in endpoint takes the
-    device from the ``iothub-connection-device-id`` annotation (the hub vouches
-    for it: the device authenticated as that id).  Looked at only when the body
-    alone does not decode, so the common path costs nothing more.
-    """
-    telemetry = decode(message.body)
-    if telemetry is None and message.system_properties:
-        sender = message.system_properties.get(IOTHUB_DEVICE_ID)
-        if isinstance(sender, bytes):
-            sender = sender.decode("utf-8", "replace")
-        if isinstance(sender, str):
-            return decode(message.body, sender)
-    return telemetry

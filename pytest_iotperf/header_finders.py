@@ -23,7 +23,7 @@ devices write them); property and hook headers may also carry numbers as
 decimal strings (a property is text).
 
 The common message, one JSON object with the flat header or the header under
-a one-key path, costs what ``header.decode_body`` cost: one ``json.loads``,
+a one-key path, costs what the body-only decoder before it did: one ``json.loads``,
 a dict lookup and a ``Telemetry``.  Pure: no client library, no pytest.
 """
 

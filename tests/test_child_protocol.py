@@ -11,7 +11,8 @@ import pytest
 from azure.eventhub import EventData
 
 from pytest_iotperf.child_protocol import EventWriter, Ticker, commands, scrubbing_event_writer
-from pytest_iotperf.header import MessageView, PayloadTemplate, Telemetry, decode
+from pytest_iotperf.header import MessageView, PayloadTemplate, Telemetry
+from pytest_iotperf.header_finders import find_headers
 from pytest_iotperf.sinks.drain import COMPLETE, IDLE, STDIN_CLOSED, TIMEOUT, Drain, serve_drain
 from pytest_iotperf.sinks.eventhub_sink import message_view
 from pytest_iotperf.sinks.recorder import SinkRecorder
@@ -105,7 +106,7 @@ def test_a_decoder_may_find_the_header_outside_the_body() -> None:
 
     def from_properties(message: MessageView) -> Telemetry | None:
         header = (message.properties or {}).get("iotperf")
-        return decode(header) if isinstance(header, bytes) else None
+        return find_headers(MessageView(header))[0] if isinstance(header, bytes) else None
 
     recorder = SinkRecorder("run1", find=lambda message: (from_properties(message),))
     header = PayloadTemplate("run1", "d1").render(0, 1_700_000_000_000_000, 1_700_000_000_000_000)

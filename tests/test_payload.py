@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 from pytest_iotperf.fleet.spec import phase_of, scheduled_count
-from pytest_iotperf.header import MessageView, PayloadTemplate, decode, decode_body
+from pytest_iotperf.header import MessageView, PayloadTemplate, Telemetry
+from pytest_iotperf.header_finders import find_headers
+
+
+def decode(payload: bytes, annotations: dict[bytes, object] | None = None) -> Telemetry | None:
+    """The one header the sinks find in a single-object body, or None when they find none of ours."""
+    found = find_headers(MessageView(payload, None, None, annotations))
+    assert len(found) <= 1, found  # none of these bodies is a batch
+    return found[0] if found else None
 
 
 def test_payload_carries_the_accounting_fields() -> None:
@@ -60,11 +68,11 @@ def test_iothub_annotation_names_the_device_when_the_body_does_not() -> None:
     # IoT Hub's built-in endpoint stamps the authenticated sender on every event.
     body = b'{"run_id":"r1","seq":3,"intended_at":10,"sent_at":12}'
     annotations = {b"iothub-connection-device-id": b"dev000007", b"x-opt-enqueued-time": 1}
-    telemetry = decode_body(MessageView(body, None, None, annotations))
+    telemetry = decode(body, annotations)
     assert telemetry is not None
     assert (telemetry.device_id, telemetry.seq) == ("dev000007", 3)
     # Without the annotation such a body is not telemetry of ours; a body naming its device keeps its own.
-    assert decode_body(MessageView(body)) is None
+    assert decode(body) is None
     named = b'{"run_id":"r1","device_id":"dev000001","seq":3,"intended_at":10,"sent_at":12}'
-    kept = decode_body(MessageView(named, None, None, annotations))
+    kept = decode(named, annotations)
     assert kept is not None and kept.device_id == "dev000001"
