@@ -15,6 +15,7 @@ from typing import Any
 from pytest_iotperf.connection import Connection
 from pytest_iotperf.fleet.identity_spec import IdentitySpec
 from pytest_iotperf.message_spec import MessageSpec
+from pytest_iotperf.stage_plan import StageSpec, single_stage
 
 #: Golden-ratio step used to spread device phases evenly over one period
 #: without knowing how many devices there are.
@@ -56,6 +57,20 @@ class FleetSpec:
     topic_alias: bool = False
     # Issue 16: when messages fall due (fleet/arrival.py): spread, aligned or poisson (seeded by message.seed).
     arrival: str = "spread"
+    # Issue 16: the stages (stage_plan.py); empty: one stage of ``devices`` x ``rate`` for ``duration_s``.
+    # With stages, ``devices`` is the most any stage has, ``duration_s`` their sum, ``rate`` the first's.
+    stages: tuple[StageSpec, ...] = ()
+    # The due-time grid of the by-slot accounting (stage_plan.due_slot_for); 0: the timeline's slot.
+    due_slot_s: float = 0.0
+
+    @property
+    def stage_plan(self) -> tuple[StageSpec, ...]:
+        """The stages, a run without any being one stage."""
+        return self.stages or single_stage(self.devices, self.rate, self.duration_s, self.ramp_up_s)
+
+    @property
+    def due_slot_us(self) -> int:
+        return round((self.due_slot_s or float(self.timeline_slot_s)) * 1_000_000)
 
     @property
     def qos(self) -> int:
@@ -67,14 +82,22 @@ class FleetSpec:
         data["connection"] = self.connection.to_dict()
         data["identity"] = self.identity.to_dict()
         data["message"] = self.message.to_dict()
+        data["stages"] = [stage.to_dict() for stage in self.stages]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FleetSpec:
         identity = IdentitySpec.from_dict(data["identity"]) if data.get("identity") is not None else IdentitySpec()
         message = MessageSpec.from_dict(data["message"]) if data.get("message") is not None else MessageSpec()
+        stages = tuple(StageSpec.from_dict(stage) for stage in data.get("stages") or ())
         return cls(
-            **{**data, "connection": Connection.from_dict(data["connection"]), "identity": identity, "message": message}
+            **{
+                **data,
+                "connection": Connection.from_dict(data["connection"]),
+                "identity": identity,
+                "message": message,
+                "stages": stages,
+            }
         )
 
     def to_json(self) -> str:
