@@ -9,6 +9,7 @@ fleet runs, and finishes it once the fleet reported what it sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +81,9 @@ class Readback(Protocol):
     def failure(self) -> str | None:
         """Why the far side can no longer read (a process died), or None while it can."""
 
+    def announce_t0(self, t0: float) -> None:
+        """The master's T0 (epoch s): every sink accounts by due slot from it (``{"cmd": "t0"}``)."""
+
     def finish(self, expected: int, drain_s: float) -> tuple[SinkReport | None, list[str]]:
         """Drain until ``expected`` distinct messages arrived or ``drain_s`` passed; the merged report and errors."""
 
@@ -103,6 +107,14 @@ def _exited(children: list[Child]) -> str | None:
         if reason is not None:
             return reason
     return None
+
+
+def _announce_t0(children: list[Child], t0: float) -> None:
+    """Send T0 to every sink; one that died no longer needs it (``failure()`` says why it is gone)."""
+    command = {"cmd": "t0", "t0_us": round(t0 * 1_000_000)}
+    for child in children:
+        with contextlib.suppress(ChildExited):
+            child.send(command)
 
 
 def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -131,12 +143,14 @@ class MqttReadback:
         timeline_slot_s: int,
         message: MessageSpec | None = None,
         extract: Sequence[ExtractRef] = (),
+        due_slot_us: int = 0,
     ) -> None:
         self.spec = {
             "run_id": run_id,
             "connection": connection.to_dict(),
             "topic_filter": settings.sink_topic.replace("{run_id}", run_id),
             "timeline_slot_s": timeline_slot_s,
+            "due_slot_us": due_slot_us,  # the by-due grid (0: the timeline's slot)
             **_message_fields(message, extract),
         }
         self._sink: Child | None = None
@@ -166,6 +180,10 @@ class MqttReadback:
     def failure(self) -> str | None:
         return _exited([self._sink]) if self._sink else None
 
+    def announce_t0(self, t0: float) -> None:
+        if self._sink is not None:
+            _announce_t0([self._sink], t0)
+
     def finish(self, expected: int, drain_s: float) -> tuple[SinkReport | None, list[str]]:
         assert self._sink is not None and self._report_path is not None
         errors: list[str] = []
@@ -189,8 +207,10 @@ class EventHubReadback:
         timeline_slot_s: int,
         message: MessageSpec | None = None,
         extract: Sequence[ExtractRef] = (),
+        due_slot_us: int = 0,
     ) -> None:
         self.settings = settings
+        self.due_slot_us = due_slot_us
         self._message_fields = _message_fields(message, extract)
         # The bridge reads the devices' own messages: it needs the header key, not the platform's hooks.
         self._bridge_message = {"message": message.to_dict()} if message is not None else {}
@@ -226,6 +246,7 @@ class EventHubReadback:
                 "partitions": share or None,
                 "consumer_group": self.settings.consumer_group,
                 "timeline_slot_s": self.timeline_slot_s,
+                "due_slot_us": self.due_slot_us,
                 "ready_timeout_s": _READY_S - 5,
                 **self._message_fields,
                 **self._client_spec(),
@@ -284,6 +305,9 @@ class EventHubReadback:
 
     def pending_progress(self) -> dict[str, Any]:
         return _progress_of(self.sinks, self._latest)
+
+    def announce_t0(self, t0: float) -> None:
+        _announce_t0(self.sinks, t0)
 
     def failure(self) -> str | None:
         hub_gone = self.hub.failure() if self.hub.failure is not None else None

@@ -265,9 +265,16 @@ class PerfRun:
                 slot,
                 message=self.message,
                 extract=self.extract,
+                due_slot_us=self.fleet_spec.due_slot_us,
             )
         return MqttReadback(
-            self.settings, self.connection, self.run_id, slot, message=self.message, extract=self.extract
+            self.settings,
+            self.connection,
+            self.run_id,
+            slot,
+            message=self.message,
+            extract=self.extract,
+            due_slot_us=self.fleet_spec.due_slot_us,
         )
 
     def _run_fleet(
@@ -342,6 +349,8 @@ class PerfRun:
             state.update({k: v for k, v in master_event.items() if k != "event"})
         elif master_event.get("event") == "publishing":
             state.update(phase="publishing", t0=master_event.get("t0"))
+            if readback is not None and master_event.get("t0") is not None:
+                readback.announce_t0(float(master_event["t0"]))  # the sinks account by due slot from T0
         if readback is not None:
             state.update(readback.pending_progress())
         self._write_stop_file()

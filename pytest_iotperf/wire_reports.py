@@ -43,6 +43,13 @@ class SinkCounters(TypedDict):
     reconnects: NotRequired[int]  # MQTT sink: connected again after a drop
 
 
+class DueSlotCounts(TypedDict):
+    """One due slot of a sink's ``by_due`` (issue 16): new messages due in it and their delays."""
+
+    received: int
+    delay: HistogramDict
+
+
 class SinkReport(SinkCounters):
     """A sink process's report file (``SinkRecorder.report()`` and more), and the merge of several (``sinks.merge``)."""
 
@@ -55,6 +62,7 @@ class SinkReport(SinkCounters):
     sent_delay: HistogramDict  # seen - sent, µs
     timeline: dict[str, HistogramDict]  # slot start (epoch s, as a string) -> delay histogram
     per_minute: dict[str, dict[str, int]]  # minute seen (epoch s) -> whole-ms delay -> count
+    by_due: NotRequired[dict[str, DueSlotCounts]]  # due slot from T0 (stage_plan.due_slot_index) -> counts
     first_seen_us: int | None
     last_seen_us: int | None
     drain: str  # sinks.drain: "complete", "timeout", "idle" or "stdin closed"

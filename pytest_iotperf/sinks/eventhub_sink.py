@@ -68,7 +68,7 @@ from pytest_iotperf.header_finders import FindHeaders, find_headers
 from pytest_iotperf.secrets import Scrubber, describe_error
 from pytest_iotperf.sinks.drain import Drain, serve_drain
 from pytest_iotperf.sinks.finding import finder_for
-from pytest_iotperf.sinks.recorder import SinkRecorder
+from pytest_iotperf.sinks.recorder import SinkRecorder, t0_commands
 from pytest_iotperf.wire_reports import SinkProgress, SinkReport
 
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -133,8 +133,10 @@ class EnqueueAccounting:
     distinct (minute, delay-ms) pairs, and its counts sum to ``received``.
     """
 
-    def __init__(self, run_id: str, timeline_slot_s: int, find: FindHeaders = find_headers) -> None:
-        self.recorder = SinkRecorder(run_id, timeline_slot_s, find)
+    def __init__(
+        self, run_id: str, timeline_slot_s: int, find: FindHeaders = find_headers, due_slot_us: int = 0
+    ) -> None:
+        self.recorder = SinkRecorder(run_id, timeline_slot_s, find, due_slot_us)
         self.missing_enqueued_time = 0
         self.read_lag_min_us: int | None = None
         self.read_lag_max_us: int | None = None
@@ -268,7 +270,9 @@ class EventHubSink:
         start_s = float(spec.get("start_time_epoch_s", time.time()))
         self.start_time = datetime.datetime.fromtimestamp(start_s, tz=datetime.UTC)
         # First: a conftest hook that does not import here fails the sink before it reads (ExtractLoadError).
-        self.accounting = EnqueueAccounting(str(spec["run_id"]), int(spec.get("timeline_slot_s", 1)), finder_for(spec))
+        self.accounting = EnqueueAccounting(
+            str(spec["run_id"]), int(spec.get("timeline_slot_s", 1)), finder_for(spec), int(spec.get("due_slot_us", 0))
+        )
         self.errors: list[str] = []
         self.error_count = 0
         self.readers: list[PartitionReader] = []
@@ -367,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the receive threads are daemons: leaving ends them
     emit("ready", partitions=[r.partition_id for r in sink.readers])
     ticker = Ticker(lambda: emit("progress", **sink.accounting.progress())).start()
-    drain_result = serve_drain(commands(), sink.accounting.drain)
+    # {"cmd": "t0"} (any time before the drain): the recorder accounts by due slot from then on.
+    drain_result = serve_drain(t0_commands(commands(), sink.accounting.recorder), sink.accounting.drain)
     ticker.stop()
     sink.stop()
     report = sink.report(drain_result)

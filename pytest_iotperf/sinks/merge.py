@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
 from pytest_iotperf.sinks.drain import STDIN_CLOSED, WORST_FIRST
-from pytest_iotperf.wire_reports import SinkCounters, SinkReport, summed_fields
+from pytest_iotperf.wire_reports import DueSlotCounts, SinkCounters, SinkReport, summed_fields
 
 
 def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
@@ -24,6 +24,7 @@ def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
     delay, sent_delay = DelayHistogram(), DelayHistogram()
     timeline: dict[str, DelayHistogram] = {}
     per_minute: dict[str, Counter[str]] = {}
+    by_due: dict[str, DelayHistogram] = {}
     counter_names = summed_fields(SinkCounters)  # read per merge: a merge happens once per run
     counters: Counter[str] = Counter({name: 0 for name in counter_names})
     errors: list[str] = []
@@ -36,6 +37,8 @@ def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
         sent_delay.merge(DelayHistogram.from_dict(report["sent_delay"]))
         for slot, histogram in report.get("timeline", {}).items():
             timeline.setdefault(slot, DelayHistogram()).merge(DelayHistogram.from_dict(histogram))
+        for slot, counts in report.get("by_due", {}).items():
+            by_due.setdefault(slot, DelayHistogram()).merge(DelayHistogram.from_dict(counts["delay"]))
         for minute, buckets in report.get("per_minute", {}).items():
             per_minute.setdefault(minute, Counter()).update({k: int(v) for k, v in buckets.items()})
         fields: Mapping[str, Any] = report  # the counter names are known only at run time
@@ -66,6 +69,7 @@ def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
         "sent_delay": sent_delay.to_dict(),
         "timeline": {slot: h.to_dict() for slot, h in sorted(timeline.items(), key=lambda item: int(item[0]))},
         "per_minute": {minute: dict(buckets) for minute, buckets in sorted(per_minute.items())},
+        "by_due": _by_due(by_due),
         "first_seen_us": min(first_seen) if first_seen else None,
         "last_seen_us": max(last_seen) if last_seen else None,
         "errors": errors,
@@ -75,3 +79,13 @@ def merge_sink_reports(reports: list[SinkReport]) -> SinkReport:
     # Every counter, also those the literal above does not name: a TypedDict cannot take keys by variable.
     merged.update(counters)  # type: ignore[typeddict-item]
     return merged
+
+
+def _by_due(histograms: dict[str, DelayHistogram]) -> dict[str, DueSlotCounts]:
+    """The merged due slots; a slot's ``received`` is its histogram's count (one delay per new message).
+
+    Exact while each message's copies reach one consumer (the bridge keys partitions by device);
+    a duplicate spread over two consumers is one in the ledger but counted by both here.
+    """
+    ordered = sorted(histograms.items(), key=lambda item: int(item[0]))
+    return {slot: {"received": h.count, "delay": h.to_dict()} for slot, h in ordered}

@@ -41,7 +41,7 @@ from pytest_iotperf.process_guard import die_with_parent
 from pytest_iotperf.secrets import secret_env_values
 from pytest_iotperf.sinks.drain import Drain, serve_drain
 from pytest_iotperf.sinks.finding import finder_for
-from pytest_iotperf.sinks.recorder import SinkRecorder
+from pytest_iotperf.sinks.recorder import SinkRecorder, t0_commands
 from pytest_iotperf.wire_reports import SinkReport
 
 _READY_TIMEOUT_S = 10.0
@@ -62,7 +62,9 @@ class MqttSink:
         self.spec = spec
         self.emit = emit or EventWriter()
         # First: a conftest hook that does not import here fails the sink before it connects (ExtractLoadError).
-        self.recorder = SinkRecorder(spec["run_id"], int(spec.get("timeline_slot_s", 1)), finder_for(spec))
+        self.recorder = SinkRecorder(
+            spec["run_id"], int(spec.get("timeline_slot_s", 1)), finder_for(spec), int(spec.get("due_slot_us", 0))
+        )
         self.drain = Drain(lambda: self.recorder.received)
         self.errors: list[str] = []
         self.subscribed = threading.Event()
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         sink.session.stop()
         return 1
     emit("ready")
-    drain_result = serve_drain(commands(), sink.drain)
+    drain_result = serve_drain(t0_commands(commands(), sink.recorder), sink.drain)  # {"cmd": "t0"}: by due slot
     sink.stop()
     sink.close()
     report = sink.report(drain_result)

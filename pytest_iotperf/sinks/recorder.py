@@ -15,20 +15,33 @@ like a message of its own.  A message without any header of ours is one
 ``malformed`` too, and ``batched`` counts the elements of messages that held
 more than one.  A message the conftest hook raised on counts in
 ``extract_errors`` (the first error is kept for the report), nothing else.
+
+By due time (issue 16): each new message is also counted in its due slot,
+``(intended_at_us - t0_us) // due_slot_us`` (``stage_plan.due_slot_index``), a
+delay histogram per slot whose count is the slot's ``received``.  T0 comes from
+the parent (``{"cmd": "t0", "t0_us": N}``, :func:`t0_commands`) once the master
+announced it; messages read before that are kept as (intended, delay) pairs and
+folded in when it comes, by the recording thread (its next message) or by
+:meth:`SinkRecorder.report`, so no lock is taken on the hot path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from pytest_iotperf.header import WARMUP_PAYLOAD, MessageView, Telemetry
 from pytest_iotperf.header_finders import ExtractError, FindHeaders, find_headers
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger
-from pytest_iotperf.wire_reports import SinkProgress, SinkReport
+from pytest_iotperf.wire_reports import DueSlotCounts, SinkProgress, SinkReport
 
 
 class SinkRecorder:
     """Accounting of one sink process for one run."""
 
-    def __init__(self, run_id: str, timeline_slot_s: int = 1, find: FindHeaders = find_headers) -> None:
+    def __init__(
+        self, run_id: str, timeline_slot_s: int = 1, find: FindHeaders = find_headers, due_slot_us: int = 0
+    ) -> None:
         self.run_id = run_id
         self._find = find
         self.ledger = DeliveryLedger()
@@ -47,6 +60,20 @@ class SinkRecorder:
         self.last_seen_us: int | None = None
         self._slot_s = timeline_slot_s
         self._slot_us = timeline_slot_s * 1_000_000
+        # By due slot: the grid is the run's (spec "due_slot_us"); without one, the timeline's slot.
+        self._due_slot_us = due_slot_us or self._slot_us
+        self.by_due: dict[int, DelayHistogram] = {}
+        self._t0_us: int | None = None  # T0 in use: set by the thread that records (or by report())
+        self._announced_t0_us: int | None = None  # T0 as the parent announced it (any thread may set it)
+        self._before_t0: list[tuple[int, int]] = []  # (intended_at_us, delay_us) of messages read before T0
+
+    def set_t0(self, t0_us: int) -> None:
+        """The run's T0 (epoch µs): from now on messages are accounted by due slot too.
+
+        Callable from any thread: it only stores the value; what was kept before it is folded
+        in by the recording thread at its next message, or by :meth:`report`.
+        """
+        self._announced_t0_us = int(t0_us)
 
     @property
     def received(self) -> int:
@@ -93,8 +120,18 @@ class SinkRecorder:
             return 0
         if not self.ledger.record(telemetry.device_id, telemetry.seq):
             return 0
-        delay_us = seen_at_us - telemetry.intended_at_us
+        intended_at_us = telemetry.intended_at_us
+        delay_us = seen_at_us - intended_at_us
         self.delay.record(delay_us)
+        t0_us = self._t0_us
+        if t0_us is None:
+            self._keep_until_t0(intended_at_us, delay_us)
+        else:  # the hot path: one dict lookup and one histogram record
+            due_slot = (intended_at_us - t0_us) // self._due_slot_us
+            by_due = self.by_due.get(due_slot)
+            if by_due is None:
+                by_due = self.by_due[due_slot] = DelayHistogram()
+            by_due.record(delay_us)
         self.sent_delay.record(seen_at_us - telemetry.sent_at_us)
         slot = seen_at_us // self._slot_us
         histogram = self.timeline.get(slot)
@@ -112,6 +149,33 @@ class SinkRecorder:
             self.first_seen_us = seen_at_us
         self.last_seen_us = seen_at_us
         return 1
+
+    def _keep_until_t0(self, intended_at_us: int, delay_us: int) -> None:
+        self._before_t0.append((intended_at_us, delay_us))
+        if self._announced_t0_us is not None:
+            self._fold_before_t0()
+
+    def _fold_before_t0(self) -> None:
+        """Account what was read before T0 was known, then use T0 (the recording thread, or report())."""
+        t0_us = self._announced_t0_us
+        assert t0_us is not None
+        kept, self._before_t0 = self._before_t0, []
+        for intended_at_us, delay_us in kept:
+            due_slot = (intended_at_us - t0_us) // self._due_slot_us
+            by_due = self.by_due.get(due_slot)
+            if by_due is None:
+                by_due = self.by_due[due_slot] = DelayHistogram()
+            by_due.record(delay_us)
+        self._t0_us = t0_us
+
+    def by_due_report(self) -> dict[str, DueSlotCounts]:
+        """``{str(slot): {"received", "delay"}}``; empty while T0 is unknown (what was read is kept)."""
+        if self._t0_us is None and self._announced_t0_us is not None:
+            self._fold_before_t0()  # no message came after T0 was announced
+        return {
+            str(slot): {"received": histogram.count, "delay": histogram.to_dict()}
+            for slot, histogram in sorted(self.by_due.items())
+        }
 
     def progress(self) -> SinkProgress:
         """The figures of a ``progress`` event: counts so far and the delay p95 (a bound the parent folds)."""
@@ -144,6 +208,7 @@ class SinkRecorder:
                 str(minute): {str(ms): n for ms, n in sorted(buckets.items())}
                 for minute, buckets in sorted(self.per_minute.items())
             },
+            "by_due": self.by_due_report(),
             "first_seen_us": self.first_seen_us,
             "last_seen_us": self.last_seen_us,
             "drain": drain,
@@ -152,3 +217,12 @@ class SinkRecorder:
 
     def _extract_error_line(self) -> str:
         return f"{self.extract_problem} ({self.extract_errors} message(s) not accounted)"
+
+
+def t0_commands(commands: Iterable[dict[str, Any]], recorder: SinkRecorder) -> Iterator[dict[str, Any]]:
+    """The sink's stdin commands with each ``{"cmd": "t0", "t0_us": N}`` applied to ``recorder`` and left out."""
+    for command in commands:
+        if command.get("cmd") == "t0":
+            recorder.set_t0(int(command["t0_us"]))
+        else:
+            yield command
