@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Any
 from pytest_iotperf.errors import BrokerError, ConfigError, FleetError, IotPerfError, SinkError
 
 if TYPE_CHECKING:
+    from pytest_iotperf.capacity_result import CapacityResult
     from pytest_iotperf.pipeline import InfluxOutput, Outputs, Pipeline, RunOutcome
     from pytest_iotperf.result import RunResult, TimelinePoint
+    from pytest_iotperf.stage_plan import Stage
 
 __all__ = [
     "BrokerError",
+    "CapacityResult",
     "ConfigError",
     "FleetError",
     "InfluxOutput",
@@ -33,15 +36,18 @@ __all__ = [
     "RunOutcome",
     "RunResult",
     "SinkError",
+    "Stage",
     "TimelinePoint",
 ]
 
 _LAZY = {
+    "CapacityResult": "pytest_iotperf.capacity_result",
     "InfluxOutput": "pytest_iotperf.pipeline",
     "Outputs": "pytest_iotperf.pipeline",
     "Pipeline": "pytest_iotperf.pipeline",
     "RunOutcome": "pytest_iotperf.pipeline",
     "RunResult": "pytest_iotperf.result",
+    "Stage": "pytest_iotperf.stage_plan",
     "TimelinePoint": "pytest_iotperf.result",
 }
 

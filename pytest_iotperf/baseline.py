@@ -7,6 +7,12 @@ Saved results live in ``<rootdir>/.iotperf/baselines/<name>/<test id>.json`` (th
 each run).  A margin is relative (``10%``: more than 10 % worse fails) or absolute in the metric's
 unit (``p95_delay_ms:5``: more than 5 ms worse fails).  "Worse" follows the metric: higher is worse
 for delays, loss and counts of trouble; lower is worse for throughput and received.
+
+A capacity search (``iot_perf.find_capacity()``) is saved and compared the same way, in
+``<test id>.capacity.json``: its metrics are :data:`CAPACITY_METRICS` (``max_devices``,
+``max_throughput_per_s``; lower is worse), so ``--iot-compare-fail max_devices:10%`` fails a
+search that found more than 10 % fewer devices than the baseline.  A margin on a run metric is
+not applied to a search, nor a capacity margin to a run.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.errors import ConfigError
+from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.slo import METRICS
 
+#: What a capacity search is compared on (``CapacityResult`` figures).
+CAPACITY_METRICS = ("max_devices", "max_throughput_per_s")
 #: Metrics where a larger value is better; for every other one a smaller value is better.
-HIGHER_IS_BETTER = frozenset({"throughput_per_s", "received", "sent", "connected"})
+HIGHER_IS_BETTER = frozenset({"throughput_per_s", "received", "sent", "connected", *CAPACITY_METRICS})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -46,13 +55,13 @@ class Margin:
 
 
 def parse_margin(text: str, where: str) -> Margin:
-    """``p95_delay_ms:10%`` or ``loss:0.001``; the metric must be a numeric RunResult figure."""
+    """``p95_delay_ms:10%`` or ``loss:0.001``; the metric must be a numeric RunResult figure or a capacity metric."""
     metric, sep, amount = text.partition(":")
     metric, amount = metric.strip(), amount.strip()
     if not sep or not metric or not amount:
         raise ConfigError(f"{where}: expected METRIC:MARGIN such as p95_delay_ms:10%, got {text!r}")
-    if metric not in METRICS:
-        known = ", ".join(sorted(METRICS)[:8])
+    if metric not in METRICS and metric not in CAPACITY_METRICS:
+        known = ", ".join([*sorted(METRICS)[:8], *CAPACITY_METRICS])
         raise ConfigError(f"{where}: unknown metric {metric!r} (known: {known}, ...)")
     relative = amount.endswith("%")
     try:
@@ -127,16 +136,38 @@ class BaselineStore:
         return path
 
     def load(self, name: str, test_id: str, run_index: int) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path(name, test_id, run_index).read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return _read_json(self.path(name, test_id, run_index))
+
+    def capacity_path(self, name: str, test_id: str, search_index: int) -> Path:
+        return result_path(self.root / name, capacity_name(test_id), search_index)
+
+    def save_capacity(self, name: str, test_id: str, search_index: int, capacity: Mapping[str, Any]) -> Path:
+        """Save a capacity search (``CapacityResult.to_dict()``) under baseline ``name``."""
+        path = self.capacity_path(name, test_id, search_index)
+        write_json_atomically(path, dict(capacity), indent=2, allow_nan=False)
+        return path
+
+    def load_capacity(self, name: str, test_id: str, search_index: int) -> dict[str, Any] | None:
+        return _read_json(self.capacity_path(name, test_id, search_index))
+
+
+def capacity_name(test_id: str) -> str:
+    """The name a test's capacity search is stored under (beside its runs): ``<test id>.capacity``."""
+    return f"{test_id}.capacity"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], margins: Sequence[Margin]) -> list[Comparison]:
-    """Comparisons for the default metrics plus every metric with a margin."""
-    by_metric = {m.metric: m for m in margins}
+    """Comparisons for the default metrics plus every run metric with a margin (capacity margins are
+    :func:`compare_capacity`'s)."""
+    by_metric = {m.metric: m for m in margins if m.metric not in CAPACITY_METRICS}
     metrics = list(dict.fromkeys([*DEFAULT_METRICS, *by_metric]))
     out = []
     for metric in metrics:
@@ -144,6 +175,17 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], margins: Se
             Comparison(metric, _number(baseline.get(metric)), _number(current.get(metric)), by_metric.get(metric))
         )
     return out
+
+
+def compare_capacity(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], margins: Sequence[Margin]
+) -> list[Comparison]:
+    """A capacity search against its baseline: :data:`CAPACITY_METRICS`, with their margins."""
+    by_metric = {m.metric: m for m in margins if m.metric in CAPACITY_METRICS}
+    return [
+        Comparison(metric, _number(baseline.get(metric)), _number(current.get(metric)), by_metric.get(metric))
+        for metric in CAPACITY_METRICS
+    ]
 
 
 def _number(value: object) -> float:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 import pytest
 
-from pytest_iotperf.config import marker_slos
+from pytest_iotperf.capacity_result import CapacityResult, StepOutcome
+from pytest_iotperf.capacity_run import PipelineProbe, check_settings, conclude_capacity, make_plan, step_settings
+from pytest_iotperf.capacity_search import search
+from pytest_iotperf.config import RunSettings, marker_slos
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.extract_hook import extract_refs
-from pytest_iotperf.junit import run_properties
-from pytest_iotperf.pipeline import PipelineRun, RunOutcome
+from pytest_iotperf.junit import capacity_properties, run_properties
+from pytest_iotperf.pipeline import Outputs, PipelineRun, RunOutcome
 from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.session import IotPerfSession
 from pytest_iotperf.slo import Slo, merge_slos
+
+_logger = logging.getLogger("pytest_iotperf")
 
 
 class IotPerf:
@@ -26,6 +33,7 @@ class IotPerf:
         self._item = item
         self.results: list[RunResult] = []
         self.outcomes: list[RunOutcome] = []
+        self.capacities: list[CapacityResult] = []  # what each find_capacity() of the test found
         self._handles: list[RunHandle] = []
 
     def run(self, *, check: bool = True, **settings: Any) -> RunResult:
@@ -101,6 +109,92 @@ class IotPerf:
         handle = RunHandle(self, started, progress, check=check)
         self._handles.append(handle)
         return handle
+
+    def find_capacity(
+        self,
+        *,
+        slo: Sequence[str | Slo],
+        start: int,
+        limit: int,
+        hold: float | str = "60s",
+        factor: float = 2.0,
+        resolution: float = 0.05,
+        check: bool = True,
+        **settings: Any,
+    ) -> CapacityResult:
+        """Find how many devices the system takes while it meets every SLO in ``slo``::
+
+            capacity = iot_perf.find_capacity(slo=["p95_delay_ms < 500", "loss < 0.1%"],
+                                              start=500, limit=20000, hold="60s", factor=2.0, resolution=0.05)
+            assert capacity.bound == "system" and capacity.max_devices >= 6000
+
+        Steps the fleet up from ``start`` by ``factor`` (capped at ``limit``) until a step breaks an
+        SLO, then bisects between the last passing and first failing counts until they are within
+        ``resolution`` (0.05: 5 %).  Each step holds its load for ``hold`` and is, for now, one run
+        through the pipeline: the devices connect afresh for each step (a continuous staged search is
+        future work).  ``settings`` are :meth:`run`'s keywords except ``devices`` and ``duration``,
+        which the search sets (over the command line too).  Each step is judged by ``slo`` plus the
+        default ``connect_failures`` / ``unsent`` checks; a step whose generator saturated stops the
+        search with ``bound="generator"`` (see :mod:`pytest_iotperf.capacity_search`).
+
+        Returns the :class:`~pytest_iotperf.capacity_result.CapacityResult`: the test asserts on it;
+        a step breaking an SLO never fails the test.  Recorded as junit properties
+        ``iotperf.capacity.*``, ``<report dir>/<test>.capacity.json`` and ``.html``, and the terminal
+        summary; ``--iot-save-baseline`` / ``--iot-compare`` work on it, and with ``check=True`` (the
+        default) a regression past ``--iot-compare-fail max_devices:10%`` fails the test.  Bad
+        arguments fail the test before any step runs.
+        """
+        search_index = len(self.capacities) + 1
+        failure: str | None = None
+        try:
+            check_settings(settings)
+            base = self._session.settings.for_run(settings)
+            plan, parsed = make_plan(
+                slo, start=start, limit=limit, hold=hold, factor=factor, resolution=resolution,
+                rate_per_device=base.rate,
+            )  # fmt: skip
+            extract = extract_refs(self._item.ihook.pytest_iotperf_extract)
+        except ConfigError as exc:
+            failure = f"find_capacity: {exc}" if not str(exc).startswith("find_capacity") else str(exc)
+        except ValueError as exc:
+            failure = f"pytest_iotperf_extract: {exc}"
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        name = self._item.nodeid
+
+        def run_step(step: RunSettings) -> RunOutcome:
+            progress = self._session.progress_reporter()
+            try:
+                broker = self._session.broker_for(step.broker, step.transport)
+                eventhub = self._session.eventhub_for(step.eventhub, broker) if step.sink == "eventhub" else None
+                pipeline = self._session.pipeline(progress)
+                pipeline.outputs = Outputs()  # a step writes nothing: the search writes its own result
+                return pipeline.run(
+                    step, broker, slos=parsed, name=name, eventhub=eventhub,
+                    broker_warnings=self._session.broker_warnings, extract=extract,
+                )  # fmt: skip
+            finally:
+                progress.close()
+
+        def log_step(step: StepOutcome) -> None:
+            _logger.info("capacity search %s: %s", name, step.describe())
+
+        def settings_for(devices: int) -> RunSettings:
+            return step_settings(self._session.settings, settings, devices, plan.hold_s)
+
+        probe = PipelineProbe(run_step, settings_for)
+        try:
+            capacity = search(probe, plan, on_step=log_step)
+        except IotPerfError as exc:
+            failure = f"capacity search: a step at {probe.asked[-1]:,} devices measured nothing: {exc}"
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+        outcome = conclude_capacity(capacity, self._session.outputs(), name, search_index)
+        self.capacities.append(capacity)
+        self._item.user_properties.extend(capacity_properties(capacity, outcome.comparisons, search_index))
+        if check and outcome.regressions is not None:
+            pytest.fail(f"capacity search: {outcome.regressions}", pytrace=False)
+        return capacity
 
     def slos(self) -> list[Slo]:
         """This test's SLOs: ini defaults, its perf markers (outermost first), then env and CLI overrides."""

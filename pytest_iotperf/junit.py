@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iotperf.baseline import Comparison
+from pytest_iotperf.capacity_result import CapacityResult
 from pytest_iotperf.report.terminal import SUMMARY_KEYS, optional_summary
 from pytest_iotperf.result import RunResult
 
@@ -54,6 +55,33 @@ def run_properties(result: RunResult, comparisons: Sequence[Comparison], run_ind
     for verdict in result.slos:
         outcome = "PASS" if verdict["passed"] else "FAIL"
         properties.append((f"{prefix}slo[{verdict['slo']}]", f"{outcome} measured {verdict['measured_text']}"))
+    return properties
+
+
+def capacity_prefix(search_index: int) -> str:
+    """``iotperf.capacity.`` for a test's first capacity search, ``iotperf.capacity2.`` for its second."""
+    return f"{PROPERTY_PREFIX}capacity." if search_index == 1 else f"{PROPERTY_PREFIX}capacity{search_index}."
+
+
+def capacity_properties(
+    capacity: CapacityResult, comparisons: Sequence[Comparison], search_index: int
+) -> list[tuple[str, Any]]:
+    """The junit properties of a capacity search: what it found, why it stopped, every step, the comparison.
+
+    No SLO testcases: a search's failing steps are how it finds the knee, not failures of the test.
+    """
+    prefix = capacity_prefix(search_index)
+    properties: list[tuple[str, Any]] = [
+        (f"{prefix}max_devices", capacity.max_devices),
+        (f"{prefix}max_throughput_per_s", round(capacity.max_throughput_per_s, 3)),
+        (f"{prefix}bound", capacity.bound),
+        (f"{prefix}limiting_slo", capacity.limiting_slo),
+        (f"{prefix}steps", capacity.steps_text()),
+        (f"{prefix}hint", capacity.hint),
+        (f"{prefix}search_s", round(capacity.search_s, 1)),
+        (f"{prefix}summary", capacity.summary()),
+    ]
+    properties += [(f"{prefix}compare[{c.metric}]", c.describe()) for c in comparisons]
     return properties
 
 

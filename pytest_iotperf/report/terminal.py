@@ -96,10 +96,12 @@ def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         columns.insert(len(columns) - 1, _RECONNECT_COLUMN)
     table = [[header for _, header in columns]]
     for row in rows:
+        if "run_id" not in row and any(key.startswith("capacity") for key in row):
+            continue  # a capacity search's own line follows the table: its steps are not runs of the test
         table.append([_cell(key, row.get(key)) for key, _ in columns])
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = []
-    for n, line in enumerate(table):
+    for n, line in enumerate(table if len(table) > 1 else []):
         cells = [line[0].ljust(widths[0])] + [
             cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)
         ]
@@ -110,6 +112,8 @@ def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     if brokers:
         lines.append(f"broker: {', '.join(brokers)}")
     for row in rows:
+        for key in sorted(key for key in row if key.startswith("capacity") and key.endswith(".summary")):
+            lines.append(f"capacity {row['test']}: {row[key]}")
         for key, template in _OPTIONAL_LINES:
             if row.get(key):
                 lines.append(template.format(test=row["test"], value=row[key]))
