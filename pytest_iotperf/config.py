@@ -63,6 +63,7 @@ from pytest_iotperf.setting_parsers import (
     parse_ws_path,
 )
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
+from pytest_iotperf.stage_plan import Stage, StageSpec, due_slot_for, parse_stages, plan_stages, single_stage
 
 _T = TypeVar("_T")
 
@@ -111,6 +112,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate", parse_positive_float, 1.0, "messages per second per device, e.g. 0.2", "R", "rate_per_device"),
     Setting(
         "duration", parse_positive_duration, 10.0, "steady-state publishing time, e.g. 30s or 2m", "D", "duration"
+    ),
+    Setting(
+        "stages",
+        parse_stages,
+        None,
+        "run in stages instead of one load: devices@duration, xR for a rate per device, e.g. "
+        "'1000@1m,3000@2m,3000x2@1m' (test code: stages=[Stage('1m', devices=1000), ...]); "
+        "the run's devices and duration come from them",
+        "STAGES",
+        "stages",
     ),
     Setting(
         "ramp_up",
@@ -785,6 +796,16 @@ class SessionSettings:
             setting = SETTINGS_BY_KWARG[kwarg]
             if raw is None:
                 continue
+            if kwarg == "stages" and not isinstance(raw, str):
+                # A list of Stage (the text form is parsed below like any setting).
+                if not isinstance(raw, (list, tuple)) or not all(isinstance(stage, Stage) for stage in raw):
+                    raise ConfigError(
+                        f"iot_perf.run(stages={raw!r}) (test code): expected a list of pytest_iotperf.Stage "
+                        "or text such as '1000@1m,3000@2m'"
+                    )
+                if values[setting.name].source not in (CLI, ENV):
+                    values[setting.name] = Resolved(tuple(raw), CODE)
+                continue
             if kwarg == "payload" and isinstance(raw, str) and _CALLABLE_REF.fullmatch(raw.strip()):
                 raw = _PayloadRef(raw.strip())  # "module:function": imported by the workers, by name
             if kwarg == "payload" and (isinstance(raw, _PayloadRef) or not isinstance(raw, (str, Path))):
@@ -809,7 +830,10 @@ class SessionSettings:
                 raise ConfigError(redact_text(f"iot_perf.run({kwarg}={raw!r}) (test code): {exc}")) from None
             if values[setting.name].source not in (CLI, ENV):
                 values[setting.name] = Resolved(value, CODE)
-        return RunSettings(values)
+        _refuse_size_beside_stages(values, code)
+        settings = RunSettings(values)
+        settings.check_stages()
+        return settings
 
 
 #: ``module.sub:function`` (a payload callable named by its import path).
@@ -845,24 +869,77 @@ class RunSettings(SessionSettings):
 
     @property
     def devices(self) -> int:
+        """Devices of the run; with stages, the most any stage has."""
+        stages = self.stages
+        if stages:
+            return max(stage.devices for stage in stages)
         return self._typed("devices", int)
 
     @property
     def rate(self) -> float:
-        """Messages per second per device."""
+        """Messages per second per device (with stages: the default of a stage that names none)."""
         return self._number("rate")
 
     @property
     def duration_s(self) -> float:
+        """Steady-state time; with stages, the sum of their durations."""
+        if self.stages:
+            return sum(stage.duration_s for stage in self.stage_plan)
         return self._number("duration")
 
     @property
     def ramp_up_s(self) -> float:
+        """The first ramp: every device (with stages: the first stage's) connects over it before T0."""
+        stages = self.stages
+        if stages:
+            return self.stage_plan[0].ramp_up_s
+        return self._first_ramp_s(self._typed("devices", int))
+
+    def _first_ramp_s(self, devices: int) -> float:
         if self["ramp_up"] is not None:
             return self._number("ramp_up")
-        automatic = max(1.0, self.devices / 500.0)
+        automatic = max(1.0, devices / 500.0)
         rate = self.connect_rate
-        return automatic if rate is None else max(automatic, self.devices / rate)
+        return automatic if rate is None else max(automatic, devices / rate)
+
+    @property
+    def stages(self) -> tuple[Stage, ...] | None:
+        """The stages asked for (``--iot-stages`` / ``stages=``); None: one constant load."""
+        value = self["stages"]
+        return None if value is None else tuple(self._typed("stages", tuple))
+
+    @property
+    def stage_plan(self) -> tuple[StageSpec, ...]:
+        """The run's stages resolved (starts, rates, ramps); a run without stages is one stage.
+
+        Raises:
+            ValueError: a stage that cannot run, naming it (``check_stages`` turns it into a ConfigError).
+        """
+        stages = self.stages
+        if not stages:
+            return single_stage(self._typed("devices", int), self.rate, self._number("duration"), self.ramp_up_s)
+        return plan_stages(
+            stages,
+            rate=self.rate,
+            first_ramp_up_s=self._first_ramp_s(stages[0].devices),  # a stage's own ramp_up wins
+            connect_rate=self.connect_rate,
+        )
+
+    def check_stages(self) -> None:
+        """Refuse stages that cannot run, naming the stage and where the stages came from.
+
+        Raises:
+            ConfigError: a stage's values, or boundaries off the 100 ms due-time grid.
+        """
+        if not self.stages:
+            return
+        where = _where(SETTINGS_BY_NAME["stages"], self.values["stages"])
+        try:
+            plan = self.stage_plan
+            duration_s = sum(stage.duration_s for stage in plan)
+            due_slot_for((stage.start_s for stage in plan), duration_s, _timeline_slot_s(duration_s))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     @property
     def workers(self) -> int:
@@ -909,6 +986,8 @@ class RunSettings(SessionSettings):
             value = resolved.value
             out[name] = str(value) if isinstance(value, Path) else value
         out["payload_file"] = describe_payload(self.payload)
+        stages = self.stages
+        out["stages"] = None if not stages else ",".join(str(stage) for stage in stages)
         out["ramp_up"] = self.ramp_up_s
         out["workers"] = self.workers
         out["expect_workers"] = self.expect_workers
@@ -916,6 +995,51 @@ class RunSettings(SessionSettings):
         out["master_bind"] = f"{host}:{port}"
         out["sink_topic"] = self.sink_topic
         return out
+
+
+#: A source's rank: a value from a higher one overrides a lower one's.
+_PRECEDENCE = {CLI: 4, ENV: 3, CODE: 2, INI: 1, DEFAULT: 0}
+
+
+def _where(setting: Setting, resolved: Resolved) -> str:
+    """How an error names a setting's value by its source: ``--iot-stages (command line)``."""
+    if resolved.source == CLI:
+        return f"{setting.cli} (command line)"
+    if resolved.source == ENV:
+        return f"{setting.env} (environment)"
+    if resolved.source == CODE:
+        return f"iot_perf.run({setting.run_kwarg}=...) (test code)"
+    if resolved.source == INI:
+        return f"{setting.ini} (ini)"
+    return f"{setting.name} (default)"
+
+
+def _refuse_size_beside_stages(values: Mapping[str, Resolved], code: Mapping[str, Any] | None = None) -> None:
+    """Stages set the devices and the duration: one given as well, from the same or a higher source, is refused.
+
+    (A lower source's value, an ini default say, simply gives way to the stages.)  Test code giving both in one
+    call is refused even when the command line overrides one of them: that call is wrong wherever it runs.
+    """
+    stages = values.get("stages")
+    if stages is None or stages.value is None:
+        return
+    code = code or {}
+    for name in ("devices", "duration"):
+        other = values[name]
+        setting = SETTINGS_BY_NAME[name]
+        same_call = code.get(setting.run_kwarg or "") is not None and code.get("stages") is not None
+        if same_call or (other.source != DEFAULT and _PRECEDENCE[other.source] >= _PRECEDENCE[stages.source]):
+            stages_where = _where(SETTINGS_BY_NAME["stages"], stages)
+            other_where = _where(setting, Resolved(other.value, CODE) if same_call else other)
+            raise ConfigError(
+                f"{stages_where} and {other_where} both set the run's {name}: with stages, the devices and the "
+                f"duration come from the stages; drop {other_where.split(' (')[0]} or the stages"
+            )
+
+
+def _timeline_slot_s(duration_s: float) -> float:
+    # As fleet.spec.timeline_slot_for (imported there by the runner; config stays free of the fleet package).
+    return 1.0 if duration_s <= 600 else 10.0 if duration_s <= 3600 else 60.0
 
 
 def _str_or_none(value: object) -> str | None:
@@ -961,4 +1085,5 @@ def resolve(
             values[setting.name] = Resolved(setting.parse(raw), source)
         except ValueError as exc:
             raise ConfigError(redact_text(f"{where}: {exc}")) from None
+    _refuse_size_beside_stages(values)
     return SessionSettings(values)

@@ -23,6 +23,7 @@ OPTIONS = [
     "--iot-devices",
     "--iot-rate",
     "--iot-duration",
+    "--iot-stages",
     "--iot-ramp-up",
     "--iot-workers",
     "--iot-broker",

@@ -7,9 +7,12 @@ from collections import Counter
 
 import pytest
 
+import pytest_iotperf
+from pytest_iotperf.config import resolve
+from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.fleet.arrival import StagedArrivals, arrivals_for, scheduled_by_slot, scheduled_within
 from pytest_iotperf.fleet.spec import phase_of
-from pytest_iotperf.stage_plan import StageSpec, due_offset_us, single_stage
+from pytest_iotperf.stage_plan import Stage, StageSpec, due_offset_us, single_stage
 
 PLAN = (StageSpec(0.0, 1.5, 4, 2.0, 1.0), StageSpec(1.5, 1.0, 8, 2.0, 0.5), StageSpec(2.5, 1.5, 4, 4.0, 0.5))
 
@@ -86,3 +89,40 @@ def test_replay_is_exact_where_offsets_fall_on_slot_boundaries_and_is_fast() -> 
     big = (StageSpec(0.0, 600.0, 10_000, 1.0, 1.0),)
     replay = scheduled_by_slot("spread", [(n, n) for n in range(10_000)], big, 1_000_000)
     assert sum(replay.values()) == 6_000_000 and set(replay.values()) == {10_000}
+
+
+def test_stages_setting_sets_devices_duration_and_the_plan() -> None:
+    settings = resolve({"stages": "4@1.5s,8@1s,4x2@1.5s"}, {}, {"rate": ("2", "pytest.ini")}).for_run({})
+    assert (settings.devices, settings.duration_s, settings.ramp_up_s) == (8, 4.0, 1.0)
+    plan = [(stage.start_s, stage.devices, stage.rate) for stage in settings.stage_plan]
+    assert plan == [(0.0, 4, 2.0), (1.5, 8, 2.0), (2.5, 4, 2.0)]
+    assert settings.describe()["stages"] == "4@1.5s,8@1s,4x2@1.5s"
+    code = resolve({}, {}, {"devices": ("50", "pytest.ini")}).for_run(
+        {"stages": [Stage("1m", devices=10), Stage(30, devices=20, rate_per_device=3.0)]}
+    )
+    assert (code.devices, code.duration_s) == (20, 90.0)  # the ini's devices give way to the stages
+    plain = resolve({}, {}, {}).for_run({"devices": 3, "duration": "2s"})
+    assert plain.stages is None and plain.stage_plan == single_stage(3, 1.0, 2.0, 1.0)
+    assert pytest_iotperf.Stage is Stage
+
+
+def test_bad_stages_name_the_stage_and_the_source() -> None:
+    with pytest.raises(ConfigError, match=r"--iot-stages=4@1s,five@2s \(command line\): stage 'five@2s'"):
+        resolve({"stages": "4@1s,five@2s"}, {}, {})
+    with pytest.raises(ConfigError, match=r"iot_perf.run\(stages=\.\.\.\) \(test code\): stage 2 \(0@1s\): devices"):
+        resolve({}, {}, {}).for_run({"stages": [Stage("1s", devices=2), Stage("1s", devices=0)]})
+    with pytest.raises(ConfigError, match=r"--iot-stages \(command line\): .*100 ms grid"):
+        resolve({"stages": "4@1.05s,5@1s"}, {}, {}).for_run({})
+    with pytest.raises(ConfigError, match=r"expected a list of pytest_iotperf.Stage"):
+        resolve({}, {}, {}).for_run({"stages": [("1s", 3)]})
+
+
+def test_devices_or_duration_beside_stages_is_refused_naming_both() -> None:
+    with pytest.raises(ConfigError, match=r"iot_perf.run\(stages=\.\.\.\) \(test code\) and --iot-devices \(command"):
+        resolve({"devices": "5"}, {}, {}).for_run({"stages": "4@1s"})
+    with pytest.raises(ConfigError, match=r"run\(stages=\.\.\.\) \(test code\) and iot_perf.run\(duration=\.\.\.\)"):
+        resolve({}, {}, {}).for_run({"stages": "4@1s", "duration": "3s"})
+    with pytest.raises(ConfigError, match=r"IOTPERF_STAGES \(environment\) and --iot-duration \(command line\)"):
+        resolve({"duration": "5s"}, {"IOTPERF_STAGES": "4@1s"}, {})
+    # The command line's stages override the test code's duration like any setting.
+    assert resolve({"stages": "4@1s"}, {}, {}).for_run({"duration": "3s"}).duration_s == 1.0
