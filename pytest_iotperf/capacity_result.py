@@ -251,7 +251,8 @@ class CapacityResult:
                 head += f": generator saturated at {saturated[-1].devices:,} devices ({saturated[-1].saturation})"
         elif self.bound == "limit" and self.plan is not None:
             head += f": every SLO met up to limit={self.plan.limit:,}"
-        return f"{head}; {len(self.steps)} steps in {self.search_s:.1f}s"
+        count = len(self.steps)
+        return f"{head}; {count} step{'' if count == 1 else 's'} in {self.search_s:.1f}s"
 
     def steps_text(self) -> str:
         """Every step in one line: ``500: pass; 1,000: pass; 2,000: FAIL p95_delay_ms < 500: 1480.2 ms``."""

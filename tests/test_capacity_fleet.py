@@ -1,0 +1,97 @@
+"""find_capacity() with a real fleet, broker and sink (pytester, one pytest run for both cases).
+
+1. System-bound: ``capacity_relay.CapacityRelay`` forwards at most 210 msg/s, so with 10 msg/s per
+   device the knee is 21 devices.  The search (10, 20, 40, then 30: coarse on purpose, four steps)
+   must find max_devices within its resolution of 21 and say ``bound="system"``; its junit
+   properties, JSON result, HTML page and summary line are checked on the way.
+2. Generator-bound: one worker asked for 2,000 msg/s per device from 20 devices (40,000 msg/s)
+   cannot keep its schedule: the first step saturates and the search stops there with
+   ``bound="generator"`` and a hint to add workers.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_iotperf.embedded.broker import find_mosquitto
+
+pytestmark = [
+    pytest.mark.fleet,
+    pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed (apt-get install mosquitto)"),
+]
+
+CAPACITY_PER_S = 210.0
+RATE = 10.0
+KNEE = CAPACITY_PER_S / RATE  # 21 devices
+RESOLUTION = 0.5
+
+CONFTEST = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import pytest
+from capacity_relay import CapacityRelay
+
+@pytest.fixture
+def relay(iot_perf):
+    endpoint = iot_perf._session.broker_for("embedded:mosquitto")
+    with CapacityRelay(endpoint.host, endpoint.port, capacity_per_s={CAPACITY_PER_S}) as running:
+        yield running
+"""
+
+TESTS = f"""
+def test_system_bound(relay, iot_perf):
+    capacity = iot_perf.find_capacity(
+        slo=["p95_delay_ms < 250"], start=10, limit=80, hold="2s", factor=2.0, resolution={RESOLUTION},
+        rate_per_device={RATE}, workers=1, broker="embedded:mosquitto", topic="in/{{device_id}}/t",
+        sink_topic="out/+/t", drain="4s",
+    )
+    print("CAPACITY", capacity, capacity.hint)
+    assert relay.errors == []
+    assert capacity.bound == "system", capacity.steps_text()
+    assert {KNEE} / (1 + {RESOLUTION}) <= capacity.max_devices <= {KNEE}, capacity.steps_text()
+    assert capacity.failed_devices > {KNEE}
+    assert capacity.limiting_slo.startswith("p95_delay_ms < 250: ")
+    assert [s.devices for s in capacity.steps][:3] == [10, 20, 40]
+
+def test_generator_bound(iot_perf):
+    capacity = iot_perf.find_capacity(
+        slo=["p95_delay_ms < 60s"], start=20, limit=40, hold="1s", rate_per_device=2000, workers=1, qos=0,
+        broker="embedded:mosquitto", drain="2s",
+    )
+    print("CAPACITY", capacity, capacity.hint)
+    assert capacity.bound == "generator", capacity.steps_text()
+    assert len(capacity.steps) == 1 and capacity.max_devices == 0
+    assert "add workers" in capacity.hint.lower()
+"""
+
+
+def test_find_capacity_system_and_generator_bound(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_capacity=TESTS)
+    outcome = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--junitxml=junit.xml", "--iot-report-dir", "out"
+    )
+    outcome.assert_outcomes(passed=2)
+    # junit: the search's properties on its test (no SLO testcases for the steps that failed).
+    cases = {c.get("name"): c for c in ET.parse(pytester.path / "junit.xml").iter("testcase")}
+    assert set(cases) == {"test_system_bound", "test_generator_bound"}
+    found = {p.get("name"): p.get("value", "") for p in cases["test_system_bound"].iter("property")}
+    assert found["iotperf.capacity.bound"] == "system"
+    assert KNEE / (1 + RESOLUTION) <= int(found["iotperf.capacity.max_devices"]) <= KNEE
+    assert found["iotperf.capacity.limiting_slo"].startswith("p95_delay_ms < 250: ")
+    assert found["iotperf.capacity.steps"].startswith("10: pass; 20: pass; 40: FAIL p95_delay_ms < 250")
+    generator = {p.get("name"): p.get("value", "") for p in cases["test_generator_bound"].iter("property")}
+    assert generator["iotperf.capacity.bound"] == "generator"
+    # JSON and HTML beside the runs' reports; the summary line.
+    (report,) = (pytester.path / "out").glob("*test_system_bound.capacity.json")
+    data = json.loads(report.read_text())
+    assert data["bound"] == "system" and len(data["steps"]) == len(found["iotperf.capacity.steps"].split("; "))
+    assert all(step["offered_per_s"] == step["devices"] * RATE for step in data["steps"])
+    page = report.with_suffix(".html").read_text()
+    assert 'data-marker="knee"' in page and 'data-chart="capacity-delay"' in page
+    outcome.stdout.fnmatch_lines(["*capacity *test_system_bound: max_devices *bound system*steps in*"])
+    outcome.stdout.fnmatch_lines(["*capacity *test_generator_bound: max_devices 0 *bound generator*"])
