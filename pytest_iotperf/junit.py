@@ -54,7 +54,9 @@ def run_properties(result: RunResult, comparisons: Sequence[Comparison], run_ind
             properties.append((prefix + key, "; ".join(figures[key])))
     for verdict in result.slos:
         outcome = "PASS" if verdict["passed"] else "FAIL"
-        properties.append((f"{prefix}slo[{verdict['slo']}]", f"{outcome} measured {verdict['measured_text']}"))
+        # A windowed SLO's row names its failing windows: "FAIL 2 of 10 windows failed: [3m,4m) 1480 ms, ...".
+        shown = verdict.get("verdict_text") or f"measured {verdict['measured_text']}"
+        properties.append((f"{prefix}slo[{verdict['slo']}]", f"{outcome} {shown}"))
     return properties
 
 

@@ -53,7 +53,7 @@ from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.baseline import BaselineSettings, Comparison, compare
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import RunSettings
-from pytest_iotperf.errors import IotPerfError
+from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.live import Ended, LiveState
 from pytest_iotperf.readback import EventHubAccess
@@ -62,7 +62,7 @@ from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.result import SATURATION_LATENESS_MS, RunResult
 from pytest_iotperf.runner import PerfRun, ProgressCallback, RunFailed
 from pytest_iotperf.secrets import INFLUX_TOKEN_ENV
-from pytest_iotperf.setting_parsers import parse_duration
+from pytest_iotperf.setting_parsers import format_duration, parse_duration
 from pytest_iotperf.slo import Slo, SloVerdict, failure_message, parse_slo
 
 logger = logging.getLogger("pytest_iotperf")
@@ -214,8 +214,14 @@ class Pipeline:
         :meth:`run` returns.  The arguments are :meth:`run`'s."""
         parsed = [parse_slo(slo) if isinstance(slo, str) else slo for slo in slos]
         planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
-        abort_rule = abort_rule_for(parsed, planned) if self.abort_early else None
-        perf_run = PerfRun(settings, broker, eventhub=eventhub, abort_rule=abort_rule, extract=extract)
+        # A windowed SLO's budget is per window: the whole-run abort rule knows only whole-run ones.
+        whole_run = [slo for slo in parsed if slo.window_s is None]
+        abort_rule = abort_rule_for(whole_run, planned) if self.abort_early else None
+        windows = [slo.window_s for slo in parsed if slo.window_s is not None]
+        perf_run = PerfRun(
+            settings, broker, eventhub=eventhub, abort_rule=abort_rule, extract=extract, window_lengths_s=windows
+        )
+        check_windows(parsed, perf_run.fleet_spec.duration_s)
         conclusion = _Conclusion(
             self, parsed, load_slos(parsed, allow_saturated=settings.allow_saturated), name, run_index, broker.kind,
             tuple(broker_warnings),
@@ -321,6 +327,20 @@ def judge(slos: Sequence[Slo], result: RunResult, load_checks: Sequence[Slo] = (
     return verdicts
 
 
+def check_windows(slos: Sequence[Slo], duration_s: float, where: str = "the run") -> None:
+    """A windowed SLO whose window is longer than the run could not judge a single whole window.
+
+    Raises:
+        ConfigError: naming the SLO, its window and the duration (before anything starts).
+    """
+    for slo in slos:
+        if slo.window_s is not None and slo.window_s > duration_s:
+            raise ConfigError(
+                f"SLO {slo.text!r}: its window ({format_duration(slo.window_s)}) is longer than {where} "
+                f"({format_duration(duration_s)}); use a shorter window or a longer duration"
+            )
+
+
 def load_slos(slos: Sequence[Slo], *, allow_saturated: bool = False) -> list[Slo]:
     """The verdicts every run gets by default: the load it was asked for is the load that ran.
 
@@ -367,6 +387,26 @@ def verdict_dict(verdict: SloVerdict) -> dict[str, Any]:
         "measured": measured if math.isfinite(measured) else None,
         "measured_text": verdict.measured_text,
         "passed": verdict.passed,
+        **_window_fields(verdict),
+    }
+
+
+def _window_fields(verdict: SloVerdict) -> dict[str, Any]:
+    """A windowed verdict's windows with their figures (``measured``: the worst window's); nothing otherwise."""
+    if verdict.slo.window_s is None:
+        return {}
+    return {
+        "window_s": verdict.slo.window_s,
+        "verdict_text": verdict.result_text(),
+        "windows": [
+            {
+                "start_s": window.start_s,
+                "end_s": window.end_s,
+                "measured": window.measured if math.isfinite(window.measured) else None,
+                "passed": window.passed,
+            }
+            for window in verdict.windows
+        ],
     }
 
 
@@ -624,6 +664,7 @@ __all__ = [
     "PipelineRun",
     "RunEnded",
     "RunOutcome",
+    "check_windows",
     "clock_warnings",
     "judge",
     "load_slos",

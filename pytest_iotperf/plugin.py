@@ -28,6 +28,7 @@ from pytest_iotperf.config import (
 )
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.fixture import IotPerf
+from pytest_iotperf.pipeline import check_windows
 from pytest_iotperf.process_guard import interrupt_on
 from pytest_iotperf.session import IotPerfSession
 
@@ -213,6 +214,28 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
             except ConfigError as exc:
                 raise collector.CollectError(str(exc)) from None
     return made
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A windowed SLO longer than the session's duration could never judge a whole window: a usage error.
+
+    Here rather than per item at collection, so it ends the session as one (a collection error otherwise).
+    With stages set for the session the run's duration is theirs: checked before the run starts instead.
+    """
+    session = config.stash.get(session_key, None)
+    if session is None:
+        return
+    values = session.settings.values
+    if "stages" in values and values["stages"].value:
+        return
+    duration_s = float(session.settings["duration"])
+    for item in items:
+        for marker in item.iter_markers("perf"):
+            where = f"@pytest.mark.perf on {item.nodeid}"
+            try:
+                check_windows(marker_slos(marker.kwargs.get("slo"), where), duration_s, "the session's --iot-duration")
+            except ConfigError as exc:
+                raise pytest.UsageError(f"{where}: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

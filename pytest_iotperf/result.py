@@ -7,12 +7,14 @@ Pure: no I/O, no pytest, no client library.  Every figure is a plain value so
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from pytest_iotperf.due_figures import DueSlots, StageFigures, WindowFigures
 from pytest_iotperf.metrics import DelayHistogram, DeliveryLedger, account
 from pytest_iotperf.sinks.drain import TIMEOUT
+from pytest_iotperf.stage_plan import StageSpec, single_stage
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 #: Above this fleet lateness p99 the generator could not keep its schedule:
@@ -139,6 +141,12 @@ class RunResult:
     # The seed's aggregate: {minute seen (MQTT: received, Event Hubs: enqueued), epoch s: {delay ms: count}}.
     per_minute: dict[str, dict[str, int]] = field(default_factory=dict)
     slos: list[dict[str, Any]] = field(default_factory=list)  # each: slo, threshold, unit, measured, passed
+    # Issue 16: the due-time grid (s) every stage and window is accounted on, and each stage's figures
+    # (their sent/received/lost sum to the run's; due_figures says when exactly).
+    due_slot_s: float = 0.0
+    stages: list[StageFigures] = field(default_factory=list)
+    # Per due slot: what was sent, scheduled, received and its delays (not in the JSON: window() reads it).
+    due_slots: DueSlots = field(default_factory=lambda: DueSlots(slot_us=1_000_000, duration_s=0.0))
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     sent_delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
     lateness_histogram: DelayHistogram = field(default_factory=DelayHistogram)
@@ -146,6 +154,14 @@ class RunResult:
     def percentile(self, q: float) -> float:
         """Delay percentile ``q`` (0..100) in ms from the merged histogram; NaN with no data."""
         return _ms(self.delay_histogram.percentile(q))
+
+    def window(self, start_s: float, end_s: float) -> WindowFigures:
+        """The run's figures over ``[start_s, end_s)`` seconds of due time from T0 (whole due slots).
+
+        Exact merges of the slots' counts and histograms: windows that tile the run sum to its
+        sent/received/lost, and their percentiles come from merged histograms.
+        """
+        return self.due_slots.window(start_s, end_s)
 
     def __repr__(self) -> str:
         return (
@@ -161,7 +177,9 @@ class RunResult:
             value = getattr(self, name)
             if isinstance(value, DelayHistogram):
                 value = value.to_dict()
-            elif name == "timeline":
+            elif name == "due_slots":
+                continue  # per-slot data stays out of the JSON: the stages and window verdicts carry it
+            elif name in ("timeline", "stages"):
                 value = [point.to_dict() for point in value]
             elif name == "worst_devices":
                 value = [list(pair) for pair in value]
@@ -190,8 +208,13 @@ def build_result(
     sink: SinkReport | None,
     warnings: list[str] | None = None,
     errors: list[str] | None = None,
+    stages: Sequence[StageSpec] = (),
+    due_slot_s: float = 0.0,
 ) -> RunResult:
     """Merge the fleet report and the sink report; either may be missing after a failure.
+
+    ``stages`` is the run's stage plan (none: one stage of the settings' devices x rate for the
+    duration) and ``due_slot_s`` the due-time grid the fleet and sinks counted on (0: 1 s).
 
     After a failure a report may also lack fields: every one is read with ``get``
     or behind an ``in`` test (the field names still checked against the TypedDicts).
@@ -273,6 +296,15 @@ def build_result(
     errors.extend(fleet.get("errors", []))
     errors.extend(sink.get("errors", []))
     errors = list(dict.fromkeys(errors))  # the same failure can reach us by two paths
+    due_slot_s = due_slot_s or 1.0
+    due_slots = DueSlots.from_reports(fleet, sink, due_slot_s, duration_s)
+    plan = tuple(stages) or single_stage(
+        int(settings.get("devices", 0)), float(settings.get("rate", 0.0)), duration_s, 0.0
+    )
+    extra: Mapping[str, Any] = fleet  # issue 16's fleet fields (helper F): absent from an older master's report
+    stage_lateness = [DelayHistogram.from_dict(h) for h in extra.get("stage_lateness") or []]
+    if not stage_lateness and len(plan) == 1:
+        stage_lateness = [lateness]  # one stage: the run's lateness is the stage's
     return RunResult(
         run_id=str(fleet.get("run_id") or sink.get("run_id") or settings.get("run_id", "")),
         devices=int(settings.get("devices", 0)),
@@ -353,6 +385,9 @@ def build_result(
         delay_histogram=delay,
         sent_delay_histogram=sent_delay,
         lateness_histogram=lateness,
+        due_slot_s=due_slot_s,
+        stages=due_slots.stages(plan, stage_lateness),
+        due_slots=due_slots,
     )
 
 

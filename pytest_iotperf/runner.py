@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadba
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.run_identity import plan_identity
 from pytest_iotperf.run_message import check_protocol, plan_message
+from pytest_iotperf.stage_plan import due_slot_for
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -57,6 +59,20 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def with_due_grid(spec: FleetSpec, window_lengths_s: Sequence[float]) -> FleetSpec:
+    """``spec`` on the due-time grid every stage start and windowed-SLO window length falls on.
+
+    Raises:
+        ConfigError: the boundaries share no grid of at least 100 ms, or need too many slots.
+    """
+    boundaries = [stage.start_s for stage in spec.stage_plan] + [float(w) for w in window_lengths_s]
+    try:
+        due_slot_s = due_slot_for(boundaries, spec.duration_s, float(spec.timeline_slot_s))
+    except ValueError as exc:
+        raise ConfigError(f"stages and SLO windows: {exc}") from None
+    return replace(spec, due_slot_s=due_slot_s)
+
+
 class PerfRun:
     """Runs one fleet against one broker and reads the telemetry back."""
 
@@ -71,6 +87,7 @@ class PerfRun:
         eventhub: EventHubAccess | None = None,
         abort_rule: AbortRule | None = None,
         extract: Sequence[ExtractRef] = (),
+        window_lengths_s: Sequence[float] = (),
     ) -> None:
         self.settings = settings
         self.extract = tuple(extract)  # conftest pytest_iotperf_extract implementations, for the sinks
@@ -135,6 +152,7 @@ class PerfRun:
             topic_alias=settings.topic_alias,
             arrival=settings.arrival,
         )
+        self.fleet_spec = with_due_grid(self.fleet_spec, window_lengths_s)
 
     def warnings(self) -> list[str]:
         out = []
@@ -234,6 +252,8 @@ class PerfRun:
             sink=sink_report,
             warnings=self.warnings(),
             errors=errors,
+            stages=self.fleet_spec.stage_plan,
+            due_slot_s=self.fleet_spec.due_slot_us / 1_000_000,
         )
         if self.eventhub is not None:
             result.eventhub = self.eventhub.description

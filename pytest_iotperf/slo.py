@@ -12,6 +12,13 @@ An SLO expression is ``<metric> <op> <number>[<unit>]``, whitespace-tolerant:
   the fraction metric ``loss`` also takes ``%`` (``0.1%`` means 0.001).
   Counts, rates and device-seconds (``offline_device_s``) take a bare number only.
 
+A windowed SLO adds ``per <duration>`` (``"p95_delay_ms < 1000 per 1m"``,
+``"loss < 0.1% per 30s"``): the run is cut into windows ``[k*w, (k+1)*w)`` of
+due time from T0 (a trailing part shorter than ``w`` is a window of its own),
+and every window must meet it.  A window's figures are exact merges of its due
+slots (``RunResult.window``); only the figures :data:`WINDOW_METRICS` names (and
+``pNN_delay_ms``) exist per window.
+
 Pure: stdlib only, no pytest, no client library.  A measurement of NaN means
 "no data" and fails every SLO.
 """
@@ -34,13 +41,16 @@ from pytest_iotperf.numbers import format_percent
 __all__ = [
     "METRICS",
     "OPERATORS",
+    "WINDOW_METRICS",
     "Slo",
     "SloSyntaxError",
     "SloVerdict",
+    "WindowVerdict",
     "evaluate_all",
     "failure_message",
     "merge_slos",
     "parse_slo",
+    "window_bounds",
 ]
 
 _MS = "ms"
@@ -109,6 +119,30 @@ METRICS: Mapping[str, str] = MappingProxyType(
         "workers": _COUNT,
     }
 )
+
+#: The figures a windowed SLO can name (``pNN_delay_ms`` for any NN too): what every window has.
+WINDOW_METRICS: frozenset[str] = frozenset(
+    {
+        "p50_delay_ms",
+        "p90_delay_ms",
+        "p95_delay_ms",
+        "p99_delay_ms",
+        "p999_delay_ms",
+        "max_delay_ms",
+        "mean_delay_ms",
+        "loss",
+        "lost",
+        "sent",
+        "received",
+        "throughput_per_s",
+        "scheduled",
+    }
+)
+
+#: A windowed SLO's verdict names at most this many failing windows (the count stays exact).
+_WINDOWS_SHOWN = 20
+
+_PER_WINDOW = re.compile(r"^(?P<slo>.*?\S)\s+per\s+(?P<window>\S.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -182,6 +216,7 @@ class Slo:
     threshold: float
     text: str
     unit: str
+    window_s: float | None = None  # "per <duration>": every window of this length must meet it
 
     def __str__(self) -> str:
         return self.text
@@ -207,39 +242,170 @@ class Slo:
         return _as_float(getattr(target, source).percentile(q)) / 1000.0
 
     def evaluate(self, result: object) -> SloVerdict:
-        """Measure ``result`` and compare it with the threshold; no data (NaN) fails."""
+        """Measure ``result`` and compare it with the threshold; no data (NaN) fails.
+
+        A windowed SLO measures ``result.window(start_s, end_s)`` for every window of
+        ``result.duration_s``; it passes when all do, and ``measured`` is the worst window's.
+        """
+        if self.window_s is not None:
+            return self._evaluate_windows(result)
         measured = self.measure(result)
-        passed = not math.isnan(measured) and _COMPARE[self.op](measured, self.threshold)
-        return SloVerdict(slo=self, measured=measured, passed=passed)
+        return SloVerdict(slo=self, measured=measured, passed=self._meets(measured))
+
+    def _meets(self, measured: float) -> bool:
+        return not math.isnan(measured) and _COMPARE[self.op](measured, self.threshold)
+
+    def _evaluate_windows(self, result: object) -> SloVerdict:
+        assert self.window_s is not None
+        run: Any = result  # a RunResult, or any object with duration_s and window()
+        windows = []
+        for start_s, end_s in window_bounds(float(run.duration_s), self.window_s):
+            measured = self.measure(run.window(start_s, end_s))
+            windows.append(WindowVerdict(start_s, end_s, measured, self._meets(measured)))
+        passed = bool(windows) and all(window.passed for window in windows)
+        return SloVerdict(slo=self, measured=self._worst(windows), passed=passed, windows=tuple(windows))
+
+    def _worst(self, windows: Sequence[WindowVerdict]) -> float:
+        """The worst window's figure (the one furthest on the failing side); NaN with none measured."""
+        values = [w.measured for w in windows if not math.isnan(w.measured)]
+        if not values:
+            return math.nan
+        if self.op in (">", ">="):
+            return min(values)
+        if self.op == "==":
+            return max(values, key=lambda value: abs(value - self.threshold))
+        return max(values)
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    """One window of a windowed SLO: ``[start_s, end_s)`` of due time from T0, its figure, whether it met it."""
+
+    start_s: float
+    end_s: float
+    measured: float
+    passed: bool
+
+    @property
+    def label(self) -> str:
+        """``[3m,4m)``."""
+        from pytest_iotperf.setting_parsers import format_duration  # here: slo stays free of it when unwindowed
+
+        return f"[{format_duration(self.start_s)},{format_duration(self.end_s)})"
 
 
 @dataclass(frozen=True)
 class SloVerdict:
-    """The outcome of one SLO on one run: ``measured`` in the SLO's unit (NaN: no data)."""
+    """The outcome of one SLO on one run: ``measured`` in the SLO's unit (NaN: no data).
+
+    A windowed SLO's verdict has every window's in ``windows`` and the worst window's figure in ``measured``.
+    """
 
     slo: Slo
     measured: float
     passed: bool
+    windows: tuple[WindowVerdict, ...] = ()
+
+    @property
+    def failed_windows(self) -> list[WindowVerdict]:
+        return [window for window in self.windows if not window.passed]
 
     @property
     def measured_text(self) -> str:
         """The measurement for display: ``"1234.5 ms"``, ``"0.250%"``, ``"3"``, ``"949.5/s"`` or ``"no data"``."""
         return _format_measurement(self.measured, self.slo.unit)
 
+    def windows_text(self) -> str:
+        """A windowed verdict: ``2 of 10 windows failed: [3m,4m) 1480 ms, [4m,5m) 1210 ms`` (or all met)."""
+        total = len(self.windows)
+        failed = self.failed_windows
+        if not total:
+            return "no window to judge (the run has no duration)"
+        if not failed:
+            return f"all {total} windows met (worst {_short_measurement(self.measured, self.slo.unit)})"
+        shown = ", ".join(f"{w.label} {_short_measurement(w.measured, self.slo.unit)}" for w in failed[:_WINDOWS_SHOWN])
+        more = f", and {len(failed) - _WINDOWS_SHOWN} more" if len(failed) > _WINDOWS_SHOWN else ""
+        return f"{len(failed)} of {total} windows failed: {shown}{more}"
+
+    def result_text(self) -> str:
+        """What a verdict row shows after PASS/FAIL: ``measured 1.8 ms`` or a windowed verdict's windows."""
+        if self.slo.window_s is not None:
+            return self.windows_text()
+        return "no data (nothing measured)" if math.isnan(self.measured) else f"measured {self.measured_text}"
+
     def describe(self) -> str:
         """One line: ``p95_delay_ms < 1000: measured 1234.5 ms -> FAIL``."""
         verdict = "PASS" if self.passed else "FAIL"
+        if self.slo.window_s is not None:
+            return f"{self.slo.text}: {self.windows_text()} -> {verdict}"
         if math.isnan(self.measured):
             return f"{self.slo.text}: no data (nothing measured) -> {verdict}"
         return f"{self.slo.text}: measured {self.measured_text} -> {verdict}"
 
 
 def parse_slo(text: str) -> Slo:
-    """Parse ``"<metric> <op> <number>[<unit>]"`` into an :class:`Slo`.
+    """Parse ``"<metric> <op> <number>[<unit>] [per <duration>]"`` into an :class:`Slo`.
 
     Raises :class:`SloSyntaxError` (a ``ConfigError``) for anything else,
     with a message that quotes ``text`` and says what is allowed.
     """
+    windowed = _PER_WINDOW.match(text)
+    if windowed is None:
+        return _parse_whole_run(text, text)
+    slo = _parse_whole_run(windowed.group("slo"), text)
+    window_s = _window_seconds(text, windowed.group("window"))
+    percentile = _percentile_metric(slo.metric)
+    if slo.metric not in WINDOW_METRICS and (percentile is None or percentile[2] != "percentile"):
+        allowed = ", ".join(sorted(WINDOW_METRICS))
+        raise SloSyntaxError(
+            text, f"{slo.metric} has no figure per window; a windowed SLO takes one of {allowed}, or pNN_delay_ms"
+        )
+    from pytest_iotperf.setting_parsers import format_duration  # only for windowed SLOs (it imports more)
+
+    return Slo(
+        metric=slo.metric,
+        op=slo.op,
+        threshold=slo.threshold,
+        text=f"{slo.text} per {format_duration(window_s)}",
+        unit=slo.unit,
+        window_s=window_s,
+    )
+
+
+def window_bounds(duration_s: float, window_s: float) -> list[tuple[float, float]]:
+    """The windows ``[k*w, (k+1)*w)`` over ``[0, duration_s)``; a trailing part shorter than ``w`` is one too."""
+    duration_us, window_us = round(duration_s * 1_000_000), round(window_s * 1_000_000)
+    if window_us <= 0:
+        return []
+    return [
+        (start_us / 1_000_000, min(start_us + window_us, duration_us) / 1_000_000)
+        for start_us in range(0, duration_us, window_us)
+    ]
+
+
+def _window_seconds(text: str, window: str) -> float:
+    from pytest_iotperf.setting_parsers import parse_duration  # only for windowed SLOs (it imports more)
+
+    try:
+        seconds = parse_duration(window)
+    except ValueError as exc:
+        raise SloSyntaxError(text, f"after 'per': {exc}") from None
+    if not seconds > 0:
+        raise SloSyntaxError(text, f"after 'per': the window must be longer than 0, got {window!r}")
+    return seconds
+
+
+def _parse_whole_run(text: str, quoted: str) -> Slo:
+    """``<metric> <op> <number>[<unit>]`` of ``text``; errors quote ``quoted`` (the whole expression)."""
+    try:
+        return _parse_expression(text)
+    except SloSyntaxError as exc:
+        if text == quoted:
+            raise
+        raise SloSyntaxError(quoted, exc.problem) from None
+
+
+def _parse_expression(text: str) -> Slo:
     pos = _skip_ws(text, 0)
     if pos == len(text):
         raise SloSyntaxError(
@@ -306,7 +472,11 @@ def merge_slos(base: Sequence[Slo], overrides: Sequence[Slo]) -> list[Slo]:
     merged = list(base)
     for override in overrides:
         sides = _BOUNDS[override.op]
-        hits = [i for i, slo in enumerate(merged) if slo.metric == override.metric and sides & _BOUNDS[slo.op]]
+        hits = [
+            i
+            for i, slo in enumerate(merged)
+            if slo.metric == override.metric and slo.window_s == override.window_s and sides & _BOUNDS[slo.op]
+        ]
         if not hits:
             merged.append(override)
             continue
@@ -340,7 +510,9 @@ def failure_message(verdicts: Sequence[SloVerdict], sample_size: int) -> str:
         return f"all {total} {noun} met ({sample})" if total else f"no SLOs to check ({sample})"
     lines = [f"{len(failed)} of {total} {noun} violated ({sample}):"]
     for verdict in failed:
-        if math.isnan(verdict.measured):
+        if verdict.slo.window_s is not None:
+            lines.append(f"  {verdict.slo.text}: {verdict.windows_text()}")
+        elif math.isnan(verdict.measured):
             lines.append(f"  {verdict.slo.text}: no data (nothing measured)")
         else:
             lines.append(f"  {verdict.slo.text}: measured {verdict.measured_text}")
@@ -464,6 +636,16 @@ def _decimal_text(value: float) -> str:
         if text.endswith("."):
             text += "0"
     return "0.0" if text == "-0.0" else text
+
+
+def _short_measurement(value: float, unit: str) -> str:
+    """A window's figure: ``1480 ms``, ``12.5 ms``, ``0.250%``, ``949.5/s``, ``3`` or ``no data``."""
+    if math.isnan(value):
+        return "no data"
+    if unit in (_MS, _PER_S):
+        number = f"{value:.1f}".removesuffix(".0")
+        return f"{number} ms" if unit == _MS else f"{number}/s"
+    return _format_measurement(value, unit)
 
 
 def _format_measurement(value: float, unit: str) -> str:

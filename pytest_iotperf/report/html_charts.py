@@ -8,6 +8,7 @@
    (its own chart next to sent/received rather than a second y axis: an outage
    shows as the same dip in both, and neither scale is squeezed);
 5. ``p95-delay``: p95 delay per timeline slot (with the SLO threshold when one is set);
+   the three timeline charts shade the windows a windowed SLO failed (``failed-window`` bands);
 6. ``lateness-histogram``: how late the generator published against its schedule.
 
 Every chart carries a ``<title>``, a ``<desc>`` summary and a data table, so the
@@ -75,6 +76,52 @@ _CONNECTED = "#7b3fa0"
 _FLEET = "#888888"
 _LINE = "#4c78a8"
 _THRESHOLD = "#c0392b"
+_FAILED_WINDOW = "#c0392b"
+
+
+@dataclass(frozen=True)
+class _FailedWindow:
+    start_s: float
+    end_s: float
+    slo: str
+
+
+def _failed_windows(slos: Sequence[Mapping[str, Any]]) -> list[_FailedWindow]:
+    """The windows windowed SLOs failed (due time from T0), from the verdicts' ``windows``."""
+    out = []
+    for slo in slos:
+        windows = slo.get("windows")
+        if not isinstance(windows, Sequence):
+            continue
+        for window in windows:
+            if isinstance(window, Mapping) and window.get("passed") is False:
+                start, end = finite(window.get("start_s")), finite(window.get("end_s"))
+                if start is not None and end is not None:
+                    out.append(_FailedWindow(start, end, slo_text(slo)))
+    return out
+
+
+def _window_bands(x: Linear, windows: Sequence[_FailedWindow]) -> list[str]:
+    """Shaded bands behind a timeline chart's lines, one per failed window (clipped to the plot)."""
+    bands = []
+    for window in windows:
+        left, right = max(X0, x(window.start_s)), min(X1, x(window.end_s))
+        if right <= left:
+            continue
+        bands.append(
+            f'<rect class="failed-window" data-start-s="{window.start_s:g}" data-end-s="{window.end_s:g}" '
+            f'x="{px(left)}" y="{px(Y0)}" width="{px(right - left)}" height="{px(Y1 - Y0)}" '
+            f'fill="{_FAILED_WINDOW}" fill-opacity="0.12" stroke="none">'
+            f"<title>{esc(_clip(window.slo))} failed in [{window.start_s:g}s,{window.end_s:g}s)</title></rect>"
+        )
+    return bands
+
+
+def _bands_summary(windows: Sequence[_FailedWindow]) -> str:
+    if not windows:
+        return ""
+    shown = ", ".join(f"[{w.start_s:g}s,{w.end_s:g}s)" for w in windows[:10])
+    return f" Shaded: {len(windows)} window(s) a windowed SLO failed ({shown}{', ...' if len(windows) > 10 else ''})."
 
 
 def charts_section(result: Mapping[str, Any]) -> str:
@@ -82,6 +129,7 @@ def charts_section(result: Mapping[str, Any]) -> str:
     lateness, lateness_problem = read_histogram(result, "lateness_histogram")
     points = read_timeline(result)
     slos = read_slos(result)
+    failed = _failed_windows(slos)
 
     def marker(label: str, key: str, hist: DelayHistogram | None, q: float) -> tuple[str, float | None]:
         value = finite(result.get(key))
@@ -110,9 +158,9 @@ def charts_section(result: Mapping[str, Any]) -> str:
             "no message was received",
         ),
         _cdf_figure(delay, delay_problem, delay_markers),
-        _sent_received_figure(points),
-        _connected_figure(points, finite(result.get("devices"))),
-        _p95_figure(points, slos),
+        _sent_received_figure(points, failed),
+        _connected_figure(points, finite(result.get("devices")), failed),
+        _p95_figure(points, slos, failed),
         _histogram_figure(
             "lateness-histogram",
             "Generator lateness histogram",
@@ -400,7 +448,7 @@ def _slot_label(points: Sequence[TimelinePoint]) -> str:
     return "per second" if slot == 1 else f"per {slot:g} s slot"
 
 
-def _sent_received_figure(points: Sequence[TimelinePoint]) -> str:
+def _sent_received_figure(points: Sequence[TimelinePoint], failed: Sequence[_FailedWindow] = ()) -> str:
     name = "sent-received"
     heading = "Messages sent and received over time"
     title = "Messages sent and received per timeline slot"
@@ -413,7 +461,7 @@ def _sent_received_figure(points: Sequence[TimelinePoint]) -> str:
     y = Linear(0.0, top, Y1, Y0)
     y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
     per = _slot_label(points)
-    parts = [frame(), *axes(x_ticks, y_ticks, "time since T0 (s)", f"messages {per}")]
+    parts = [frame(), *_window_bands(x, failed), *axes(x_ticks, y_ticks, "time since T0 (s)", f"messages {per}")]
     sent_path = svg_path([(x(p.t_s), y(p.sent)) for p in points])
     received_path = svg_path([(x(p.t_s), y(p.received)) for p in points])
     parts.append(
@@ -440,13 +488,15 @@ def _sent_received_figure(points: Sequence[TimelinePoint]) -> str:
         f"{len(points)} slots from t={points[0].t_s:g} s to t={points[-1].t_s:g} s: {sent_total:,} sent and "
         f"{received_total:,} received in total; peak {peak_sent.sent:,} sent {per} at t={peak_sent.t_s:g} s, "
         f"peak {peak_received.received:,} received at t={peak_received.t_s:g} s."
-    )
+    ) + _bands_summary(failed)
     svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
     rows = [[f"{p.t_s:g}", f"{p.sent:,}", f"{p.received:,}"] for p in points]
     return _figure(name, heading, svg, data_table(title, headers, rows))
 
 
-def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) -> str:
+def _connected_figure(
+    points: Sequence[TimelinePoint], devices: float | None, failed: Sequence[_FailedWindow] = ()
+) -> str:
     name = "connected"
     heading = "Devices connected over time"
     title = "Devices connected at the end of each timeline slot"
@@ -461,7 +511,7 @@ def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) ->
     top = count_domain(max(highest, fleet or 0))
     y = Linear(0.0, top, Y1, Y0)
     y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
-    parts = [frame(), *axes(x_ticks, y_ticks, "time since T0 (s)", "devices connected")]
+    parts = [frame(), *_window_bands(x, failed), *axes(x_ticks, y_ticks, "time since T0 (s)", "devices connected")]
     legend_items = [("connected", _CONNECTED, "")]
     if fleet is not None:
         fy = y(fleet)
@@ -488,6 +538,7 @@ def _connected_figure(points: Sequence[TimelinePoint], devices: float | None) ->
     short = [p for p in known if (p.connected or 0) < (fleet or highest)]
     if short:
         summary += f" {len(short)} slot(s) ended with devices offline, the first at t={short[0].t_s:g} s."
+    summary += _bands_summary(failed)
     svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
     rows = [[f"{p.t_s:g}", "\u2013" if p.connected is None else f"{p.connected:,}"] for p in points]
     return _figure(name, heading, svg, data_table(title, headers, rows))
@@ -527,7 +578,9 @@ def _p95_threshold(slos: Sequence[Mapping[str, Any]]) -> tuple[float, str] | Non
     return None
 
 
-def _p95_figure(points: Sequence[TimelinePoint], slos: Sequence[Mapping[str, Any]]) -> str:
+def _p95_figure(
+    points: Sequence[TimelinePoint], slos: Sequence[Mapping[str, Any]], failed: Sequence[_FailedWindow] = ()
+) -> str:
     name = "p95-delay"
     heading = "p95 delay over time"
     title = "p95 end-to-end delay per timeline slot (ms)"
@@ -543,7 +596,7 @@ def _p95_figure(points: Sequence[TimelinePoint], slos: Sequence[Mapping[str, Any
     top = count_domain(max(peak, shown_threshold[0] if shown_threshold else 0.0))
     y = Linear(0.0, top, Y1, Y0)
     y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
-    parts = [frame(), *axes(x_ticks, y_ticks, "time since T0 (s)", "p95 delay (ms)")]
+    parts = [frame(), *_window_bands(x, failed), *axes(x_ticks, y_ticks, "time since T0 (s)", "p95 delay (ms)")]
     parts.extend(
         _gapped_line(
             [(x(p.t_s), y(p.p95_ms)) if p.p95_ms is not None else None for p in points],
@@ -573,6 +626,7 @@ def _p95_figure(points: Sequence[TimelinePoint], slos: Sequence[Mapping[str, Any
     )
     if threshold is not None:
         summary += f" SLO: {threshold[1]}."
+    summary += _bands_summary(failed)
     svg = svg_open(name, title, summary) + "".join(parts) + "</svg>"
     rows = [[f"{p.t_s:g}", format_ms(p.p95_ms).removesuffix(" ms")] for p in points]
     return _figure(name, heading, svg, data_table(title, headers, rows))

@@ -53,6 +53,8 @@ def page_verdict(result: Mapping[str, Any]) -> tuple[str, list[str]]:
 
 
 def _failure_detail(slo: Mapping[str, Any]) -> str:
+    if slo.get("verdict_text"):  # a windowed SLO: "2 of 10 windows failed: [3m,4m) 1480 ms, ..."
+        return str(slo["verdict_text"])
     text = measured_text(slo)
     return "no data (nothing measured)" if text == "no data" else f"measured {text}"
 
@@ -121,7 +123,7 @@ def slo_section(result: Mapping[str, Any]) -> str:
         rows.append(
             f'<tr class="{css}" data-passed="{str(passed).lower()}"><td><code>{esc(slo_text(slo))}</code></td>'
             f'<td><code>{esc(slo.get("metric", NO_VALUE))}</code></td><td class="num">{threshold}</td>'
-            f'<td class="num">{esc(measured_text(slo))}</td>'
+            f'<td class="num">{esc(str(slo.get("verdict_text") or measured_text(slo)))}</td>'
             f'<td><span class="badge {css}">{verdict}</span></td></tr>'
         )
     met = sum(1 for slo in slos if slo.get("passed"))
