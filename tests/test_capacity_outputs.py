@@ -99,3 +99,32 @@ def test_baseline_compares_max_devices(tmp_path: Path) -> None:
 def test_bad_plan_arguments(slos: list[str], hold: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         make_plan(slos, start=1, limit=10, hold=hold, factor=2.0, resolution=0.05, rate_per_device=1.0)
+
+
+def test_the_fixture_fails_bad_arguments_before_any_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_above(iot_perf):
+            iot_perf.find_capacity(slo=["p95_delay_ms < 500"], start=100, limit=10)
+
+        def test_devices(iot_perf):
+            iot_perf.find_capacity(slo=["p95_delay_ms < 500"], start=1, limit=10, devices=5)
+
+        def test_slo(iot_perf):
+            iot_perf.find_capacity(slo=["p95 <<< 5"], start=1, limit=10, factor=1.5)
+
+        def test_factor(iot_perf):
+            iot_perf.find_capacity(slo=["p95_delay_ms < 500"], start=1, limit=10, factor=0.5)
+        """
+    )
+    outcome = pytester.runpytest("-p", "no:cacheprovider")
+    outcome.assert_outcomes(failed=4)
+    outcome.stdout.fnmatch_lines(
+        [
+            "find_capacity(start=100, limit=10): start must not be above limit",
+            "find_capacity() sets devices itself*",
+            "find_capacity: invalid SLO 'p95 <<< 5': unknown metric 'p95'*",
+            "find_capacity(factor=0.5): the fleet grows by factor per step, so it must be > 1",
+        ]
+    )
+    assert "iotperf summary" not in outcome.stdout.str()  # nothing ran, nothing was recorded
