@@ -84,6 +84,18 @@ class StageFigures(WindowFigures):
     lateness_p50_ms: float
     lateness_p99_ms: float
 
+    def summary_text(self) -> str:
+        """One line for the terminal summary and junit: ``[0s,1m) 1000 devices x 1/s: sent 60,000, ...``."""
+
+        def ms(value: float) -> str:
+            return "-" if math.isnan(value) else f"{value:.1f} ms"
+
+        loss = f"{self.loss * 100:.3f}%"
+        return (
+            f"{self.label}: sent {self.sent:,}, received {self.received:,}, lost {self.lost:,} ({loss}), "
+            f"p95 {ms(self.p95_delay_ms)}, p99 {ms(self.p99_delay_ms)}, lateness p99 {ms(self.lateness_p99_ms)}"
+        )
+
 
 @dataclass
 class DueSlots:

@@ -49,6 +49,9 @@ def run_properties(result: RunResult, comparisons: Sequence[Comparison], run_ind
         properties.append((prefix + key, value))
     for key, value in optional_summary(figures):  # only when there is something to say
         properties.append((prefix + key, value))
+    if len(result.stages) > 1:  # a run in stages: one line each (a run without stages is its own one stage)
+        for number, stage in enumerate(result.stages, 1):
+            properties.append((f"{prefix}stage[{number}]", stage.summary_text()))
     for key in ("warnings", "errors"):
         if figures[key]:
             properties.append((prefix + key, "; ".join(figures[key])))

@@ -16,8 +16,11 @@ import pytest
 
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.header import MessageView
+from pytest_iotperf.junit import run_properties
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.pipeline import check_windows, verdict_dict
+from pytest_iotperf.pipeline import check_windows, judge, verdict_dict
+from pytest_iotperf.report.html_charts import charts_section
+from pytest_iotperf.report.terminal import summary_lines
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.sinks.recorder import SinkRecorder
 from pytest_iotperf.slo import SloSyntaxError, failure_message, merge_slos, parse_slo, window_bounds
@@ -180,3 +183,19 @@ def test_collection_refuses_a_window_longer_than_the_session(pytester: pytest.Py
     result = pytester.runpytest("--iot-duration=10s", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*per 1m*its window (1m) is longer than the session's --iot-duration (10s)*"])
+
+
+def test_outputs_carry_stages_and_failed_windows() -> None:
+    result = run_result((StageSpec(0.0, 3.0, 4, 5.0, 1.0), StageSpec(3.0, 3.0, 4, 5.0, 0.0)))
+    judge([parse_slo("p95_delay_ms < 100 per 1s")], result)
+    properties = dict(run_properties(result, [], 1))
+    assert properties["iotperf.slo[p95_delay_ms < 100 per 1s]"].startswith("FAIL 1 of 6 windows failed: [2s,3s) 30")
+    assert properties["iotperf.stage[1]"].startswith("[0s,3s) 4 devices x 5/s: sent 60, received 59, lost 1 (")
+    lines = summary_lines([{"test": "t", "stage[2]": properties["iotperf.stage[2]"], "stage[1]": "first"}])
+    assert [line for line in lines if line.startswith("stage")] == [
+        "stage 1 t: first",
+        f"stage 2 t: {properties['iotperf.stage[2]']}",
+    ]
+    html = charts_section(result.to_dict())
+    # Shaded in the sent/received and p95 charts (the connected chart has no data here).
+    assert html.count('class="failed-window" data-start-s="2" data-end-s="3"') == 2

@@ -117,6 +117,9 @@ def summary_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for key, template in _OPTIONAL_LINES:
             if row.get(key):
                 lines.append(template.format(test=row["test"], value=row[key]))
+        stages = [key for key in row if key.startswith("stage[") and key.endswith("]")]  # runs in stages only
+        for key in sorted(stages, key=lambda name: int(name[6:-1]) if name[6:-1].isdigit() else 0):
+            lines.append(f"{key.replace('[', ' ').rstrip(']')} {row['test']}: {row[key]}")
         for warning in row.get("warnings") or []:
             lines.append(f"WARNING {row['test']}: {warning}")
         for error in row.get("errors") or []:
