@@ -81,6 +81,9 @@ class StepOutcome:
     verdicts: tuple[StepVerdict, ...] = ()
     saturation: str | None = None
     broke: str | None = None
+    #: Received per second while the load was on (whole timeline slots of the hold; NaN: none): past the
+    #: knee it levels off at what the system sustains, where ``throughput_per_s`` counts the drain too.
+    delivered_per_s: float = math.nan
     sent: int = 0
     received: int = 0
     run_id: str = ""
@@ -129,6 +132,7 @@ class StepOutcome:
             "devices": self.devices,
             "offered_per_s": _finite(self.offered_per_s),
             "throughput_per_s": _finite(self.throughput_per_s),
+            "delivered_per_s": _finite(self.delivered_per_s),
             "p50_delay_ms": _finite(self.p50_delay_ms),
             "p95_delay_ms": _finite(self.p95_delay_ms),
             "p99_delay_ms": _finite(self.p99_delay_ms),
@@ -152,6 +156,7 @@ class StepOutcome:
             devices=int(data.get("devices", 0)),
             offered_per_s=_number(data.get("offered_per_s")),
             throughput_per_s=_number(data.get("throughput_per_s")),
+            delivered_per_s=_number(data.get("delivered_per_s")),
             p50_delay_ms=_number(data.get("p50_delay_ms")),
             p95_delay_ms=_number(data.get("p95_delay_ms")),
             p99_delay_ms=_number(data.get("p99_delay_ms")),

@@ -19,6 +19,7 @@ From a script::
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -137,6 +138,19 @@ def saturation_of(result: RunResult) -> str | None:
     return None
 
 
+def delivered_per_s(result: RunResult) -> float:
+    """Messages received per second while the load was on: the mean of the timeline's whole slots in the hold.
+
+    ``throughput_per_s`` counts what the drain still brought in after the hold, so past the knee it
+    equals the offered load; this is the rate the system actually sustained (NaN: no whole slot).
+    """
+    points = sorted(result.timeline, key=lambda point: point.t_s)
+    gaps = [b.t_s - a.t_s for a, b in itertools.pairwise(points) if b.t_s > a.t_s]
+    slot_s = min(gaps, default=1.0)
+    inside = [p.received for p in points if p.t_s >= -1e-6 and p.t_s + slot_s <= result.duration_s + 1e-6]
+    return sum(inside) / (len(inside) * slot_s) if inside else math.nan
+
+
 def step_outcome(outcome: RunOutcome, offered_per_s: float, elapsed_s: float) -> StepOutcome:
     """A pipeline run's outcome as a step of the search."""
     result = outcome.result
@@ -154,6 +168,7 @@ def step_outcome(outcome: RunOutcome, offered_per_s: float, elapsed_s: float) ->
         devices=result.devices,
         offered_per_s=offered_per_s,
         throughput_per_s=result.throughput_per_s,
+        delivered_per_s=delivered_per_s(result),
         p50_delay_ms=result.p50_delay_ms,
         p95_delay_ms=result.p95_delay_ms,
         p99_delay_ms=result.p99_delay_ms,

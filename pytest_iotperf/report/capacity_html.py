@@ -3,8 +3,9 @@
 Two inline SVG charts on the report's primitives (:mod:`.svg`), each with a
 data table: ``capacity-delay`` (delay p50 / p95 / p99 of every step against
 the load offered, log-scaled delay axis, the delay SLO thresholds) and
-``capacity-throughput`` (throughput received against offered, with the
-"received = offered" line).  Both mark the knee (the largest step that met
+``capacity-throughput`` (what each step delivered while its load was on
+against what it offered, with the "delivered = offered" line: past the knee
+it levels off).  Both mark the knee (the largest step that met
 every SLO) with a vertical line; a step that broke an SLO is drawn as a
 cross, one whose generator saturated as a hollow circle.
 
@@ -129,12 +130,14 @@ def _head(capacity: Mapping[str, Any], heading: str) -> str:
 
 
 def _steps_section(capacity: Mapping[str, Any]) -> str:
-    headers = ["#", "devices", "offered/s", "received/s", "p50", "p95", "p99", "loss", "lateness p99", "verdict"]
+    headers = ["#", "devices", "offered/s", "delivered/s", "received/s", "p50", "p95", "p99", "loss", "lateness p99",
+               "verdict"]  # fmt: skip
     rows = [
         [
             str(n),
             _count(step.get("devices")),
             _rate(step.get("offered_per_s")),
+            _rate(step.get("delivered_per_s")),
             _rate(step.get("throughput_per_s")),
             format_ms(step.get("p50_delay_ms")),
             format_ms(step.get("p95_delay_ms")),
@@ -145,7 +148,7 @@ def _steps_section(capacity: Mapping[str, Any]) -> str:
         ]
         for n, step in enumerate(_steps(capacity), start=1)
     ]
-    table = data_table("Every step, in the order the search ran it", headers, rows, text_columns=(0, 9))
+    table = data_table("Every step, in the order the search ran it", headers, rows, text_columns=(0, 10))
     return f'<section id="steps"><h2>Steps</h2>{table}</section>'
 
 
@@ -200,34 +203,35 @@ def _delay_figure(steps: Sequence[Mapping[str, Any]], knee: Mapping[str, Any] | 
 
 def _throughput_figure(steps: Sequence[Mapping[str, Any]], knee: Mapping[str, Any] | None) -> str:
     name = "capacity-throughput"
-    title = "Throughput received against offered load"
+    title = "Throughput delivered against offered load"
     offered = [o for step in steps if (o := _offered(step)) is not None]
     if not offered:
         return _figure(name, title, no_data_svg(name, title, "the search ran no step"))
     x, x_ticks = _offered_axis(steps)
-    received = [r for step in steps if (r := _number(step.get("throughput_per_s"))) is not None]
+    received = [r for step in steps if (r := _delivered(step)) is not None]
     top = count_domain(max(offered + received))
     y = Linear(0.0, top, Y1, Y0)
     y_ticks = linear_axis_ticks(y, linear_ticks(0.0, top))
-    parts = [frame(), *axes(x_ticks, y_ticks, "offered load (msg/s)", "received (msg/s)")]
+    parts = [frame(), *axes(x_ticks, y_ticks, "offered load (msg/s)", "delivered (msg/s)")]
     ideal = svg_path([(x(x.lo), y(x.lo)), (x(x.hi), y(min(x.hi, top)))])
     parts.append(
         f'<path class="offered" d="{ideal}" fill="none" stroke="{_OFFERED}" stroke-width="1.2" '
         'stroke-dasharray="4 4"/>'
     )
     points = [(x(off), y(r)) for step in steps if (off := _offered(step)) is not None
-              and (r := _number(step.get("throughput_per_s"))) is not None]  # fmt: skip
+              and (r := _delivered(step)) is not None]  # fmt: skip
     parts.append(
         f'<path class="series throughput" data-series="throughput" d="{svg_path(points)}" fill="none" '
         f'stroke="{_THROUGHPUT}" stroke-width="2.2"/>'
     )
     for step in steps:
-        off, r = _offered(step), _number(step.get("throughput_per_s"))
+        off, r = _offered(step), _delivered(step)
         if off is not None and r is not None:
             parts.append(_point(x(off), y(r), step, _THROUGHPUT))
     parts.extend(_knee_marker(x, knee))
-    parts.extend(legend([("received", _THROUGHPUT, ""), ("= offered", _OFFERED, "4 4")]))
-    desc = f"Throughput received by {len(steps)} steps against the load offered. " + _knee_text(knee)
+    parts.extend(legend([("delivered", _THROUGHPUT, ""), ("= offered", _OFFERED, "4 4")]))
+    desc = f"Messages per second {len(steps)} steps delivered while their load was on, against the load offered. "
+    desc += _knee_text(knee)
     svg = svg_open(name, title, desc) + "".join(parts) + "</svg>"
     return _figure(name, title, svg)
 
@@ -324,6 +328,12 @@ def _threshold_ms(text: str) -> float | None:
 
 def _offered(step: Mapping[str, Any]) -> float | None:
     return _number(step.get("offered_per_s"))
+
+
+def _delivered(step: Mapping[str, Any]) -> float | None:
+    """What the step sustained while its load was on; its whole-run throughput when the timeline had no whole slot."""
+    delivered = _number(step.get("delivered_per_s"))
+    return delivered if delivered is not None else _number(step.get("throughput_per_s"))
 
 
 def _number(value: Any) -> float | None:
