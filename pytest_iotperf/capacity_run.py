@@ -80,6 +80,12 @@ def make_plan(
         raise ConfigError(f"find_capacity(hold={hold!r}): {exc}") from None
     if not math.isfinite(hold_s) or hold_s <= 0:
         raise ConfigError(f"find_capacity(hold={hold!r}): each step holds its load this long, so it must be > 0")
+    for slo in parsed:
+        if slo.window_s is not None and slo.window_s > hold_s:
+            raise ConfigError(
+                f"find_capacity(hold={hold!r}): the SLO {slo.text!r} judges windows of {slo.window_s:g}s, longer "
+                f"than each step's hold of {hold_s:g}s: hold longer or shorten the window"
+            )
     plan = SearchPlan(
         start=start,
         limit=limit,

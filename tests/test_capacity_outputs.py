@@ -94,7 +94,8 @@ def test_baseline_compares_max_devices(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("slos", "hold", "fragment"),
     [([], "10s", "give the SLOs"), ("p95_delay_ms < 5", "10s", "as a list"), (["p95 <<< 3"], "10s", "p95 <<< 3"),
-     (["loss < 1%"], "0s", "hold='0s'"), (["loss < 1%"], "soon", "hold='soon'")],
+     (["loss < 1%"], "0s", "hold='0s'"), (["loss < 1%"], "soon", "hold='soon'"),
+     (["p95_delay_ms < 500 per 1m"], "10s", "windows of 60s, longer than each step's hold of 10s")],
 )  # fmt: skip
 def test_bad_plan_arguments(slos: list[str], hold: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
