@@ -64,6 +64,7 @@ from pytest_iotperf.runner import PerfRun, ProgressCallback, RunFailed
 from pytest_iotperf.secrets import INFLUX_TOKEN_ENV
 from pytest_iotperf.setting_parsers import format_duration, parse_duration
 from pytest_iotperf.slo import Slo, SloVerdict, failure_message, parse_slo
+from pytest_iotperf.standing import StandingProcesses
 
 logger = logging.getLogger("pytest_iotperf")
 
@@ -162,10 +163,13 @@ class Pipeline:
         *,
         abort_early: bool = True,
         progress: ProgressCallback | None = None,
+        processes: StandingProcesses | None = None,
     ) -> None:
         self.outputs = outputs or Outputs()
         self.abort_early = abort_early
         self.progress = progress
+        # Master, workers and sink standing across runs (the session's); None: each run starts its own.
+        self.processes = processes
 
     def run(
         self,
@@ -219,7 +223,13 @@ class Pipeline:
         abort_rule = abort_rule_for(whole_run, planned) if self.abort_early else None
         windows = [slo.window_s for slo in parsed if slo.window_s is not None]
         perf_run = PerfRun(
-            settings, broker, eventhub=eventhub, abort_rule=abort_rule, extract=extract, window_lengths_s=windows
+            settings,
+            broker,
+            eventhub=eventhub,
+            abort_rule=abort_rule,
+            extract=extract,
+            window_lengths_s=windows,
+            processes=self.processes,
         )
         check_windows(parsed, perf_run.fleet_spec.duration_s)
         conclusion = _Conclusion(

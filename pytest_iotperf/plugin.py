@@ -89,6 +89,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("iot_abort", help="stop a run early when an SLO can no longer be met", type="bool", default=True)
     group.addoption(
+        "--iot-fresh-processes",
+        dest="iot_fresh_processes",
+        action="store_true",
+        default=False,
+        help="start the Locust master, workers and sink afresh for every run (default: they stay up across "
+        "the session's runs, saving their start-up) [env IOTPERF_FRESH_PROCESSES=1]",
+    )
+    group.addoption(
         "--iot-save-baseline",
         dest="iot_save_baseline",
         metavar="NAME",
@@ -133,6 +141,9 @@ def pytest_configure(config: pytest.Config) -> None:
         or os.environ.get("IOTPERF_NO_ABORT", "").strip().lower() in ("1", "true", "yes")
         or not config.getini("iot_abort")
     )
+    fresh_env = os.environ.get("IOTPERF_FRESH_PROCESSES", "").strip().lower() in ("1", "true", "yes")
+    if fresh_env or config.getoption("iot_fresh_processes"):
+        session.standing = None  # every run starts and stops its own master, workers and sink
     config.stash[session_key] = session
     config.pluginmanager.register(session, "iotperf-session")
     # SIGTERM (timeout, CI cancel, Kubernetes) and SIGHUP stop a run like Ctrl-C: children stopped, what was

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -166,7 +167,7 @@ class Child:
         try:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: stopped already (its stdin closed), e.g. by kill()
             raise ChildExited(f"{self.name} no longer reads its input: {exc}{self._tail()}") from None
 
     def alive(self) -> bool:
@@ -193,6 +194,19 @@ class Child:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
+
+    def log_size(self) -> int:
+        """Bytes in its log so far: where the next run's lines of a standing child begin."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def copy_log(self, since: int, destination: Path) -> None:
+        """Its log from byte ``since`` on into ``destination`` (a standing child's lines of one run)."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as source, open(destination, "wb") as out:
+            source.seek(since)
+            shutil.copyfileobj(source, out)
 
     def log_tail(self, lines: int = 15) -> str:
         with contextlib.suppress(ValueError):  # already closed
@@ -235,6 +249,11 @@ class ProcessGroup:
     def add(self, child: Child) -> Child:
         self.children.append(child)
         return child
+
+    def release(self, children: Iterable[Child]) -> None:
+        """Hand ``children`` back to their owner (standing processes): this group no longer stops them."""
+        released = set(map(id, children))
+        self.children = [child for child in self.children if id(child) not in released]
 
     def stop_all(self) -> None:
         # Terminate everyone first, then wait: a fleet of workers stops in

@@ -25,6 +25,7 @@ from pytest_iotperf.message_spec import MessageSpec
 from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json, start_service
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
 from pytest_iotperf.sinks.merge import merge_sink_reports
+from pytest_iotperf.standing import Lease, StandingProcesses, environment_digest
 from pytest_iotperf.wire_reports import BridgeReport, SinkReport
 
 _READY_S = 30.0  # an Event Hubs consumer takes ~1.5 s per link to attach; several share a core
@@ -72,8 +73,11 @@ def start_embedded_eventhub(workdir: Path, partitions: int = 4) -> tuple[Child, 
 class Readback(Protocol):
     """The far side of a run."""
 
-    def start(self, group: ProcessGroup, workdir: Path) -> None:
-        """Start the processes; return once they read (events from now on reach them)."""
+    def start(self, group: ProcessGroup, workdir: Path, processes: StandingProcesses | None = None) -> None:
+        """Start the processes (or take standing ones from ``processes``); return once they read."""
+
+    def release(self, group: ProcessGroup, workdir: Path, *, healthy: bool) -> None:
+        """The run is over: standing processes stand for the next run when ``healthy``, else they stop."""
 
     def pending_progress(self) -> dict[str, Any]:
         """Latest figures without waiting: ``received``, ``p95_delay_ms`` (may be empty)."""
@@ -132,6 +136,12 @@ def _progress_of(children: list[Child], latest: dict[str, dict[str, Any]]) -> di
     }
 
 
+def _start_sink(group: ProcessGroup, log_dir: Path, standing: bool) -> tuple[Child, list[Child]]:
+    module = "pytest_iotperf.sinks.mqtt_sink"
+    sink = group.add(Child.python_module("mqtt sink", module, ["--serve"], log_dir / "sink.log", stdin=True))
+    return sink, [sink]
+
+
 class MqttReadback:
     """One subscriber on the output topic filter, measuring at receive time."""
 
@@ -156,23 +166,35 @@ class MqttReadback:
         self._sink: Child | None = None
         self._report_path: Path | None = None
         self._latest: dict[str, dict[str, Any]] = {}
+        self._processes: StandingProcesses | None = None
+        self._lease: Lease[Child] | None = None
 
-    def start(self, group: ProcessGroup, workdir: Path) -> None:
+    def start(self, group: ProcessGroup, workdir: Path, processes: StandingProcesses | None = None) -> None:
+        """The sink of this run: a standing one (``sinks.mqtt_sink --serve``) told about the run, or a fresh one."""
         self._report_path = workdir / "sink-report.json"
         spec_path = _write_json(workdir / "sink-spec.json", self.spec)
-        self._sink = group.add(
-            Child.python_module(
-                "mqtt sink",
-                "pytest_iotperf.sinks.mqtt_sink",
-                [str(spec_path), str(self._report_path)],
-                workdir / "sink.log",
-                stdin=True,
-            )
-        )
-        try:
-            self._sink.wait_for("ready", _READY_S)
-        except ChildExited as exc:
-            raise SinkError(f"the MQTT sink could not start: {exc}") from None
+        self._processes = processes = processes or StandingProcesses.one_run()
+        # The same connection (and environment: credentials) is all a standing sink must share with the run.
+        key = (json.dumps(self.spec["connection"], sort_keys=True), environment_digest())
+        command = {"cmd": "run", "spec": str(spec_path), "report": str(self._report_path)}
+        while True:
+            lease = processes.lease("sink", key, _start_sink, group, workdir)
+            try:
+                lease.handle.send(command | {"last": not lease.standing})
+                lease.handle.wait_for("ready", _READY_S)
+            except ChildExited as exc:
+                if lease.reused:  # a standing sink that cannot serve this run (offline, say): a fresh one may
+                    processes.discard(lease, group)
+                    continue
+                processes.give_back(lease, group, workdir, healthy=False)
+                raise SinkError(f"the MQTT sink could not start: {exc}") from None
+            self._lease, self._sink = lease, lease.handle
+            return
+
+    def release(self, group: ProcessGroup, workdir: Path, *, healthy: bool) -> None:
+        lease, processes, self._lease = self._lease, self._processes, None
+        if lease is not None and processes is not None:
+            processes.give_back(lease, group, workdir, healthy=healthy)
 
     def pending_progress(self) -> dict[str, Any]:
         return _progress_of([self._sink], self._latest) if self._sink else {}
@@ -231,7 +253,9 @@ class EventHubReadback:
             spec["eventhub_name"] = self.hub.eventhub_name
         return spec
 
-    def start(self, group: ProcessGroup, workdir: Path) -> None:
+    def start(self, group: ProcessGroup, workdir: Path, processes: StandingProcesses | None = None) -> None:
+        """Start the consumers (and the bridge) for this run; they are not kept between runs (``processes``
+        unused: each consumer reads from its run's start position, and the bridge is the run's)."""
         # Read from a little before now: events of this run cannot be older,
         # and the run id filters out the others.
         start_time = time.time() - 1.0
@@ -302,6 +326,9 @@ class EventHubReadback:
                 env=self._env,
             )
         )
+
+    def release(self, group: ProcessGroup, workdir: Path, *, healthy: bool) -> None:
+        """Nothing stands: the run's group stops the consumers and the bridge."""
 
     def pending_progress(self) -> dict[str, Any]:
         return _progress_of(self.sinks, self._latest)

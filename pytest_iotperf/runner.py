@@ -26,16 +26,18 @@ from pytest_iotperf.abort import AbortRule, AbortWatch, with_outage_budget
 from pytest_iotperf.broker_endpoint import BrokerEndpoint, wait_for_mqtt, wait_for_tls
 from pytest_iotperf.config import RunSettings
 from pytest_iotperf.connection import Connection
-from pytest_iotperf.errors import BrokerError, ConfigError, FleetError, IotPerfError, SinkError
+from pytest_iotperf.errors import BrokerError, ConfigError, IotPerfError, SinkError
 from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
-from pytest_iotperf.processes import Child, ChildExited, ProcessGroup, read_json
+from pytest_iotperf.fleet_processes import FleetKey, FleetProcesses, fleet_starter, ready_for_next_run
+from pytest_iotperf.processes import ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.run_identity import plan_identity
 from pytest_iotperf.run_message import check_protocol, plan_message
 from pytest_iotperf.stage_plan import due_slot_for
+from pytest_iotperf.standing import Lease, StandingProcesses, environment_digest
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -85,6 +87,7 @@ class PerfRun:
         workdir: Path | None = None,
         read_back: bool = True,
         eventhub: EventHubAccess | None = None,
+        processes: StandingProcesses | None = None,
         abort_rule: AbortRule | None = None,
         extract: Sequence[ExtractRef] = (),
         window_lengths_s: Sequence[float] = (),
@@ -103,6 +106,10 @@ class PerfRun:
         self._stop_wanted = threading.Event()
         self._killed = threading.Event()
         self._group: ProcessGroup | None = None
+        # The session's standing master, workers and sink, lent to this run when they fit it (standing.py);
+        # without a session, processes started for this run alone.
+        self._processes = processes or StandingProcesses.one_run()
+        self._fleet_lease: Lease[FleetProcesses] | None = None
         self.broker = broker
         # How every MQTT client of this run connects: built once, serialised into each child's spec.
         check_protocol(settings, broker)  # MQTT version, header placement and transport this broker can carry
@@ -228,22 +235,33 @@ class PerfRun:
         self._stop_file = workdir / "stop-request.txt"
         with ProcessGroup() as group:
             self._group = group
-            self._check_killed()
-            if readback is not None:
-                readback.start(group, workdir)
+            healthy = False
             try:
-                self._run_fleet(group, workdir, spec_path, fleet_report_path, readback)
-            except ChildExited as exc:
-                errors.append(str(exc))
-            fleet_report = cast(FleetReport | None, read_json(fleet_report_path))
-            if fleet_report is None and not errors:
-                errors.append("the Locust master wrote no fleet report")
-            expected = int(fleet_report["sent"]) if fleet_report else 0
-            if readback is not None:
-                self._progress_state.update(phase="draining", sent=expected)
-                self.progress(dict(self._progress_state))
-                sink_report, sink_errors = readback.finish(expected, self.settings.drain_s)
-                errors.extend(sink_errors)
+                self._check_killed()
+                if readback is not None:
+                    readback.start(group, workdir, self._processes)
+                try:
+                    self._run_fleet(group, workdir, spec_path, fleet_report_path, readback)
+                except ChildExited as exc:
+                    errors.append(str(exc))
+                fleet_report = cast(FleetReport | None, read_json(fleet_report_path))
+                if fleet_report is None and not errors:
+                    errors.append("the Locust master wrote no fleet report")
+                expected = int(fleet_report["sent"]) if fleet_report else 0
+                if readback is not None:
+                    self._progress_state.update(phase="draining", sent=expected)
+                    self.progress(dict(self._progress_state))
+                    sink_report, sink_errors = readback.finish(expected, self.settings.drain_s)
+                    errors.extend(sink_errors)
+                healthy = not errors and fleet_report is not None and (readback is None or sink_report is not None)
+            finally:
+                # A run that broke in any way (an interrupt too) leaves nothing standing for the next.
+                healthy = healthy and not self._killed.is_set()
+                if readback is not None:
+                    readback.release(group, workdir, healthy=healthy)
+                lease, self._fleet_lease = self._fleet_lease, None
+                if lease is not None:
+                    self._processes.give_back(lease, group, workdir, healthy=healthy)
         result = build_result(
             settings={"run_id": self.run_id, **self.settings.describe(), "seed": self.message.seed},
             sources=self.settings.sources(),
@@ -300,54 +318,20 @@ class PerfRun:
     def _run_fleet(
         self, group: ProcessGroup, workdir: Path, spec_path: Path, report_path: Path, readback: Readback | None
     ) -> None:
-        """Start master and workers, follow the master until it wrote its report."""
+        """Take a fleet (standing, or started now), send it this run, follow the master until its report."""
         self._check_killed()
-        master = group.add(
-            Child.python_module(
-                "Locust master",
-                "pytest_iotperf.fleet.master",
-                [
-                    str(spec_path),
-                    str(report_path),
-                    "--bind-host",
-                    self.settings.master_bind[0],
-                    "--port",
-                    str(self.settings.master_bind[1]),
-                    "--worker-timeout",
-                    str(_STARTUP_S),
-                    "--abort-file",
-                    str(self._abort_file_path(workdir)),
-                    "--stop-file",
-                    str(self._stop_file or workdir / "stop-request.txt"),
-                ],
-                workdir / "master.log",
-                env=dict(self.broker.fleet_env),  # an embedded IoT Hub's key: environment only
-            )
-        )
-        # The workers start now, importing while the master does, and learn its port once it listens.
-        workers = []
-        for index in range(self.settings.workers):
-            self._check_killed()
-            workers.append(
-                group.add(
-                    Child.python_module(
-                        f"Locust worker {index}",
-                        "pytest_iotperf.fleet.worker",
-                        ["--master-host", self._local_master_host(), "--master-port", "-"],
-                        workdir / f"worker-{index}.log",
-                        stdin=True,
-                        env=dict(self.broker.fleet_env),
-                    )
-                )
-            )
-        try:
-            port = int(master.wait_for("listening", _STARTUP_S)["port"])
-        except ChildExited as exc:
-            # Nothing was measured yet: like a sink that cannot start, this is an error, not a broken run.
-            raise FleetError(f"the Locust master could not start: {exc}") from None
+        settings = self.settings
+        host, port = settings.master_bind
+        env = dict(self.broker.fleet_env)  # an embedded IoT Hub's key: environment only
+        key = FleetKey(settings.workers, host, port, settings.expect_workers, environment_digest(env))
+        start = fleet_starter(key, self._local_master_host(), env, _STARTUP_S, self._check_killed)
+        self._fleet_lease = lease = self._processes.lease("fleet", key, start, group, workdir, ready_for_next_run)
+        master = lease.handle.master
         self._write_stop_file()  # a stop asked for before the run's directory existed
-        for worker in workers:
-            worker.send({"port": port})
+        stop_file = self._stop_file or workdir / "stop-request.txt"
+        abort_file = self._abort_file_path(workdir)
+        last = not lease.standing  # a fleet of this run alone quits its workers before "done"
+        master.send(lease.handle.run_command(spec_path, report_path, abort_file, stop_file, _STARTUP_S, last=last))
         spec = self.fleet_spec
         deadline = time.monotonic() + _STARTUP_S + spec.ramp_up_s + spec.connect_budget_s + spec.duration_s + 60.0
         failure: str | None = None

@@ -34,6 +34,7 @@ from pytest_iotperf.readback import EventHubAccess, start_embedded_eventhub
 from pytest_iotperf.report.progress import ProgressReporter
 from pytest_iotperf.report.terminal import summary_lines
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
+from pytest_iotperf.standing import StandingProcesses
 
 logger = logging.getLogger("pytest_iotperf")
 
@@ -54,6 +55,9 @@ class IotPerfSession:
         self._iothub: tuple[Child, EmbeddedIotHubAccess] | None = None
         self._iothub_dir: Path | None = None
         self._rows: dict[str, dict[str, Any]] = defaultdict(dict)
+        # The Locust master, workers and MQTT sink stay up across this session's runs (standing.py); None:
+        # every run starts and stops its own (--iot-fresh-processes).
+        self.standing: StandingProcesses | None = StandingProcesses()
         self._slo_cases: dict[str, list[SloCase]] = {}
         # Resolved now, as pytest's junitxml resolves it: the working directory may change later.
         self._junit_path = junit_path(getattr(config.option, "xmlpath", None))
@@ -191,19 +195,26 @@ class IotPerfSession:
         return Outputs(report_dir=settings.report_dir, influx=influx, baselines=self.baselines)
 
     def pipeline(self, progress: ProgressReporter) -> Pipeline:
-        return Pipeline(self.outputs(), abort_early=self.abort_early, progress=progress)
+        return Pipeline(self.outputs(), abort_early=self.abort_early, progress=progress, processes=self.standing)
+
+    def stop_standing(self) -> None:
+        """Stop the master, workers and sink standing between runs (before the broker they are connected to)."""
+        if self.standing is not None:
+            self.standing.stop()
 
     # -- hooks ------------------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.stop_standing()
         self.stop_broker()
         # trylast: after pytest's junitxml wrote the file the SLO testcases go into.
         if self._junit_path is not None and not hasattr(self.config, "workerinput"):
             add_slo_testcases(self._junit_path, self._slo_cases, getattr(self.config.option, "junitprefix", None))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self.stop_broker()  # also when the session was interrupted before sessionfinish
+        self.stop_standing()  # also when the session was interrupted before sessionfinish
+        self.stop_broker()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Here, or on the xdist controller for its workers' tests: the reports carry the properties.

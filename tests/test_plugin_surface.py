@@ -74,9 +74,11 @@ OPTIONS = [
     "--iot-report-dir",
     "--iot-slo",
 ]
-# Per-invocation switches: command line only (--iot-no-abort also has IOTPERF_NO_ABORT and iot_abort).
+# Per-invocation switches: command line only (--iot-no-abort also has IOTPERF_NO_ABORT and iot_abort,
+# --iot-fresh-processes IOTPERF_FRESH_PROCESSES).
 CLI_ONLY_OPTIONS = [
     "--iot-no-abort",
+    "--iot-fresh-processes",
     "--iot-save-baseline",
     "--iot-compare",
     "--iot-compare-fail",

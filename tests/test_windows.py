@@ -19,6 +19,7 @@ from pytest_iotperf.header import MessageView
 from pytest_iotperf.junit import run_properties
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.pipeline import check_windows, judge, verdict_dict
+from pytest_iotperf.report.html import render_html
 from pytest_iotperf.report.html_charts import charts_section
 from pytest_iotperf.report.terminal import summary_lines
 from pytest_iotperf.result import RunResult, build_result
@@ -196,6 +197,8 @@ def test_outputs_carry_stages_and_failed_windows() -> None:
         "stage 1 t: first",
         f"stage 2 t: {properties['iotperf.stage[2]']}",
     ]
+    page = render_html(result.to_dict(), title="staged")
+    assert page.count('<section id="stages">') == 1 and "[3s,6s) 4 devices x 5/s" in page
     html = charts_section(result.to_dict())
     # Shaded in the sent/received and p95 charts (the connected chart has no data here).
     assert html.count('class="failed-window" data-start-s="2" data-end-s="3"') == 2

@@ -10,6 +10,12 @@ It talks to the pytest process through JSON lines on stdout:
 The parent asks it to end the run early through two files it polls: ``--abort-file`` (the run failed:
 stop now, report it aborted) and ``--stop-file`` (the test has seen enough: end the steady state a
 moment from now, then drain and account as for a run of that length).
+
+``--serve`` (no SPEC REPORT): a standing master for a session's runs.  Each
+``{"cmd": "run", "spec": ..., "report": ..., "abort_file": ..., "stop_file": ...}``
+on stdin is one run as above, ending in ``done``; then the users are stopped
+(devices disconnect) and ``idle`` (or ``unusable``) says whether the next run
+may use this fleet.  ``{"cmd": "quit"}`` or EOF quits the workers and ends it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +60,7 @@ class WorkerRefusedSpec(Exception):
     """A worker cannot run the spec (its message is the worker's own reason, naming the worker)."""
 _CLOCK_ROUNDS = 8
 _QUIT_FLUSH_S = 0.05  # for zmq to send the workers' quit messages
+_RESET_TIMEOUT_S = 15.0  # between runs of a standing master: every worker's devices disconnect
 
 # The workers' first errors reach the parent through these lines: keep the MQTT password out of them.
 emit = scrubbing_event_writer(*secret_env_values(os.environ))
@@ -367,31 +375,52 @@ def quit_fleet(runner: MasterRunner) -> None:
     runner.greenlet.kill(block=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("report", type=Path)
-    parser.add_argument("--bind-host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
-    parser.add_argument("--worker-timeout", type=float, default=60.0)
-    parser.add_argument("--abort-file", type=Path, default=None)
-    parser.add_argument("--stop-file", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
-    die_with_parent()
-    removal_s = os.environ.get(TEST_WORKER_REMOVAL_ENV)
-    if removal_s:
-        locust.runners.HEARTBEAT_DEAD_INTERNAL = -int(float(removal_s))
-    spec = FleetSpec.load(args.spec)
-    environment = Environment(user_classes=[DeviceUser])
-    runner = environment.create_master_runner(args.bind_host, args.port)
-    fleet = MasterFleet(spec, runner, args.abort_file, args.stop_file)
-    # Binding port 0 here (not a port picked by the parent) leaves no window
-    # in which another process can take it.
-    emit("listening", host=args.bind_host, port=int(runner.server.port), locustfile=_LOCUSTFILE)
+def _forget_run_handlers(runner: MasterRunner) -> None:
+    """Unregister the last run's ``iotperf_*`` handlers so the next MasterFleet can register its own.
+
+    Locust allows one listener per message type on a runner; a standing master
+    has one runner for all its runs, so each run's handlers replace the last's.
+    """
+    for msg_type in [name for name in runner.custom_messages if name.startswith("iotperf_")]:
+        del runner.custom_messages[msg_type]
+
+
+class StandingWorkers:
+    """What a standing master knows about its workers across runs: which registered our handlers.
+
+    A worker says ``iotperf_installed`` once, when it starts (possibly before the first run): every
+    run's MasterFleet shares these two collections, so a later run counts the workers as ready.
+    """
+
+    def __init__(self, runner: MasterRunner) -> None:
+        self.runner = runner
+        self.installed: set[str] = set()
+        self.open_files: dict[str, int] = {}
+        runner.register_message("iotperf_installed", self._on_installed)
+
+    def _on_installed(self, msg: Any, **_: Any) -> None:
+        self.installed.add(msg.node_id)
+        nofile = msg.data.get("nofile") if isinstance(msg.data, dict) else None
+        if isinstance(nofile, int) and nofile > 0:
+            self.open_files[msg.node_id] = nofile
+
+    def new_fleet(self, spec: FleetSpec, abort_file: Path | None, stop_file: Path | None) -> MasterFleet:
+        _forget_run_handlers(self.runner)
+        fleet = MasterFleet(spec, self.runner, abort_file, stop_file)
+        fleet.installed = self.installed  # its own iotperf_installed handler now adds to the shared set
+        fleet.open_files = self.open_files
+        return fleet
+
+
+def run_fleet(fleet: MasterFleet, report: Path, worker_timeout_s: float, *, last: bool) -> int:
+    """One run on the master's runner: workers, spec, ramp, T0, reports; the report written, ``done`` said.
+
+    ``last``: quit the workers before ``done`` (a remote ``locust --worker`` only ends on the quit message).
+    """
+    spec = fleet.spec
     status = 0
     try:
-        fleet.wait_for_workers(args.worker_timeout)
+        fleet.wait_for_workers(worker_timeout_s)
         fleet.check_open_files()
         fleet.send_spec()
         connected = fleet.spawn_and_connect()
@@ -411,12 +440,114 @@ def main(argv: list[str] | None = None) -> int:
         fleet.abort(str(exc))
         status = 1
     finally:
-        fleet.write_report(args.report)
-        # Quit before saying done: the parent stops this process once it reads "done",
-        # and a remote worker (``locust --worker``) only ends on the quit message.
-        quit_fleet(runner)
+        fleet.write_report(report)
+        if last:
+            # Quit before saying done: the parent stops this process once it reads "done".
+            quit_fleet(fleet.runner)
         emit("done", status=status)
     return status
+
+
+def stop_users(runner: MasterRunner, timeout_s: float = _RESET_TIMEOUT_S) -> str | None:
+    """End a run's users on every worker (their devices disconnect) and wait until each is ready again.
+
+    Locust's own ``stop()`` polls the user count once a second; a worker answers ``stop`` with
+    ``client_stopped`` then ``client_ready``, which replaces its node: that replacement is what we wait
+    for.  Returns why the workers did not all come back (the fleet is then not reusable), or None.
+    """
+    before = {node.id: node for node in runner.clients.all}
+    runner.stop(send_stop_to_client=False)  # no dispatcher left: the next start() dispatches afresh
+    for node_id in before:
+        runner.server.send_to_client(Message("stop", None, node_id))  # type: ignore[no-untyped-call]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        back = [i for i, node in before.items() if i in runner.clients and runner.clients[i] is not node]
+        if len(back) == len(before):
+            return None
+        if time.monotonic() > deadline:
+            missing = len(before) - len(back)
+            return f"{missing} of {len(before)} worker(s) did not stop their users within {timeout_s:g}s"
+        gevent.sleep(0.01)
+
+
+def read_command() -> dict[str, Any] | None:
+    """The parent's next command from stdin, without blocking the other greenlets (heartbeats); None at EOF."""
+    while True:
+        line = gevent.get_hub().threadpool.apply(sys.stdin.readline)
+        if not line:
+            return None
+        try:
+            command = json.loads(line)
+        except ValueError:
+            logging.getLogger(__name__).warning("ignored a command line that is not JSON")
+            continue
+        if isinstance(command, dict):
+            return command
+
+
+def _optional_path(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
+def serve_runs(workers: StandingWorkers, worker_timeout_s: float) -> int:
+    """A standing master: runs one fleet run per ``{"cmd": "run", ...}`` on stdin until ``quit`` or EOF.
+
+    A run command: ``spec``, ``report``, ``abort_file``, ``stop_file`` (paths), ``worker_timeout_s`` and
+    ``last`` (quit after it).  After a run that went well, the users are stopped (devices disconnect)
+    and ``idle`` says the fleet is ready for the next; a run that failed, or workers that did not
+    come back, say ``unusable`` (the parent then stops this process and starts afresh).
+    """
+    while True:
+        command = read_command()
+        if command is None or command.get("cmd") != "run":
+            quit_fleet(workers.runner)
+            return 0
+        last = bool(command.get("last"))
+        fleet = workers.new_fleet(
+            FleetSpec.load(Path(command["spec"])),
+            _optional_path(command.get("abort_file")),
+            _optional_path(command.get("stop_file")),
+        )
+        timeout_s = float(command.get("worker_timeout_s", worker_timeout_s))
+        status = run_fleet(fleet, Path(command["report"]), timeout_s, last=last)
+        if last:
+            return status
+        problem = "the run failed" if status else stop_users(workers.runner)
+        if problem is not None:
+            emit("unusable", reason=problem)
+            continue  # the parent stops this process; until then, answer what it asks
+        emit("idle")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec", type=Path, nargs="?", help="one run of this spec (without it: --serve)")
+    parser.add_argument("report", type=Path, nargs="?")
+    parser.add_argument("--serve", action="store_true", help="run each fleet run the parent sends on stdin")
+    parser.add_argument("--bind-host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
+    parser.add_argument("--worker-timeout", type=float, default=60.0)
+    parser.add_argument("--abort-file", type=Path, default=None)
+    parser.add_argument("--stop-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not args.serve and (args.spec is None or args.report is None):
+        parser.error("SPEC and REPORT are needed without --serve")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
+    die_with_parent()
+    removal_s = os.environ.get(TEST_WORKER_REMOVAL_ENV)
+    if removal_s:
+        locust.runners.HEARTBEAT_DEAD_INTERNAL = -int(float(removal_s))
+    spec = None if args.serve else FleetSpec.load(args.spec)
+    environment = Environment(user_classes=[DeviceUser])
+    runner = environment.create_master_runner(args.bind_host, args.port)
+    workers = StandingWorkers(runner)  # registered before any worker can say it installed our handlers
+    fleet = None if spec is None else workers.new_fleet(spec, args.abort_file, args.stop_file)
+    # Binding port 0 here (not a port picked by the parent) leaves no window
+    # in which another process can take it.
+    emit("listening", host=args.bind_host, port=int(runner.server.port), locustfile=_LOCUSTFILE)
+    if fleet is None:
+        return serve_runs(workers, args.worker_timeout)
+    return run_fleet(fleet, args.report, args.worker_timeout, last=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ after the master exists would connect no worker).  ``--master-port -`` reads
 the port from the first line of stdin (``{"port": P}``): the runner starts its
 workers together with the master, so their imports (about a second each:
 locust, gevent, zmq) overlap the master's instead of following them.
+
+A worker serves every run of its master (a standing master runs a session's
+runs on the same workers): each run's spec replaces the last run's state
+(``worker_fleet.install_worker``); it ends when the master quits it.
 """
 
 from __future__ import annotations

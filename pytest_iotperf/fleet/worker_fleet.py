@@ -552,6 +552,21 @@ def current_rss_bytes() -> int:
         return 0
 
 
+def retire_fleet(environment: Environment) -> None:
+    """Forget this worker's last run before the next (a standing worker serves a session's runs).
+
+    Its devices were closed when Locust stopped their users; its own loops end here, and the objects
+    the last ``on_prepare`` froze become collectable again (the next prepare freezes the new run's).
+    """
+    old = _fleets.pop(environment, None)
+    if old is None:
+        return
+    gevent.killall([old._status_greenlet, old._keepalive_greenlet], block=False)
+    for device in old.devices:
+        device.close()  # normally closed already (DeviceUser.on_stop); safe to call twice
+    gc.unfreeze()
+
+
 def install_worker(environment: Environment) -> None:
     """Register the worker's message handlers on a WorkerRunner."""
     runner = environment.runner
@@ -560,6 +575,7 @@ def install_worker(environment: Environment) -> None:
     def on_spec(msg: Any, **_: Any) -> None:
         spec = FleetSpec.from_dict(msg.data)
         error: str | None = None
+        retire_fleet(environment)  # a standing worker's last run: its devices were closed when its users stopped
         try:
             # Before any device starts: a payload callable must import here (this may be another machine).
             renderers = MessageRenderers(spec.message, spec.run_id)

@@ -29,6 +29,7 @@ from pytest_iotperf.report.html_sections import (
     page_verdict,
     settings_section,
     slo_section,
+    stages_section,
     workers_section,
 )
 from pytest_iotperf.report.html_style import CSS
@@ -60,6 +61,7 @@ def render_html(result: Mapping[str, Any], *, title: str | None = None) -> str:
             "<main>",
             slo_section(result),
             figures_section(result),
+            stages_section(result),
             charts_section(result),
             losses_section(result),
             disconnects_section(result),

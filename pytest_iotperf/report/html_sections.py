@@ -18,6 +18,7 @@ from pytest_iotperf.numbers import (
     format_count,
     format_in_unit,
     format_ms,
+    format_percent,
     format_plain,
     format_rate,
 )
@@ -285,6 +286,43 @@ def disconnects_section(result: Mapping[str, Any]) -> str:
     rows = [[reason, format_count(count)] for reason, count in reasons]
     table = data_table("Device disconnects by reason", ["reason", "disconnects"], rows)
     return f'<section id="disconnects"><h2>Disconnects</h2><p class="summary">{esc(summary)}.</p>{table}</section>'
+
+
+_STAGE_COLUMNS = (
+    ("label", "stage"),
+    ("sent", "sent"),
+    ("received", "received"),
+    ("lost", "lost"),
+    ("loss", "loss"),
+    ("p50_delay_ms", "p50 delay"),
+    ("p95_delay_ms", "p95 delay"),
+    ("p99_delay_ms", "p99 delay"),
+    ("max_delay_ms", "max delay"),
+    ("throughput_per_s", "throughput"),
+    ("lateness_p99_ms", "lateness p99"),
+)
+
+
+def stages_section(result: Mapping[str, Any]) -> str:
+    """A run in stages: one row per stage, each accounted by due time (empty for a run of one stage)."""
+    raw = result.get("stages")
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+        return ""
+    stages = [stage for stage in raw if isinstance(stage, Mapping)]
+    if len(stages) < 2:
+        return ""
+    rows = [[_stage_cell(key, stage.get(key)) for key, _ in _STAGE_COLUMNS] for stage in stages]
+    caption = "Each stage's messages, by the time they were due (the stages add up to the run)"
+    table = data_table(caption, [header for _, header in _STAGE_COLUMNS], rows)
+    return f'<section id="stages"><h2>Stages</h2>{table}</section>'
+
+
+def _stage_cell(key: str, value: Any) -> str:
+    if key == "label":
+        return shown_text(value)
+    if key == "loss" and finite(value) is not None:
+        return format_percent(float(value))
+    return format_by_key(key, value)
 
 
 def workers_section(result: Mapping[str, Any]) -> str:

@@ -15,6 +15,13 @@ The spec's ``message`` (header key) and ``extract`` (conftest hooks, imported
 here before connecting: one that does not import is an ``error``) say how to
 find the headers (``sinks.finding``).  With MQTT 5, a message's user
 properties are decoded only when it has properties at all.
+
+``--serve`` (no SPEC REPORT): a standing sink for a session's runs.  Each
+``{"cmd": "run", "spec": PATH, "report": PATH, "last": bool}`` starts a run
+(a fresh recorder; the run's topic filter subscribed, the last run's
+unsubscribed) and says ``ready``; ``t0`` and ``drain`` follow as above and
+end in ``done``.  The connection and its persistent session stay between
+runs; ``last``, ``{"cmd": "quit"}`` or EOF close them and end the process.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +77,7 @@ class MqttSink:
         self.errors: list[str] = []
         self.subscribed = threading.Event()
         self._next_progress_us = 0
+        self._session_counts = (0, 0)  # the session's (disconnects, reconnects) when this run began
         # The lean client hands each payload over without paho's per-message objects
         # and acknowledges a whole read at once: ~3x the messages per core of paho's loop.
         self.connection = Connection.from_dict(spec["connection"])
@@ -116,6 +125,35 @@ class MqttSink:
         if self.errors:
             raise ConnectionError(self.errors[0])
 
+    def next_run(self, spec: dict[str, Any]) -> None:
+        """Account for the next run of a standing sink: a fresh recorder, the run's topic filter subscribed.
+
+        Raises:
+            ExtractLoadError, ValueError: the run's headers cannot be found (a hook that does not import).
+            TimeoutError, ConnectionError: offline, or the new subscription was not acknowledged.
+        """
+        recorder = SinkRecorder(
+            spec["run_id"], int(spec.get("timeline_slot_s", 1)), finder_for(spec), int(spec.get("due_slot_us", 0))
+        )
+        offline = self.session.offline_problem()
+        if offline:
+            raise ConnectionError(f"the standing sink is {offline}")
+        old_filter = self.spec["topic_filter"]
+        self.spec = spec  # a lost session is subscribed again with this run's filter (_on_online)
+        self.recorder = recorder  # the network thread reads it per message: swapped, never mutated
+        self.drain = Drain(lambda: self.recorder.received)
+        self.errors = []
+        self._session_counts = (self.session.disconnects, self.session.reconnects)
+        if spec["topic_filter"] == old_filter:
+            return
+        self.subscribed.clear()
+        self.client.subscribe(spec["topic_filter"], qos=subscription_qos(self.connection.qos))
+        if not self.subscribed.wait(_READY_TIMEOUT_S):
+            raise TimeoutError(f"no SUBACK for {spec['topic_filter']!r} within {_READY_TIMEOUT_S:g}s")
+        if self.errors:
+            raise ConnectionError(self.errors[0])
+        self.client.unsubscribe(old_filter)  # nothing of the last run is routed here any more
+
     def stop(self) -> None:
         """Stop reading (no reconnect after this); a sink still offline says so in ``errors``."""
         offline = self.session.offline_problem()
@@ -132,8 +170,9 @@ class MqttSink:
     def report(self, drain_result: str) -> SinkReport:
         """The recorder's report with the connection's own figures."""
         report = self.recorder.report(drain_result, self.errors)
-        report["disconnects"] = self.session.disconnects
-        report["reconnects"] = self.session.reconnects
+        disconnects, reconnects = self._session_counts
+        report["disconnects"] = self.session.disconnects - disconnects
+        report["reconnects"] = self.session.reconnects - reconnects
         return report
 
 
@@ -145,32 +184,88 @@ def _user_properties(raw: bytes) -> dict[str, str] | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("spec", type=Path)
-    parser.add_argument("report", type=Path)
-    args = parser.parse_args(argv)
-    die_with_parent()
-    emit = scrubbing_event_writer(*secret_env_values(os.environ))
-    spec = json.loads(args.spec.read_text())
+def _started_sink(spec: dict[str, Any], emit: EventWriter) -> MqttSink | None:
+    """The sink of the first run, connected and subscribed; None when it could not (the ``error`` said why)."""
     try:
         sink = MqttSink(spec, emit)
     except (ExtractLoadError, ValueError) as exc:
         emit("error", message=f"sink could not find the run's headers: {exc}")
-        return 1
+        return None
     try:
         sink.start()
     except (OSError, TimeoutError, ConnectionError) as exc:
         emit("error", message=f"sink could not subscribe at {sink.connection.address}: {exc}")
         sink.session.stop()
+        return None
+    return sink
+
+
+def _finish_run(sink: MqttSink, commands: Iterator[dict[str, Any]], report_path: Path, *, close: bool) -> None:
+    """Serve the run's ``t0`` and ``drain``, write its report and say ``done``; ``close``: end the session first."""
+    drain_result = serve_drain(t0_commands(commands, sink.recorder), sink.drain)  # {"cmd": "t0"}: by due slot
+    if close:
+        sink.stop()
+        sink.close()
+    else:
+        offline = sink.session.offline_problem()
+        if offline:
+            sink.errors.append(f"the sink was {offline}")
+    report = sink.report(drain_result)
+    write_json_atomically(report_path, report)
+    sink.emit("done", received=report["received"])
+
+
+def serve(emit: EventWriter) -> int:
+    """A standing sink: one run per ``{"cmd": "run", ...}`` until ``last``, ``quit`` or EOF (module docstring)."""
+    stdin = commands()
+    sink: MqttSink | None = None
+    try:
+        for command in stdin:
+            if command.get("cmd") == "quit":
+                break
+            if command.get("cmd") != "run":
+                continue
+            spec = json.loads(Path(command["spec"]).read_text())
+            if sink is None:
+                sink = _started_sink(spec, emit)
+                if sink is None:
+                    return 1
+            else:
+                try:
+                    sink.next_run(spec)
+                except (ExtractLoadError, ValueError, OSError, TimeoutError, ConnectionError) as exc:
+                    emit("error", message=f"sink could not start the run: {exc}")
+                    return 1  # the parent starts a fresh sink; finally below closes this one's session
+            emit("ready")
+            last = bool(command.get("last"))
+            _finish_run(sink, stdin, Path(command["report"]), close=last)
+            if last:
+                sink = None
+                return 0
+        return 0
+    finally:
+        if sink is not None:
+            sink.stop()
+            sink.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec", type=Path, nargs="?", help="one run of this spec (without it: --serve)")
+    parser.add_argument("report", type=Path, nargs="?")
+    parser.add_argument("--serve", action="store_true", help="serve each run the parent sends on stdin")
+    args = parser.parse_args(argv)
+    if not args.serve and (args.spec is None or args.report is None):
+        parser.error("SPEC and REPORT are needed without --serve")
+    die_with_parent()
+    emit = scrubbing_event_writer(*secret_env_values(os.environ))
+    if args.serve:
+        return serve(emit)
+    sink = _started_sink(json.loads(args.spec.read_text()), emit)
+    if sink is None:
         return 1
     emit("ready")
-    drain_result = serve_drain(t0_commands(commands(), sink.recorder), sink.drain)  # {"cmd": "t0"}: by due slot
-    sink.stop()
-    sink.close()
-    report = sink.report(drain_result)
-    write_json_atomically(args.report, report)
-    emit("done", received=report["received"])
+    _finish_run(sink, commands(), args.report, close=True)
     return 0
 
 
