@@ -988,6 +988,9 @@ class RunSettings(SessionSettings):
         out["payload_file"] = describe_payload(self.payload)
         stages = self.stages
         out["stages"] = None if not stages else ",".join(str(stage) for stage in stages)
+        if stages:  # what the stages make of them
+            out["devices"] = self.devices
+            out["duration"] = self.duration_s
         out["ramp_up"] = self.ramp_up_s
         out["workers"] = self.workers
         out["expect_workers"] = self.expect_workers

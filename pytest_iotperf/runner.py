@@ -158,6 +158,7 @@ class PerfRun:
             message=self.message,
             topic_alias=settings.topic_alias,
             arrival=settings.arrival,
+            stages=settings.stage_plan if settings.stages else (),  # devices / duration_s: the stages' max / sum
         )
         self.fleet_spec = with_due_grid(self.fleet_spec, window_lengths_s)
 

@@ -29,11 +29,14 @@ from pytest_iotperf.setting_parsers import format_duration, parse_duration
 __all__ = [
     "Stage",
     "StageSpec",
+    "device_life",
+    "due_offset_us",
     "due_slot_for",
     "due_slot_index",
     "parse_stages",
     "plan_stages",
     "single_stage",
+    "starts_dormant",
 ]
 
 #: Finest grid the due-time accounting uses: finer boundaries are refused (histograms per slot).
@@ -243,3 +246,30 @@ def due_offset_us(offset_s: float) -> int:
     arrivals, stage starts) lands in the slot it starts, in every process.
     """
     return round(offset_s * 1_000_000)
+
+
+def starts_dormant(index: int, plan: Sequence[StageSpec]) -> bool:
+    """Device ``index`` (its place in the fleet) takes no part in the first stage: it connects at a later ramp."""
+    return index >= plan[0].devices
+
+
+def device_life(index: int, plan: Sequence[StageSpec]) -> tuple[tuple[float, bool, int], ...]:
+    """When device ``index`` joins and leaves the run after T0: ``(offset_s, joins, stage index)``, in order.
+
+    A stage that adds it: it joins during that stage's ramp, the added devices spread evenly
+    over it (``start - ramp + ramp * (index - before) / added``).  A stage that drops it: it
+    leaves at the stage's start (once what fell due before is sent).  Stage 0's devices
+    connect before T0 (not listed).
+    """
+    events: list[tuple[float, bool, int]] = []
+    for position in range(1, len(plan)):
+        before, stage = plan[position - 1], plan[position]
+        was, stays = index < before.devices, index < stage.devices
+        if stays and not was:
+            added = stage.devices - before.devices
+            events.append(
+                (stage.start_s - stage.ramp_up_s + stage.ramp_up_s * (index - before.devices) / added, True, position)
+            )
+        elif was and not stays:
+            events.append((stage.start_s, False, position))
+    return tuple(events)

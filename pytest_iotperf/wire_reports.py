@@ -146,6 +146,11 @@ class WorkerCounters(TypedDict):
     # Users Locust re-dispatched after a worker was lost that found every device number taken: never connected.
     redispatched: NotRequired[int]
     sas_renewals: NotRequired[int]  # hung up and connected again with a fresh SAS token before it expired
+    # Stages (issue 16): devices spawned dormant for a later stage, connects at a later stage's ramp (first or
+    # again), clean hang-ups of devices a stage dropped (planned: not disconnects).
+    dormant: NotRequired[int]
+    stage_joins: NotRequired[int]
+    stage_leaves: NotRequired[int]
 
 
 class WorkerReport(WorkerCounters):
@@ -177,6 +182,20 @@ class WorkerReport(WorkerCounters):
     puback_latency: NotRequired[HistogramDict]  # QoS 1 publish write -> its PUBACK, µs (empty at QoS 0)
     # MQTT 5 publishes a PUBACK refused, by reason ("0x97 quota exceeded" -> count); part of publish_errors.
     publish_errors_by_reason: NotRequired[dict[str, int]]
+    # Issue 16, on the due-time grid (slot = (intended_at_us - t0_us) // due_slot_us, as a string):
+    sent_by_due_slot: NotRequired[dict[str, int]]  # sent (also from the offline queue) by due slot
+    scheduled_by_due_slot: NotRequired[dict[str, int]]  # a replay of every device's staged arrivals
+    stage_lateness: NotRequired[list[HistogramDict]]  # sent - intended (µs) of messages due in each stage
+    # The herd check: this worker's busiest 10 ms buckets of send time ((sent_us - t0_us) // 10 ms, as a
+    # string; on the master's clock when correcting) -> messages sent in it.
+    busiest_10ms: NotRequired[dict[str, int]]
+
+
+class SentPeak(TypedDict):
+    """The busiest 10 ms of sending, whole fleet: when it began (s after T0, on T0's 10 ms grid) and what went out."""
+
+    at_s: float
+    sent: int
 
 
 class WorkerSummary(TypedDict):
@@ -215,6 +234,13 @@ class FleetReport(WorkerCounters):
     connect_timeline: NotRequired[dict[str, int]]  # summed per key
     puback_latency: NotRequired[HistogramDict]  # merged
     publish_errors_by_reason: NotRequired[dict[str, int]]  # summed per reason
+    sent_by_due_slot: NotRequired[dict[str, int]]  # summed per slot
+    scheduled_by_due_slot: NotRequired[dict[str, int]]  # summed per slot
+    stage_lateness: NotRequired[list[HistogramDict]]  # merged per stage index
+    due_slot_us: NotRequired[int]  # the grid of the two above (FleetSpec.due_slot_us)
+    # Each worker's busiest 10 ms buckets summed by bucket, the busiest of them: exact when the fleet's busiest
+    # bucket is among every worker's 32 busiest (a herd's is); None: nothing was sent.
+    sent_peak_10ms: NotRequired[SentPeak | None]
     # Added by the master: the schedule origin, each worker's clock estimate, whether times were corrected.
     t0: NotRequired[float | None]
     clocks: NotRequired[dict[str, dict[str, float]]]

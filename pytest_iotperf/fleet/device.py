@@ -128,8 +128,13 @@ class Device:
         self._arrivals = arrivals  # when its messages fall due: offsets from T0 (fleet/arrival.py)
         self._offset = 0.0  # the due offset of message k
         self._qos = config.qos
-        self._start = self._end = 0.0
+        self._start = 0.0  # T0 on this worker's clock: the schedule runs on it
+        self._t0_us = 0  # T0 on the master's clock, whole µs: a message's intended_at is t0_us + its offset
+        self._duration_s = config.duration_s  # offsets from here on are past the run
         self._k = 0
+        self._ever_connected = False
+        # Stages (issue 16): bumped by rejoin(), so a leave() still waiting for acks knows it was overtaken.
+        self._life = 0
         self._schedule_over = False
         self._closing = False
         self._session_present = False
@@ -160,8 +165,13 @@ class Device:
     # -- connection ---------------------------------------------------------------
 
     def connect(self) -> bool:
-        """Connect, retrying refusals with jittered exponential backoff within the budget."""
+        """Connect, retrying refusals with jittered exponential backoff within the budget.
+
+        The first connect of a device reports ``device_connected`` / ``device_failed``; a
+        stage taking it back after it left reports ``device_rejoined`` / ``rejoin_failed``.
+        """
         events = self._events
+        again = self._ever_connected
         deadline = time.monotonic() + self.config.connect_budget_s
         backoff = 0.05
         while True:
@@ -169,19 +179,29 @@ class Device:
             error = self._connect_once()
             if error is None:
                 self.connected = True
-                events.device_connected(self, time.monotonic() - started)
+                self._ever_connected = True
+                if again:
+                    events.device_rejoined(self, time.monotonic() - started)
+                else:
+                    events.device_connected(self, time.monotonic() - started)
                 return True
             self.last_error = error
             if self._refused_for_good:
                 # Wrong credentials stay wrong: fail now, so a bad key fails the run in seconds, not the budget.
-                events.device_failed(self, error)
+                self._connect_failed(error, again)
                 return False
             events.connect_retried(error)
             if time.monotonic() + backoff > deadline:
-                events.device_failed(self, error)
+                self._connect_failed(error, again)
                 return False
             gevent.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, 2.0)
+
+    def _connect_failed(self, error: str, again: bool) -> None:
+        if again:
+            self._events.rejoin_failed(self, error)
+        else:
+            self._events.device_failed(self, error)
 
     def _connect_once(self) -> str | None:
         """One attempt; None on success, else why it failed."""
@@ -480,21 +500,24 @@ class Device:
 
     # -- publishing ---------------------------------------------------------------
 
-    def start_schedule(self, t0: float) -> float | None:
+    def start_schedule(self, t0: float, t0_us: int | None = None) -> float | None:
         """Arm the schedule: message k is due at T0 + its arrival offset (``t0 + phase + k / rate`` when
-        spread) until the duration ends.
+        spread) while the offset is inside the run (compared as offsets: what the workers' replay counts).
 
+        ``t0``: T0 on this worker's clock (the schedule runs on it); ``t0_us``: T0 on the master's
+        clock in whole µs (default: ``t0``'s), from which every intended time is accounted.
         Returns the first due time, or None when nothing falls inside the run.
         The worker's scheduler then calls :meth:`publish_due` at each due time.
         """
         self._start = t0
-        self._end = t0 + self.config.duration_s
+        self._t0_us = round(t0 * 1_000_000) if t0_us is None else t0_us
+        self._duration_s = self.config.duration_s
         self._k = 0
-        self._offset = self._arrivals.first()
-        if t0 + self._offset >= self._end:
+        self._offset = offset = self._arrivals.first()
+        if offset >= self._duration_s:
             self._finish()
             return None
-        return t0 + self._offset
+        return t0 + offset
 
     def publish_due(self, now: float) -> float | None:
         """Publish the message that is due (open model: whether or not earlier ones were acknowledged).
@@ -504,10 +527,10 @@ class Device:
         """
         events = self._events
         run = self._run
-        due = self._start + self._offset
-        shift = run.record_shift_s  # worker clock -> master clock, when correcting
-        due_us = int((due - shift) * 1_000_000)
-        now_us = int((now - shift) * 1_000_000)
+        # The due-time grid (stage_plan.due_offset_us, inlined): T0 on the master's clock + the offset, rounded,
+        # so every process accounts this message in the same due slot.
+        due_us = self._t0_us + round(self._offset * 1_000_000)
+        now_us = int((now - run.record_shift_s) * 1_000_000)  # worker clock -> master clock, when correcting
         if self.connected and self._reconnector is None:
             rc = self._publish(due_us, now_us)
             if rc == _SUCCESS:
@@ -526,12 +549,65 @@ class Device:
         else:
             events.publish_failed("not connected")
         self._k += 1
-        self._offset = self._arrivals.after(self._offset, self._k)
-        following = self._start + self._offset
-        if following >= self._end or run.aborted:
+        self._offset = offset = self._arrivals.after(self._offset, self._k)
+        if offset >= self._duration_s or run.aborted:
             self._finish()
             return None
-        return following
+        return self._start + offset
+
+    # -- stages: joining and leaving the run --------------------------------------------
+
+    def rejoin(self) -> None:
+        """A stage takes this device (back) in: connect now, during its ramp; what falls due meanwhile queues.
+
+        The first connect of a device that started dormant, or a connect again after :meth:`leave`;
+        same number, id and identity.  Nothing to do when it is connected (a leave still waiting for
+        its acks gives up) or already connecting.
+        """
+        self._life += 1
+        if self.connected or self._reconnector is not None or self._closing or self._schedule_over:
+            return
+        self._reconnector = gevent.spawn(self._rejoin)
+
+    def _rejoin(self) -> None:
+        try:
+            if self.connect():
+                # The unacknowledged messages of the last spell, then what fell due while connecting;
+                # a drop meanwhile is an outage like any other.
+                while not (self._resend_inflight() and self._flush_queue()):
+                    if not (self.config.reconnect and self._reconnect()):
+                        break
+            elif self._queue:
+                for _ in range(len(self._queue)):
+                    self._events.publish_failed("not connected")  # never sent: the sink counts them lost
+                self._queue.clear()
+        finally:
+            self._reconnector = None
+            if self._schedule_over:
+                self._give_up_if_offline()
+                self._done()
+
+    def leave(self, ack_wait_s: float) -> None:
+        """A stage drops this device: once what it sent is acknowledged (at most ``ack_wait_s``), it hangs
+        up cleanly (DISCONNECT).  Not a disconnect: reported as ``device_left``.
+
+        Called when every message due to it before the stage's start was published.  Still sending
+        what queued up during an outage, it finishes that first (within the same wait).
+        """
+        gevent.spawn(self._leave, ack_wait_s, self._life)
+
+    def _leave(self, ack_wait_s: float, life: int) -> None:
+        deadline = time.monotonic() + ack_wait_s
+        reconnector = self._reconnector
+        if reconnector is not None:
+            reconnector.join(timeout=ack_wait_s)
+        if self.connected and self._reconnector is None:
+            self.wait_acknowledged(max(0.0, deadline - time.monotonic()))
+        # Taken back meanwhile (rejoin), closed, or still offline: stay as it is.
+        if life == self._life and self.connected and self._reconnector is None and not self._closing:
+            self._cancel_renewal()
+            self._hang_up()
+            self._events.device_left(self)
 
     def end_schedule(self) -> None:
         """The run was stopped before this device's next message fell due: its schedule ends here."""

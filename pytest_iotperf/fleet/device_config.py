@@ -138,6 +138,15 @@ class DeviceEvents(Protocol):
     def device_reconnected(self, device: Device, offline_s: float) -> None:
         """Connected again (CONNACK) ``offline_s`` after the disconnect."""
 
+    def device_rejoined(self, device: Device, seconds: float) -> None:
+        """Connected again for a stage that takes it back, after leaving an earlier one (stages)."""
+
+    def rejoin_failed(self, device: Device, error: str) -> None:
+        """Could not connect again for a stage that takes it back, within the connect budget."""
+
+    def device_left(self, device: Device) -> None:
+        """Hung up cleanly because a stage drops it (stages): planned, not a disconnect."""
+
     def device_gave_up(self, device: Device, offline_s: float) -> None:
         """Its schedule ended while offline for ``offline_s``: no more tries (its offline queue stays unsent)."""
 

@@ -5,7 +5,8 @@ worker or twenty give the same numbers for the same messages.  The shapes are
 ``wire_reports.WorkerReport`` and ``FleetReport``; every field of
 ``WorkerCounters`` is summed, and so are the disconnect reasons, the
 offline device-seconds, the publish errors per reason and the connected / reconnect / connect
-timelines (per key).
+timelines (per key); so are sent and scheduled per due slot (issue 16), the lateness per stage
+(merged by index) and the workers' busiest 10 ms of sending (summed by bucket: ``sent_peak_10ms``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 
 from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.wire_reports import FleetReport, WorkerCounters, WorkerReport, WorkerSummary, summed_fields
+from pytest_iotperf.wire_reports import (
+    FleetReport,
+    SentPeak,
+    WorkerCounters,
+    WorkerReport,
+    WorkerSummary,
+    summed_fields,
+)
 
 
 def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetReport:
@@ -34,6 +42,10 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
     disconnect_reasons: Counter[str] = Counter()
     publish_errors_by_reason: Counter[str] = Counter()
     offline_device_s = 0.0
+    sent_by_due_slot: Counter[str] = Counter()
+    scheduled_by_due_slot: Counter[str] = Counter()
+    stage_lateness = [DelayHistogram() for _ in spec.stage_plan]
+    busiest_10ms: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     workers: list[WorkerSummary] = []
     totals: Counter[str] = Counter()
@@ -58,6 +70,11 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
             {reason: int(n) for reason, n in report.get("publish_errors_by_reason", {}).items()}
         )
         offline_device_s += float(report.get("offline_device_s", 0.0))
+        sent_by_due_slot.update({slot: int(n) for slot, n in report.get("sent_by_due_slot", {}).items()})
+        scheduled_by_due_slot.update({slot: int(n) for slot, n in report.get("scheduled_by_due_slot", {}).items()})
+        for merged, histogram in zip(stage_lateness, report.get("stage_lateness", []), strict=False):
+            merged.merge(DelayHistogram.from_dict(histogram))
+        busiest_10ms.update({bucket: int(n) for bucket, n in report.get("busiest_10ms", {}).items()})
         errors.update(report["errors"])
         fields: Mapping[str, Any] = report  # the counter names are known only at run time
         for key in summed:
@@ -113,10 +130,23 @@ def merge_worker_reports(spec: FleetSpec, reports: list[WorkerReport]) -> FleetR
         "connect_timeline": dict(connect_timeline),
         "puback_latency": puback_latency.to_dict(),
         "publish_errors_by_reason": dict(publish_errors_by_reason.most_common()),
+        "sent_by_due_slot": dict(sorted(sent_by_due_slot.items(), key=lambda item: int(item[0]))),
+        "scheduled_by_due_slot": dict(sorted(scheduled_by_due_slot.items(), key=lambda item: int(item[0]))),
+        "stage_lateness": [histogram.to_dict() for histogram in stage_lateness],
+        "due_slot_us": spec.due_slot_us,
+        "sent_peak_10ms": _sent_peak(busiest_10ms),
     }
     # Every counter, also one the literal above does not name yet: a TypedDict cannot take keys by variable.
     fleet.update({key: totals[key] for key in summed})  # type: ignore[typeddict-item]
     return fleet
+
+
+def _sent_peak(busiest_10ms: Counter[str]) -> SentPeak | None:
+    """The busiest 10 ms bucket of the fleet (the workers' busiest, summed by bucket): the herd check."""
+    if not busiest_10ms:
+        return None
+    bucket, sent = max(busiest_10ms.items(), key=lambda item: (item[1], -int(item[0])))
+    return {"at_s": int(bucket) / 100, "sent": sent}
 
 
 def _ms(value_us: float) -> float:

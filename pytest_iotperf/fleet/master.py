@@ -52,6 +52,7 @@ _LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
 _PROGRESS_INTERVAL_S = 1.0
 _GO_LEAD_S = 0.3  # time for the go message to reach every worker before T0
 _REPORT_GRACE_S = 30.0
+_DORMANT_SPAWN_RATE = 2000.0  # users per second for later stages' devices: they only take a number
 _PREPARE_TIMEOUT_S = 30.0
 _SPEC_CHECK_TIMEOUT_S = 30.0  # a worker imports the payload callable's module: may take a moment
 
@@ -213,16 +214,24 @@ class MasterFleet:
         settle, and the users Locust re-dispatched to the others get no number (they run no device).
         """
         spec = self.spec
-        spawn_rate = spec.devices / max(spec.ramp_up_s, 0.001)
+        first = spec.stage_plan[0]  # without stages: every device, over the run's ramp
+        spawn_rate = first.devices / max(first.ramp_up_s, 0.001)
         if spec.connect_rate is not None:
             # Spawning is not the cap (the workers' limiters are: retries and reconnects count too),
             # but users spawned faster than they may connect would only queue up at the limiters.
             spawn_rate = min(spawn_rate, spec.connect_rate)
-        gevent.spawn(self.runner.start, spec.devices, spawn_rate)
+        gevent.spawn(self.runner.start, first.devices, spawn_rate)
+        # Stages: the first stage's devices spawn and connect over its ramp as without stages; the later
+        # stages' devices spawn after them, fast and dormant (no socket until their own stage's ramp).
+        # Locust hands out device numbers in spawn order, so the first stage's are the lowest.
+        dormant_pending = spec.devices > first.devices
         deadline = time.monotonic() + spec.ramp_up_s + spec.connect_budget_s + 30.0
         next_progress = 0.0
         while True:
             connected, failed = self._total("connected"), self._total("connect_failed")
+            if dormant_pending and connected + failed >= first.devices:
+                dormant_pending = False
+                gevent.spawn(self.runner.start, spec.devices, max(spawn_rate, _DORMANT_SPAWN_RATE))
             now = time.monotonic()
             if now >= next_progress:
                 next_progress = now + _PROGRESS_INTERVAL_S
@@ -248,7 +257,8 @@ class MasterFleet:
                 return False  # this status predates our last answer to it
             if int(status.get("waiting_for_numbers", 0)) or int(status.get("numbers_free", 0)):
                 return False  # users are about to make devices with numbers they hold
-            if int(status["connected"]) + int(status["connect_failed"]) < int(status["devices"]):
+            settled = int(status["connected"]) + int(status["connect_failed"]) + int(status.get("dormant", 0))
+            if settled < int(status["devices"]):
                 return False
         return True
 

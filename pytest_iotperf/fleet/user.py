@@ -26,6 +26,10 @@ class DeviceUser(User):
         if number is None:
             return  # it idles: no device, no identity, no connection
         self.device = fleet.new_device(number)
+        if fleet.starts_dormant(number):
+            # A later stage's device: no socket until that stage's ramp (the worker's scheduler calls rejoin).
+            fleet.dormant += 1
+            return
         self.device.connect()
 
     @task

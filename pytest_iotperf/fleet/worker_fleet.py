@@ -42,12 +42,14 @@ import socket
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 
-from pytest_iotperf.fleet.arrival import arrivals_for, scheduled_within
+from pytest_iotperf.fleet.arrival import Arrivals, StagedArrivals, arrivals_for, scheduled_by_slot
 from pytest_iotperf.fleet.clock import TEST_CLOCK_SHIFT_ENV
 from pytest_iotperf.fleet.connect_limiter import ConnectLimiter, worker_share
 from pytest_iotperf.fleet.credentials import load_credentials
@@ -60,6 +62,7 @@ from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet.worker_numbers import NumberSupply
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.process_guard import raise_nofile_limit
+from pytest_iotperf.stage_plan import device_life, starts_dormant
 from pytest_iotperf.wire_reports import WorkerReport
 
 if TYPE_CHECKING:
@@ -71,6 +74,12 @@ _ACK_WAIT_S = 5.0
 _MAX_DISTINCT_ERRORS = 20
 _YIELD_EVERY = 64
 _NUMBER_WAIT_S = 30.0  # the master answers a request for device numbers at once; this is for a lost master
+_LEAVE_ACK_WAIT_S = 2.0  # a device a stage drops waits this long at most for its QoS 1 acks, then hangs up
+#: The herd check: messages sent per 10 ms of send time from T0 (aligned arrivals fall due on its edges);
+#: each worker keeps its busiest buckets only.
+_SEND_BUCKET_US = 10_000
+_BUSIEST_KEPT = 32
+_NO_BUCKET = -(1 << 62)
 
 _fleets: weakref.WeakKeyDictionary[Environment, WorkerFleet] = weakref.WeakKeyDictionary()
 
@@ -141,7 +150,23 @@ class WorkerFleet:
         self.publish_errors = 0
         self.publish_errors_by_reason: Counter[str] = Counter()  # MQTT 5 PUBACK refusals: "0x87 not authorized"
         self.errors: Counter[str] = Counter()
-        self.lateness = DelayHistogram()
+        # Stages (issue 16): the plan (one stage without stages), lateness per stage (the scheduler points
+        # ``lateness`` at the current stage's histogram when the stage starts: nothing more per message).
+        self.plan = spec.stage_plan
+        self.staged = bool(spec.stages)
+        self.stage_lateness = [DelayHistogram() for _ in self.plan]
+        self.lateness = self.stage_lateness[0]
+        self.dormant = 0  # spawned for a later stage: no connection before its ramp
+        self.stage_joins = 0  # connected at a later stage's ramp (first time, or again after leaving)
+        self.stage_leaves = 0  # hung up cleanly because a stage dropped them
+        self.sent_by_due_slot: Counter[int] = Counter()  # due slot from T0 (the contract's grid) -> sent
+        self._t0_us = 0
+        self._due_slot_us = spec.due_slot_us
+        # Sent per 10 ms of send time, counted as a run (the sends of a worker come in time order): the
+        # bucket being counted, its count, and the busiest buckets closed so far (bucket -> sent).
+        self._send_bucket = _NO_BUCKET
+        self._send_bucket_sent = 0
+        self.busiest_10ms: dict[int, int] = {}
         self.connect_latency = DelayHistogram()
         self.sent_timeline: Counter[int] = Counter()
         self.connected_timeline: Counter[int] = Counter()  # slot -> devices connected at its end
@@ -177,12 +202,26 @@ class WorkerFleet:
             self.redispatched += 1
         return number
 
+    def index_of(self, n: int) -> int:
+        """Device number ``n``'s place in the fleet: what the stages count (``index < stage.devices``)."""
+        return n - self.spec.identity.device_offset
+
+    def starts_dormant(self, n: int) -> bool:
+        """Device ``n`` takes no part in the first stage: spawned now, it connects at a later stage's ramp."""
+        return self.staged and starts_dormant(self.index_of(n), self.plan)
+
     def new_device(self, n: int) -> Device:
         name = self.naming.name(n)
+        spec = self.spec
+        arrivals: Arrivals = (
+            StagedArrivals(spec.arrival, n, self.index_of(n), self.plan, spec.message.seed)
+            if self.staged
+            else arrivals_for(spec.arrival, n, spec.rate, spec.message.seed)
+        )
         device = Device(
             self.device_config,
             name,
-            arrivals_for(self.spec.arrival, n, self.spec.rate, self.spec.message.seed),
+            arrivals,
             events=self,
             run=self.run_state,
             identities=self.identities,
@@ -201,6 +240,8 @@ class WorkerFleet:
         self.connected += 1
         self.connected_ever += 1
         self.connect_latency.record(int(seconds * 1_000_000))
+        if self.staged and self.go.is_set():
+            self.stage_joins += 1  # a device dormant until a later stage's ramp
 
     def device_failed(self, device: Device, error: str) -> None:
         self.connect_failed += 1
@@ -246,6 +287,18 @@ class WorkerFleet:
     def device_gave_up(self, device: Device, offline_s: float) -> None:
         self._offline_ended(device, offline_s)
 
+    def device_rejoined(self, device: Device, seconds: float) -> None:
+        self.connected += 1
+        self.stage_joins += 1
+        self.connect_latency.record(int(seconds * 1_000_000))
+
+    def rejoin_failed(self, device: Device, error: str) -> None:
+        self._error(f"connect failed again for a later stage: {error}")
+
+    def device_left(self, device: Device) -> None:
+        self.connected -= 1
+        self.stage_leaves += 1
+
     def _offline_ended(self, device: Device, offline_s: float) -> None:
         self._offline.pop(device, None)
         self.offline_device_s += offline_s
@@ -260,12 +313,44 @@ class WorkerFleet:
         self.sent += 1
         self.lateness.record(sent_us - due_us)
         self.sent_timeline[due_us // self._slot_us] += 1
+        self.sent_by_due_slot[(due_us - self._t0_us) // self._due_slot_us] += 1
+        bucket = (sent_us - self._t0_us) // _SEND_BUCKET_US
+        if bucket == self._send_bucket:
+            self._send_bucket_sent += 1
+        else:
+            self._next_send_bucket(bucket)
 
     def queued_message_sent(self, due_us: int, sent_us: int) -> None:
         # Not in lateness: that is the generator keeping its schedule (saturation); the outage
         # shows in the sink's delays, measured from the same due time.
         self.sent += 1
         self.sent_timeline[due_us // self._slot_us] += 1
+        self.sent_by_due_slot[(due_us - self._t0_us) // self._due_slot_us] += 1
+        bucket = (sent_us - self._t0_us) // _SEND_BUCKET_US
+        if bucket == self._send_bucket:
+            self._send_bucket_sent += 1
+        else:
+            self._next_send_bucket(bucket)
+
+    def _next_send_bucket(self, bucket: int) -> None:
+        """Close the 10 ms bucket counted so far (kept if among the busiest), start counting ``bucket``.
+
+        Off the hot path: at most once per 10 ms of sending.  A send from another greenlet
+        (an offline queue's flush) may interleave an older bucket: counted again as a bucket
+        of its own, the merge adds both up by key.
+        """
+        closed, sent = self._send_bucket, self._send_bucket_sent
+        if sent:
+            busiest = self.busiest_10ms
+            sent += busiest.pop(closed, 0)
+            if len(busiest) < _BUSIEST_KEPT:
+                busiest[closed] = sent
+            else:
+                quietest = min(busiest, key=busiest.__getitem__)
+                if sent > busiest[quietest]:
+                    del busiest[quietest]
+                    busiest[closed] = sent
+        self._send_bucket, self._send_bucket_sent = bucket, (0 if bucket == _NO_BUCKET else 1)
 
     def publish_failed(self, reason: str) -> None:
         self.publish_errors += 1
@@ -314,8 +399,9 @@ class WorkerFleet:
         self.t0 = t0
         self._cpu_at_go = time.process_time()
         self._schedule_t0 = t0 + shift
+        self._t0_us = round(t0 * 1_000_000)  # the master's T0: the origin of every due time accounted
         self.go.set()
-        gevent.spawn(self._run_schedules, t0 + shift)
+        gevent.spawn(self._run_staged_schedules if self.staged else self._run_schedules, t0 + shift)
         self._sampler = gevent.spawn(self._sample_connected, t0)
         gevent.spawn(self._report_when_finished)
 
@@ -326,12 +412,7 @@ class WorkerFleet:
         message; walking a heap publishes every due message in one pass and
         sleeps only when nothing is due.
         """
-        heap: list[tuple[float, int, Device]] = []
-        for index, device in enumerate(self.devices):
-            due = device.start_schedule(t0)
-            if due is not None:
-                heap.append((due, index, device))
-        heapq.heapify(heap)
+        heap = self._armed_schedules(t0)
         published = 0
         while heap:
             due, index, device = heap[0]
@@ -355,6 +436,86 @@ class WorkerFleet:
             if published % _YIELD_EVERY == 0:
                 gevent.sleep(0)  # let readers take acks and keep-alives when we run behind
         self.schedules_done.set()
+
+    def _armed_schedules(self, t0: float) -> list[tuple[float, int, Device]]:
+        """Every device's schedule started at ``t0`` (this worker's clock): the scheduler's heap of due times."""
+        heap: list[tuple[float, int, Device]] = []
+        t0_us = self._t0_us
+        for index, device in enumerate(self.devices):
+            due = device.start_schedule(t0, t0_us)
+            if due is not None:
+                heap.append((due, index, device))
+        heapq.heapify(heap)
+        return heap
+
+    def _stage_events(self, t0: float) -> list[tuple[float, int, int, Callable[[], None]]]:
+        """What happens at stage boundaries, in time order: ``(at, order, tie, action)``.
+
+        A stage's start points ``lateness`` at its histogram (order 0: before anything else due
+        then); each device a stage adds joins at its moment of the stage's ramp; each device it
+        drops leaves at its start (order 1: after every message due before the start was sent).
+        """
+        events: list[tuple[float, int, int, Callable[[], None]]] = []
+        for position, stage in enumerate(self.plan[1:], 1):
+            events.append((t0 + stage.start_s, 0, position, partial(self._enter_stage, position)))
+        for tie, device in enumerate(self.devices):
+            for offset_s, joins, _ in device_life(self.index_of(device.name.n), self.plan):
+                action = device.rejoin if joins else partial(device.leave, _LEAVE_ACK_WAIT_S)
+                events.append((t0 + offset_s, 1, tie, action))
+        events.sort(key=lambda event: event[:3])
+        return events
+
+    def _enter_stage(self, position: int) -> None:
+        self.lateness = self.stage_lateness[position]
+
+    def _run_staged_schedules(self, t0: float) -> None:
+        """The scheduler of a run in stages: :meth:`_run_schedules` plus the stages' events in time order.
+
+        An event runs once every message due before it was published (the heap is walked in due
+        order), so a device a stage drops leaves after its last message due before the stage.
+        Kept apart from :meth:`_run_schedules` so a run without stages pays nothing for it.
+        """
+        heap = self._armed_schedules(t0)
+        events = self._stage_events(t0)
+        upcoming = 0
+        published = 0
+        while heap or upcoming < len(events):
+            if upcoming < len(events) and (not heap or events[upcoming][0] <= heap[0][0]):
+                at = events[upcoming][0]
+                if self.stop_s is not None and at >= t0 + self.stop_s:
+                    upcoming = len(events)  # the run ends before: no device joins or leaves any more
+                    continue
+                now = self.now()
+                if at > now:
+                    self._wait(at - now)
+                    continue
+                events[upcoming][3]()
+                upcoming += 1
+                continue
+            due, index, device = heap[0]
+            if self.stop_s is not None and due >= t0 + self.stop_s:
+                heapq.heappop(heap)
+                device.end_schedule()
+                continue
+            now = self.now()
+            if due > now:
+                self._wait(due - now)
+                continue
+            following = device.publish_due(now)
+            if following is None:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (following, index, device))
+            published += 1
+            if published % _YIELD_EVERY == 0:
+                gevent.sleep(0)
+        self.schedules_done.set()
+
+    def _wait(self, seconds: float) -> None:
+        if self.stop_s is None:
+            self._stopped.wait(seconds)  # a stop request may end the schedule before then
+        else:
+            gevent.sleep(seconds)
 
     def _sample_connected(self, t0: float) -> None:
         """Devices connected at the end of each timeline slot (slots on the master's clock, like sent_timeline).
@@ -441,6 +602,7 @@ class WorkerFleet:
             "redispatched": self.redispatched,
             **self.numbers.status(),
             "connected_at_go": self.connected_at_go,
+            "dormant": self.dormant,
             "finished": self.finished,
             "offline": offline,
             "offline_over_budget": over_budget,
@@ -478,17 +640,25 @@ class WorkerFleet:
         self._reported = True
         self.runner.send_message("iotperf_report", dict(self.report(cpu_s, wall_s)))
 
-    def _scheduled(self, device: Device, duration_s: float) -> int:
-        """Messages due to ``device`` within the run (a replay of its arrivals: the same in every process)."""
+    def _scheduled(self, devices: list[Device]) -> Counter[int]:
+        """Messages due to ``devices`` per due slot, within the run or until the stop (a replay of their
+        staged arrivals: the same in every process)."""
         spec = self.spec
-        return scheduled_within(spec.arrival, device.name.n, spec.rate, duration_s, spec.message.seed)
+        numbers = [(d.name.n, self.index_of(d.name.n)) for d in devices]
+        return scheduled_by_slot(
+            spec.arrival, numbers, self.plan, self._due_slot_us, spec.message.seed, stop_s=self.stop_s
+        )
 
     def report(self, cpu_s: float, wall_s: float) -> WorkerReport:
         spec = self.spec
-        duration_s = spec.duration_s if self.stop_s is None else self.stop_s
-        scheduled = sum(self._scheduled(d, duration_s) for d in self.devices)
-        never_connected = sum(self._scheduled(d, duration_s) for d in self._never_connected)
+        scheduled_by_due_slot = self._scheduled(self.devices)
+        scheduled = sum(scheduled_by_due_slot.values())
+        never_connected = sum(self._scheduled(self._never_connected).values())
         self._fold_puback_latency()  # all of it, the final ack wait's PUBACKs too
+        self._next_send_bucket(_NO_BUCKET)  # the last 10 ms bucket counted
+        lateness = DelayHistogram()
+        for stage_lateness in self.stage_lateness:
+            lateness.merge(stage_lateness)
         return {
             "worker_index": self.worker_index,
             "pid": os.getpid(),
@@ -504,7 +674,7 @@ class WorkerFleet:
             "publish_errors": self.publish_errors,
             "publish_errors_by_reason": dict(self.publish_errors_by_reason),
             "errors": dict(self.errors),
-            "lateness": self.lateness.to_dict(),
+            "lateness": lateness.to_dict(),
             "connect_latency": self.connect_latency.to_dict(),
             "sent_timeline": {str(slot * spec.timeline_slot_s): n for slot, n in self.sent_timeline.items()},
             "cpu_s": cpu_s,
@@ -527,6 +697,13 @@ class WorkerFleet:
             "puback_latency": self.puback_latency.to_dict(),
             "connect_timeline": {str(bucket): n for bucket, n in self.connect_timeline.items()},
             "redispatched": self.redispatched,
+            "dormant": self.dormant,
+            "stage_joins": self.stage_joins,
+            "stage_leaves": self.stage_leaves,
+            "sent_by_due_slot": {str(slot): n for slot, n in sorted(self.sent_by_due_slot.items())},
+            "scheduled_by_due_slot": {str(slot): n for slot, n in sorted(scheduled_by_due_slot.items())},
+            "stage_lateness": [histogram.to_dict() for histogram in self.stage_lateness],
+            "busiest_10ms": {str(bucket): n for bucket, n in self.busiest_10ms.items()},
         }
 
 
