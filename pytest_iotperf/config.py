@@ -17,6 +17,7 @@ raw strings it read from pytest's config.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -924,6 +925,11 @@ class RunSettings(SessionSettings):
             first_ramp_up_s=self._first_ramp_s(stages[0].devices),  # a stage's own ramp_up wins
             connect_rate=self.connect_rate,
         )
+
+    @property
+    def planned_messages(self) -> int:
+        """Messages the run plans to send: devices x rate x duration, summed over the stages."""
+        return math.ceil(sum(stage.devices * stage.rate * stage.duration_s for stage in self.stage_plan))
 
     def check_stages(self) -> None:
         """Refuse stages that cannot run, naming the stage and where the stages came from.

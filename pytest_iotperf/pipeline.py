@@ -217,7 +217,7 @@ class Pipeline:
         """Start the run in the background and return its handle; :meth:`PipelineRun.wait` gives what
         :meth:`run` returns.  The arguments are :meth:`run`'s."""
         parsed = [parse_slo(slo) if isinstance(slo, str) else slo for slo in slos]
-        planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
+        planned = settings.planned_messages  # with stages: summed over them
         # A windowed SLO's budget is per window: the whole-run abort rule knows only whole-run ones.
         whole_run = [slo for slo in parsed if slo.window_s is None]
         abort_rule = abort_rule_for(whole_run, planned) if self.abort_early else None

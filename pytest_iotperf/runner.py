@@ -11,7 +11,6 @@ it on a thread while a test acts on the system; ``request_stop()`` and
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import threading
@@ -96,7 +95,7 @@ class PerfRun:
         self.extract = tuple(extract)  # conftest pytest_iotperf_extract implementations, for the sinks
         self.read_back = read_back  # False: fleet only (benchmarks of the generator itself)
         self.eventhub = eventhub
-        planned = math.ceil(settings.devices * settings.rate * settings.duration_s)
+        planned = settings.planned_messages  # with stages: summed over them
         if settings.reconnect:
             # Devices ride through a lost broker; only a long outage of most of the fleet ends the run.
             abort_rule = with_outage_budget(abort_rule, settings.devices, settings.outage_budget_s)

@@ -97,6 +97,7 @@ def test_stages_setting_sets_devices_duration_and_the_plan() -> None:
     plan = [(stage.start_s, stage.devices, stage.rate) for stage in settings.stage_plan]
     assert plan == [(0.0, 4, 2.0), (1.5, 8, 2.0), (2.5, 4, 2.0)]
     assert settings.describe()["stages"] == "4@1.5s,8@1s,4x2@1.5s"
+    assert settings.planned_messages == 4 * 2 * 1.5 + 8 * 2 * 1 + 4 * 2 * 1.5  # what abort budgets count on
     code = resolve({}, {}, {"devices": ("50", "pytest.ini")}).for_run(
         {"stages": [Stage("1m", devices=10), Stage(30, devices=20, rate_per_device=3.0)]}
     )
