@@ -73,6 +73,10 @@ def test_stages_add_and_drop_devices_and_account_every_message_by_due_slot(
     assert result.received == result.sent and result.lost == 0 and result.duplicates == 0
     assert len(fleet["stage_lateness"]) == 4 and fleet["stage_lateness"][0]["count"] == 8
     assert sum(int(str(h["count"])) for h in fleet["stage_lateness"]) == result.sent
+    # The result's stages are these slots merged (helper figures: due_figures.py).
+    assert [(stage.devices, stage.sent, stage.received, stage.lost) for stage in result.stages] == [
+        (4, 8, 8, 0), (8, 16, 16, 0), (4, 16, 16, 0), (8, 16, 16, 0)
+    ]
     # The same 8 device ids published (numbers 0-7), none twice.
     assert sorted(fleet["sent_by_device"].values()) == [4, 4, 4, 4, 10, 10, 10, 10]
 
