@@ -23,7 +23,13 @@ outage: what falls due meanwhile queues, what was not acknowledged is sent
 again.  A renewal is counted as such (``token_renewed``), not as a disconnect;
 only a renewal that cannot connect becomes an outage.
 
-Every connect attempt (the first, retries, reconnects, renewals) waits on the
+Stages (issue 16): a device a stage drops sends what fell due before the
+stage, waits (briefly) for its acks and hangs up cleanly (:meth:`Device.leave`,
+reported as ``device_left``, never as a disconnect); a stage that takes it (back)
+connects it during that stage's ramp (:meth:`Device.rejoin`: same number, id and
+identity), queueing what falls due meanwhile as after an outage.
+
+Every connect attempt (the first, retries, reconnects, renewals, rejoins) waits on the
 worker's :class:`~pytest_iotperf.fleet.connect_limiter.ConnectLimiter` when
 ``--iot-connect-rate`` is set.
 

@@ -21,7 +21,8 @@ worker -> master
     ``iotperf_spec_checked`` ``{"error": None or why}``: whether this worker can build the spec's messages
                            (a payload callable imports here); the master starts no device before all answered
     ``iotperf_need_numbers`` ``{"count": k}``: device numbers for the users Locust gave this worker
-    ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline)
+    ``iotperf_status``     counters every half second (connect progress, sent so far, devices offline, devices
+                           ``dormant`` until a later stage: settled for the master's connect phase)
     ``iotperf_clock_pong`` ``{"t1", "t2", "t3"}``: the ping's time, and this worker's clock when it
                            received it and when it answered
     ``iotperf_prepared``   ``{"worker_index": n}``: the full GC and ``gc.freeze()`` are done
@@ -29,7 +30,17 @@ worker -> master
                            exact per-device sent counts, lateness histogram, errors
 
 No Locust request event is fired per message (each costs ~23 us); counts and
-histograms stay here and travel once.  Only imported inside Locust processes.
+histograms stay here and travel once.  Per message the worker counts: lateness,
+sent per timeline slot and per due slot (the issue 16 grid from T0), and the
+10 ms bucket of its send time (a run-length count: the busiest 32 buckets are
+kept for the herd check).  Scheduled per due slot is a replay at the end
+(``arrival.scheduled_by_slot``), not counted as the schedule walks.
+
+Stages: a run in stages has its own scheduler loop (``_run_staged_schedules``),
+which also runs the stages' events in time order: a stage's start (lateness is
+counted per stage), devices joining during its ramp, devices leaving at its
+start.  A run without stages keeps the plain loop.  Only imported inside
+Locust processes.
 """
 
 from __future__ import annotations
