@@ -12,7 +12,7 @@ from pytest_iotperf.config import resolve
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.fleet.arrival import StagedArrivals, arrivals_for, scheduled_by_slot, scheduled_within
 from pytest_iotperf.fleet.spec import phase_of
-from pytest_iotperf.stage_plan import Stage, StageSpec, due_offset_us, single_stage
+from pytest_iotperf.stage_plan import Stage, StageSpec, device_life, due_offset_us, single_stage, starts_dormant
 
 PLAN = (StageSpec(0.0, 1.5, 4, 2.0, 1.0), StageSpec(1.5, 1.0, 8, 2.0, 0.5), StageSpec(2.5, 1.5, 4, 4.0, 0.5))
 
@@ -127,3 +127,14 @@ def test_devices_or_duration_beside_stages_is_refused_naming_both() -> None:
         resolve({"duration": "5s"}, {"IOTPERF_STAGES": "4@1s"}, {})
     # The command line's stages override the test code's duration like any setting.
     assert resolve({"stages": "4@1s"}, {}, {}).for_run({"duration": "3s"}).duration_s == 1.0
+
+
+def test_device_life_joins_over_the_ramp_and_leaves_at_the_start() -> None:
+    plan = (StageSpec(0.0, 2.0, 2, 1.0, 1.0), StageSpec(2.0, 2.0, 6, 1.0, 1.0), StageSpec(4.0, 2.0, 2, 1.0, 0.0))
+    assert [starts_dormant(index, plan) for index in (0, 1, 2, 5)] == [False, False, True, True]
+    assert device_life(0, plan) == ()  # stage 0's: connected before T0, to the end
+    # The 4 added devices connect evenly over the second stage's ramp [1 s, 2 s), and leave when the third starts.
+    assert [device_life(index, plan) for index in (2, 5)] == [
+        ((1.0, True, 1), (4.0, False, 2)),
+        ((1.75, True, 1), (4.0, False, 2)),
+    ]
