@@ -107,6 +107,7 @@ class StandingProcesses:
         The children are added to ``group`` (an interrupt stops them).  Raises what ``start`` raises.
         """
         reuse: Lease[T] | None = None
+        stale: Lease[object] | None = None
         with self._lock:
             stand = self.keep and not self._stopped and kind not in self._busy
             if stand:
@@ -114,8 +115,10 @@ class StandingProcesses:
                 idle = self._idle.pop(kind, None)
                 if idle is not None and idle.key == key and idle.alive():
                     reuse = idle  # type: ignore[assignment]  # a kind's handle type never changes
-                elif idle is not None:
-                    _retire(idle)
+                else:
+                    stale = idle  # another key (or dead): replaced by fresh ones
+        if stale is not None:
+            _retire(stale)
         try:
             if reuse is not None:
                 for child in reuse.children:
