@@ -68,6 +68,13 @@ class StepOutcome:
     such a step's figures describe the generator as much as the system, so it is never the knee.
     ``broke`` says why the step's run did not complete (aborted early, a process died); a step
     that broke fails.
+
+    Where it ran: ``stage`` is its index in the search's escalation run (one run in stages, the
+    devices of earlier stages staying connected; every stage shares that run's ``run_id``), None
+    for a step that was a run of its own (a bisection probe, or a re-measured inconclusive stage).
+    ``cut_short`` says why a stage was ended before its hold was over (the escalation run was
+    stopped early because the live figures showed the stage breaking): its figures cover what ran.
+    A stage cut short that still met every SLO is :attr:`inconclusive`.
     """
 
     devices: int
@@ -88,6 +95,17 @@ class StepOutcome:
     received: int = 0
     run_id: str = ""
     elapsed_s: float = 0.0  # wall time of the step, start-up and drain included
+    stage: int | None = None  # index in the escalation run; None: a run of its own
+    cut_short: str | None = None  # why the stage ended before its hold was over (None: it held the whole hold)
+
+    @property
+    def inconclusive(self) -> bool:
+        """Cut short yet every SLO met on what ran: not known to pass for a whole hold (re-measured as its own run)."""
+        return self.cut_short is not None and self.passed and not self.generator_saturated
+
+    def where(self) -> str:
+        """``stage 2 of run 1a2b3c`` or ``own run 4d5e6f``."""
+        return f"stage {self.stage + 1} of run {self.run_id}" if self.stage is not None else f"own run {self.run_id}"
 
     @property
     def generator_saturated(self) -> bool:
@@ -116,6 +134,8 @@ class StepOutcome:
         if self.generator_saturated:
             failed = f"; {self.why_failed()}" if not self.passed else ""
             return f"SATURATED ({self.saturation}){failed}"
+        if self.inconclusive:
+            return "INCONCLUSIVE (cut short; passed on what ran)"
         return "pass" if self.passed else f"FAIL {self.why_failed()}"
 
     def describe(self) -> str:
@@ -148,10 +168,15 @@ class StepOutcome:
             "received": self.received,
             "run_id": self.run_id,
             "elapsed_s": round(self.elapsed_s, 3),
+            "stage": self.stage,
+            "cut_short": self.cut_short,
+            "inconclusive": self.inconclusive,
+            "where": self.where(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepOutcome:
+        stage, cut = data.get("stage"), data.get("cut_short")
         return cls(
             devices=int(data.get("devices", 0)),
             offered_per_s=_number(data.get("offered_per_s")),
@@ -169,6 +194,8 @@ class StepOutcome:
             received=int(data.get("received", 0)),
             run_id=str(data.get("run_id", "")),
             elapsed_s=_number(data.get("elapsed_s")),
+            stage=stage if isinstance(stage, int) and not isinstance(stage, bool) else None,
+            cut_short=str(cut) if cut is not None else None,
         )
 
 
@@ -259,6 +286,24 @@ class CapacityResult:
         count = len(self.steps)
         return f"{head}; {count} step{'' if count == 1 else 's'} in {self.search_s:.1f}s"
 
+    def runs_text(self) -> str:
+        """Which runs measured the steps: ``run 1a2b: stages 500, 1,000, 2,000 (2,000 cut short); own runs: 1,500``."""
+        staged: dict[str, list[StepOutcome]] = {}
+        own: list[StepOutcome] = []
+        for step in self.steps:
+            if step.stage is None:
+                own.append(step)
+            else:
+                staged.setdefault(step.run_id, []).append(step)
+        parts = []
+        for run_id, stages in staged.items():
+            cut = [f"{s.devices:,}" for s in stages if s.cut_short is not None]
+            text = f"run {run_id}: stages {', '.join(f'{s.devices:,}' for s in stages)}"
+            parts.append(text + (f" ({', '.join(cut)} cut short)" if cut else ""))
+        if own:
+            parts.append(f"own runs: {', '.join(f'{s.devices:,}' for s in own)}")
+        return "; ".join(parts)
+
     def steps_text(self) -> str:
         """Every step in one line: ``500: pass; 1,000: pass; 2,000: FAIL p95_delay_ms < 500: 1480.2 ms``."""
         return "; ".join(f"{step.devices:,}: {step.verdict_text()}" for step in self.steps)
@@ -274,6 +319,7 @@ class CapacityResult:
             "search_s": round(self.search_s, 3),
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "steps": [step.to_dict() for step in self.steps],
+            "runs": self.runs_text(),
             "summary": self.summary(),
         }
 

@@ -17,24 +17,45 @@ stops the search at once with ``bound="generator"``, whether or not it also
 broke an SLO: a generator that could not keep its schedule measured itself as
 much as the system, so its step is never taken for the system's knee.
 
-The probe is the seam: the fixture's probe runs each step as one run through
-the pipeline (a fresh run: the devices reconnect between steps), and a staged
-runner that keeps the fleet connected and adds a stage per call can replace
-it without changing the search, which only ever asks for the next count after
-it has seen the previous step.
+Two seams run the steps.  ``escalate(counts)`` runs the escalation's counts in
+one go, as the stages of one run: the devices already connected stay connected
+while each stage adds its share (the fixture's :class:`~pytest_iotperf.capacity_stages.StagedEscalation`).
+It returns one outcome per stage that ran, in order, and may end early: its run
+is stopped once the live figures show the current stage breaking, so the
+system is not loaded up to ``limit`` after it broke.  Without ``escalate`` each
+escalation count is a ``probe``.  ``probe(devices)`` runs one count as a run of
+its own; every bisection step is a probe, because the next bisection point is
+only known once the previous step's verdict is.
+
+How the escalation's outcomes are read, in order (the first decisive one ends
+the escalation; any later stage that still ran is kept as a step but decides
+nothing):
+
+- generator saturated: the search stops, ``bound="generator"``;
+- an SLO broken (on the stage's own exact figures, also when it was cut short):
+  the first failing step, bisection follows;
+- cut short yet every SLO met (:attr:`StepOutcome.inconclusive`): the live
+  signal and the exact figures disagree, and the stage did not hold its load
+  for the whole hold, so its count is measured again as a run of its own; the
+  search goes on from that run's verdict (a pass escalates on from there with
+  a new staged run, a failure is where the bisection starts);
+- passed: the next stage.
+
+An ``escalate`` that ran no stage at all (stopped before its first stage had a
+message) is followed by a probe of that count, so the search always advances.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pytest_iotperf.capacity_result import Bound, CapacityResult, SearchPlan, StepOutcome
 from pytest_iotperf.errors import ConfigError
 
-__all__ = ["Probe", "check_plan", "search"]
+__all__ = ["Escalate", "Probe", "check_plan", "escalation_counts", "search"]
 
 #: What the hint names for more load generation (both reach a run's settings).
 ADD_WORKERS = "add workers (--iot-workers / workers=, or remote workers with --iot-expect-workers)"
@@ -44,6 +65,20 @@ class Probe(Protocol):
     """Loads the system with ``devices`` devices for one step and returns what it measured."""
 
     def __call__(self, devices: int) -> StepOutcome: ...
+
+
+class Escalate(Protocol):
+    """Runs ``counts`` as the stages of one run; one outcome per stage that ran, in order (maybe fewer)."""
+
+    def __call__(self, counts: Sequence[int]) -> list[StepOutcome]: ...
+
+
+def escalation_counts(plan: SearchPlan) -> list[int]:
+    """The counts the search escalates through: ``start``, ``start * factor``, ... rounded up, capped at ``limit``."""
+    counts = [plan.start]
+    while counts[-1] < plan.limit:
+        counts.append(min(plan.limit, math.ceil(counts[-1] * plan.factor)))
+    return counts
 
 
 def check_plan(start: object, limit: object, factor: object, resolution: object) -> None:
@@ -71,23 +106,32 @@ def search(
     probe: Probe,
     plan: SearchPlan,
     *,
+    escalate: Escalate | None = None,
     on_step: Callable[[StepOutcome], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> CapacityResult:
-    """Run the search of ``plan`` with ``probe``; ``on_step`` sees each step as it ends."""
+    """Run the search of ``plan``: escalate (``escalate``, else ``probe`` per count), then bisect with ``probe``.
+
+    ``on_step`` sees each step as the search takes it in.
+    """
     check_plan(plan.start, plan.limit, plan.factor, plan.resolution)
     started = clock()
     steps: list[StepOutcome] = []
 
-    def step(devices: int) -> StepOutcome:
-        outcome = probe(devices)
+    def record(outcome: StepOutcome) -> StepOutcome:
         steps.append(outcome)
         if on_step is not None:
             on_step(outcome)
         return outcome
 
+    def step(devices: int) -> StepOutcome:
+        return record(probe(devices))
+
     def result(bound: Bound, passing: StepOutcome | None, failing: StepOutcome | None, hint: str) -> CapacityResult:
-        trusted = [s for s in steps if s.passed and not s.generator_saturated]
+        # Passing steps at or below max_devices (a stage that ran past the first failing one decides nothing).
+        ceiling = passing.devices if passing is not None else 0
+        trusted = [s for s in steps if s.passed and not s.generator_saturated and not s.inconclusive
+                   and s.devices <= ceiling]  # fmt: skip
         return CapacityResult(
             max_devices=passing.devices if passing is not None else 0,
             max_throughput_per_s=max((s.throughput_per_s for s in trusted), default=0.0),
@@ -100,25 +144,39 @@ def search(
             plan=plan,
         )
 
-    # 1. Escalate.
+    # 1. Escalate: stages of one run (or a probe per count), re-measuring an inconclusive stage on its own.
+    counts = escalation_counts(plan)
     passing: StepOutcome | None = None
-    devices = plan.start
-    while True:
-        outcome = step(devices)
-        if outcome.generator_saturated:
-            return result("generator", passing, None, _generator_hint(outcome, passing))
-        if not outcome.passed:
-            failing = outcome
-            break
-        passing = outcome
-        if devices >= plan.limit:
-            return result("limit", passing, None, _limit_hint(plan, passing))
-        devices = min(plan.limit, math.ceil(devices * plan.factor))
+    failing: StepOutcome | None = None
+    done = 0  # counts[:done] are decided
+    while failing is None and done < len(counts):
+        batch = _escalated(escalate, counts[done:]) if escalate is not None else []
+        if not batch:
+            batch = [probe(counts[done])]  # no escalate, or it ran no stage: the next count as its own run
+        for outcome in batch:
+            record(outcome)
+        for outcome in batch:
+            done += 1
+            remeasured = outcome.inconclusive
+            if remeasured:
+                outcome = step(outcome.devices)  # the same count as its own run, for its whole hold
+            if outcome.generator_saturated:
+                return result("generator", passing, None, _generator_hint(outcome, passing))
+            if not outcome.passed:
+                failing = outcome
+                break
+            passing = outcome
+            if remeasured:
+                break  # the staged run ended there: escalate on from the next count with a new one
+    if failing is None:
+        assert passing is not None
+        return result("limit", passing, None, _limit_hint(plan, passing))
 
     if passing is None:
         return result("system", None, failing, _first_step_hint(plan, failing))
 
-    # 2. Bisect between the last passing and the first failing count.
+    # 2. Bisect between the last passing and the first failing count.  Every bisection step is a probe (a run
+    # of its own): where the next one lies is only known once this one's verdict is.
     while (failing.devices - passing.devices) / passing.devices > plan.resolution:
         middle = (passing.devices + failing.devices) // 2
         if middle <= passing.devices:  # adjacent counts: as close as whole devices get
@@ -131,6 +189,17 @@ def search(
         else:
             failing = outcome
     return result("system", passing, failing, _system_hint(plan, passing, failing))
+
+
+def _escalated(escalate: Escalate, counts: Sequence[int]) -> list[StepOutcome]:
+    """``escalate(counts)``, checked: one outcome per leading count, in order (a stage that did not run is absent)."""
+    outcomes = list(escalate(counts))[: len(counts)]
+    for outcome, devices in zip(outcomes, counts, strict=False):
+        if outcome.devices != devices:
+            raise ValueError(
+                f"escalate({list(counts)}) returned a step at {outcome.devices} devices where {devices} was due"
+            )
+    return outcomes
 
 
 def _system_hint(plan: SearchPlan, passing: StepOutcome, failing: StepOutcome) -> str:

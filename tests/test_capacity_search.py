@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
 from pytest_iotperf.capacity_result import CapacityResult, SearchPlan, StepOutcome, StepVerdict
-from pytest_iotperf.capacity_search import search
+from pytest_iotperf.capacity_search import escalation_counts, search
 from pytest_iotperf.errors import ConfigError
 
 RATE = 2.0
@@ -26,6 +28,10 @@ class Knee:
 
     def __call__(self, devices: int) -> StepOutcome:
         self.asked.append(devices)
+        return self.measure(devices)
+
+    def measure(self, devices: int) -> StepOutcome:
+        """The step at ``devices`` (not counted in ``asked``: the probes are)."""
         over = devices > self.knee
         p95 = 2000.0 if over else 20.0
         saturated = self.generator_cap is not None and devices > self.generator_cap
@@ -134,3 +140,115 @@ def test_bad_arguments_fail_before_any_step(kwargs: dict[str, float], fragment: 
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         search(system, plan(**kwargs))  # type: ignore[arg-type]
     assert system.asked == []
+
+
+# -- the escalation as stages of one run (search(..., escalate=...)) --------------------------------
+
+
+class Staged:
+    """A synthetic ``escalate``: the counts as stages of one run over ``system``, stopped like the live watch would.
+
+    The run stops after the first stage that breaks or saturates (``run_on`` more stages still run), or
+    at ``cut_at``: that stage is cut short (its figures, hence its verdict, are the system's all the same).
+    """
+
+    def __init__(self, system: Knee, *, cut_at: int | None = None, run_on: int = 0) -> None:
+        self.system = system
+        self.cut_at = cut_at
+        self.run_on = run_on
+        self.calls: list[list[int]] = []
+
+    def __call__(self, counts: Sequence[int]) -> list[StepOutcome]:
+        self.calls.append(list(counts))
+        run_id = f"run{len(self.calls)}"
+        out: list[StepOutcome] = []
+        left: int | None = None
+        for index, devices in enumerate(counts):
+            outcome = replace(self.system.measure(devices), run_id=run_id, stage=index)
+            if devices == self.cut_at:
+                out.append(replace(outcome, cut_short="backlog over what the delay SLOs allow for 2s"))
+                break
+            out.append(outcome)
+            if left is None and (not outcome.passed or outcome.generator_saturated):
+                left = self.run_on
+            elif left is not None:
+                left -= 1
+            if left == 0:
+                break
+        return out
+
+
+def test_escalation_stages_then_bisection_probes() -> None:
+    system = Knee(1000)
+    staged = Staged(system)
+    found = search(system, plan(), escalate=staged)
+    assert staged.calls == [[100, 200, 400, 800, 1600, 3200, 6400, 10_000]]  # one run for the whole escalation
+    assert system.asked == [1200, 1000, 1100, 1050]  # the bisection: each probe a run of its own
+    assert (found.bound, found.max_devices, found.failed_devices) == ("system", 1000, 1050)
+    assert [(s.devices, s.stage, s.run_id) for s in found.steps[:5]] == [
+        (100, 0, "run1"), (200, 1, "run1"), (400, 2, "run1"), (800, 3, "run1"), (1600, 4, "run1")
+    ]
+    assert all(s.stage is None for s in found.steps[5:])
+    assert found.runs_text() == "run run1: stages 100, 200, 400, 800, 1,600; own runs: 1,200, 1,000, 1,100, 1,050"
+    assert found.steps[0].where() == "stage 1 of run run1"
+
+
+def test_a_cut_short_stage_that_passed_is_measured_again_on_its_own() -> None:
+    system = Knee(1000)
+    staged = Staged(system, cut_at=400)  # the live watch stopped the run in the 400 stage, which still passed
+    found = search(system, plan(), escalate=staged)
+    cut = found.steps[2]
+    assert (cut.devices, cut.cut_short is not None, cut.inconclusive) == (400, True, True)
+    assert "INCONCLUSIVE" in cut.verdict_text()
+    # 400 again as its own run (passes), then a new staged run from 800 on; then the bisection.
+    assert found.steps[3].devices == 400 and found.steps[3].stage is None and found.steps[3].passed
+    assert staged.calls[1][:2] == [800, 1600]
+    assert system.asked == [400, 1200, 1000, 1100, 1050]
+    assert (found.max_devices, found.failed_devices) == (1000, 1050)
+    again = CapacityResult.from_dict(json.loads(json.dumps(found.to_dict(), allow_nan=False)))
+    assert again.steps[2].inconclusive and again.steps[2].stage == 2 and again.to_dict() == found.to_dict()
+
+
+def test_a_cut_short_stage_that_failed_is_where_the_bisection_starts() -> None:
+    system = Knee(1000)
+    staged = Staged(system, cut_at=1600)
+    found = search(system, plan(), escalate=staged)
+    assert len(staged.calls) == 1 and found.steps[4].cut_short is not None and not found.steps[4].passed
+    assert system.asked == [1200, 1000, 1100, 1050]  # 1600 is not measured again: it failed on what ran
+    assert (found.max_devices, found.failed_devices) == (1000, 1050)
+
+
+def test_a_generator_bound_stage_in_the_middle_stops_the_search() -> None:
+    system = Knee(5000, generator_cap=700)
+    staged = Staged(system, run_on=1)  # the run went on one stage past the saturated one
+    found = search(system, plan(), escalate=staged)
+    assert [s.devices for s in found.steps] == [100, 200, 400, 800, 1600]  # every stage that ran is a step
+    assert found.bound == "generator" and found.max_devices == 400 and system.asked == []
+    assert "800 devices" in found.hint
+
+
+def test_stages_past_the_first_failing_one_decide_nothing() -> None:
+    system = Knee(1000)
+    found = search(system, plan(), escalate=Staged(system, run_on=2))
+    assert [s.devices for s in found.steps[:7]] == [100, 200, 400, 800, 1600, 3200, 6400]
+    assert (found.max_devices, found.failed_devices) == (1000, 1050)
+    assert found.max_throughput_per_s == pytest.approx(1000 * RATE)
+
+
+def test_an_escalation_that_ran_no_stage_falls_back_to_a_probe() -> None:
+    system = Knee(50_000)
+    calls: list[list[int]] = []
+
+    def nothing(counts: Sequence[int]) -> list[StepOutcome]:
+        calls.append(list(counts))
+        return []
+
+    found = search(system, plan(start=100, limit=400), escalate=nothing)
+    assert calls == [[100, 200, 400], [200, 400], [400]] and system.asked == [100, 200, 400]
+    assert found.bound == "limit" and found.max_devices == 400
+
+
+def test_escalation_counts_match_the_probed_escalation() -> None:
+    assert escalation_counts(plan(start=100, limit=1000)) == [100, 200, 400, 800, 1000]
+    assert escalation_counts(plan(start=3, limit=3)) == [3]
+    assert escalation_counts(plan(start=10, limit=80, factor=1.5)) == [10, 15, 23, 35, 53, 80]
