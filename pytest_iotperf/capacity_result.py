@@ -279,8 +279,8 @@ class CapacityResult:
             head += f": {self.limiting_slo}{at}"
         elif self.bound == "generator":
             saturated = [s for s in self.steps if s.generator_saturated]
-            if saturated:
-                head += f": generator saturated at {saturated[-1].devices:,} devices ({saturated[-1].saturation})"
+            if saturated:  # the first: where the search stopped (a later stage of its run may have run on)
+                head += f": generator saturated at {saturated[0].devices:,} devices ({saturated[0].saturation})"
         elif self.bound == "limit" and self.plan is not None:
             head += f": every SLO met up to limit={self.plan.limit:,}"
         count = len(self.steps)

@@ -1,13 +1,14 @@
 """A capacity search through the pipeline, and its outputs (JSON, HTML capacity page, baseline); no pytest.
 
-Each step is, for now, one run through :class:`~pytest_iotperf.pipeline.Pipeline`
-with ``devices=N`` and ``duration=hold`` (every other setting the caller's),
-judged with the search's SLOs plus the default ``connect_failures`` /
-``unsent`` checks; the generator's saturation is judged by the search itself
-(:func:`saturation_of`), not as an SLO.  The devices connect afresh for every
-step: once the fleet's processes persist across runs a step costs its ramp,
-hold and drain only; a continuous staged search (the fleet stays connected,
-a stage per step) is future work and replaces :class:`PipelineProbe` only.
+The escalation is one run in stages (:class:`~pytest_iotperf.capacity_stages.StagedEscalation`:
+the devices already connected stay connected while each stage adds its share,
+and the run is stopped once its live figures show a stage breaking).  Every
+bisection step is a run of its own (:class:`PipelineProbe`: ``devices=N``,
+``duration=hold``), since where the next one lies depends on this one's
+verdict; the master, workers and sink stand across the runs, so such a step
+costs its ramp, hold and drain.  Every step is judged with the search's SLOs
+plus the default ``connect_failures`` / ``unsent`` checks; the generator's
+saturation is judged by the search itself (:func:`saturation_of`), not as an SLO.
 
 From a script::
 
@@ -19,7 +20,6 @@ From a script::
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +31,14 @@ from pytest_iotperf.baseline import Comparison, compare_capacity
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.capacity_result import CapacityResult, SearchPlan, StepOutcome, StepVerdict
 from pytest_iotperf.capacity_search import check_plan, search
+from pytest_iotperf.capacity_stages import (
+    StagedEscalation,
+    StopCheck,
+    busiest_worker_cpu,
+    delivered_between,
+    escalation_settings,
+    run_watched,
+)
 from pytest_iotperf.config import SETTINGS_BY_NAME, Resolved, RunSettings, SessionSettings, resolve
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.files import write_json_atomically
@@ -80,6 +88,11 @@ def make_plan(
         raise ConfigError(f"find_capacity(hold={hold!r}): {exc}") from None
     if not math.isfinite(hold_s) or hold_s <= 0:
         raise ConfigError(f"find_capacity(hold={hold!r}): each step holds its load this long, so it must be > 0")
+    if abs(hold_s * 10 - round(hold_s * 10)) > 1e-6:
+        raise ConfigError(
+            f"find_capacity(hold={hold!r}): the escalation's stages start every hold, on the 100 ms due-time "
+            "grid: give a whole number of tenths of a second"
+        )
     for slo in parsed:
         if slo.window_s is not None and slo.window_s > hold_s:
             raise ConfigError(
@@ -134,11 +147,7 @@ def saturation_of(result: RunResult) -> str | None:
     """
     if result.generator_saturated:
         return f"fleet lateness p99 {result.lateness_p99_ms:.1f} ms > {SATURATION_LATENESS_MS:g} ms"
-    busiest: tuple[float, object] | None = None
-    for worker in result.worker_stats:
-        cpu = worker.get("cpu_percent")
-        if isinstance(cpu, (int, float)) and (busiest is None or cpu > busiest[0]):
-            busiest = (float(cpu), worker.get("worker_index", "?"))
+    busiest = busiest_worker_cpu(result)
     if busiest is not None and busiest[0] >= CPU_SATURATION_PERCENT:
         return f"worker {busiest[1]} CPU {busiest[0]:.0f}% >= {CPU_SATURATION_PERCENT:g}%"
     return None
@@ -150,11 +159,7 @@ def delivered_per_s(result: RunResult) -> float:
     ``throughput_per_s`` counts what the drain still brought in after the hold, so past the knee it
     equals the offered load; this is the rate the system actually sustained (NaN: no whole slot).
     """
-    points = sorted(result.timeline, key=lambda point: point.t_s)
-    gaps = [b.t_s - a.t_s for a, b in itertools.pairwise(points) if b.t_s > a.t_s]
-    slot_s = min(gaps, default=1.0)
-    inside = [p.received for p in points if p.t_s >= -1e-6 and p.t_s + slot_s <= result.duration_s + 1e-6]
-    return sum(inside) / (len(inside) * slot_s) if inside else math.nan
+    return delivered_between(result, 0.0, result.duration_s)
 
 
 def step_outcome(outcome: RunOutcome, offered_per_s: float, elapsed_s: float) -> StepOutcome:
@@ -306,6 +311,16 @@ def find_capacity(
     def run_step(step: RunSettings) -> RunOutcome:
         return pipeline.run(step, broker, slos=parsed, name=name)
 
+    def run_staged(staged: RunSettings, should_stop: StopCheck) -> RunOutcome:
+        watched = Pipeline()
+        return run_watched(watched, should_stop, lambda: watched.start(staged, broker, slos=parsed, name=name))
+
     probe = PipelineProbe(run_step, lambda devices: step_settings(base, settings, devices, plan.hold_s))
-    capacity = search(probe, plan, on_step=on_step)
+    escalate = StagedEscalation(
+        run_staged,
+        lambda counts: escalation_settings(base, settings, counts, plan.hold_s, SEARCH_SOURCE),
+        parsed,
+        cpu_limit_percent=CPU_SATURATION_PERCENT,
+    )
+    capacity = search(probe, plan, escalate=escalate, on_step=on_step)
     return conclude_capacity(capacity, outputs or Outputs(), name)

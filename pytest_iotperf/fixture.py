@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 
 from pytest_iotperf.capacity_result import CapacityResult, StepOutcome
-from pytest_iotperf.capacity_run import PipelineProbe, check_settings, conclude_capacity, make_plan, step_settings
+from pytest_iotperf.capacity_run import (
+    CPU_SATURATION_PERCENT,
+    SEARCH_SOURCE,
+    PipelineProbe,
+    check_settings,
+    conclude_capacity,
+    make_plan,
+    step_settings,
+)
 from pytest_iotperf.capacity_search import search
+from pytest_iotperf.capacity_stages import StagedEscalation, StopCheck, escalation_settings, run_watched
 from pytest_iotperf.config import RunSettings, marker_slos
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.extract_hook import extract_refs
@@ -34,6 +43,8 @@ class IotPerf:
         self.results: list[RunResult] = []
         self.outcomes: list[RunOutcome] = []
         self.capacities: list[CapacityResult] = []  # what each find_capacity() of the test found
+        # Every run a find_capacity() of the test made (escalation runs in stages, bisection probes), in order.
+        self.capacity_runs: list[RunResult] = []
         self._handles: list[RunHandle] = []
 
     def run(self, *, check: bool = True, **settings: Any) -> RunResult:
@@ -130,12 +141,14 @@ class IotPerf:
 
         Steps the fleet up from ``start`` by ``factor`` (capped at ``limit``) until a step breaks an
         SLO, then bisects between the last passing and first failing counts until they are within
-        ``resolution`` (0.05: 5 %).  Each step holds its load for ``hold`` and is, for now, one run
-        through the pipeline: the devices connect afresh for each step (a continuous staged search is
-        future work).  ``settings`` are :meth:`run`'s keywords except ``devices`` and ``duration``,
-        which the search sets (over the command line too).  Each step is judged by ``slo`` plus the
-        default ``connect_failures`` / ``unsent`` checks; a step whose generator saturated stops the
-        search with ``bound="generator"`` (see :mod:`pytest_iotperf.capacity_search`).
+        ``resolution`` (0.05: 5 %).  Each step holds its load for ``hold``.  The escalation is one run
+        in stages (the devices already connected stay connected; the run is stopped once its live
+        figures show a stage breaking, each stage judged on its own exact figures); each bisection
+        step is a run of its own, as where it lies depends on the previous verdict
+        (:mod:`pytest_iotperf.capacity_stages`).  ``settings`` are :meth:`run`'s keywords except
+        ``devices`` and ``duration``, which the search sets (over the command line too).  Each step
+        is judged by ``slo`` plus the default ``connect_failures`` / ``unsent`` checks; a step whose
+        generator saturated stops the search with ``bound="generator"`` (see :mod:`pytest_iotperf.capacity_search`).
 
         Returns the :class:`~pytest_iotperf.capacity_result.CapacityResult`: the test asserts on it;
         a step breaking an SLO never fails the test.  Recorded as junit properties
@@ -162,17 +175,44 @@ class IotPerf:
             pytest.fail(failure, pytrace=False)
         name = self._item.nodeid
 
+        running = ["the search"]  # which run is going on, for a failure's message
+
         def run_step(step: RunSettings) -> RunOutcome:
+            running[0] = f"a step at {step.devices:,} devices"
             progress = self._session.progress_reporter()
             try:
                 broker = self._session.broker_for(step.broker, step.transport)
                 eventhub = self._session.eventhub_for(step.eventhub, broker) if step.sink == "eventhub" else None
                 pipeline = self._session.pipeline(progress)
                 pipeline.outputs = Outputs()  # a step writes nothing: the search writes its own result
-                return pipeline.run(
+                outcome = pipeline.run(
                     step, broker, slos=parsed, name=name, eventhub=eventhub,
                     broker_warnings=self._session.broker_warnings, extract=extract,
                 )  # fmt: skip
+                self.capacity_runs.append(outcome.result)
+                return outcome
+            finally:
+                progress.close()
+
+        def run_staged(staged: RunSettings, should_stop: StopCheck) -> RunOutcome:
+            counts = ", ".join(f"{stage.devices:,}" for stage in staged.stage_plan)
+            running[0] = f"the escalation run (stages of {counts} devices)"
+            progress = self._session.progress_reporter()
+            try:
+                broker = self._session.broker_for(staged.broker, staged.transport)
+                eventhub = self._session.eventhub_for(staged.eventhub, broker) if staged.sink == "eventhub" else None
+                pipeline = self._session.pipeline(progress)
+                pipeline.outputs = Outputs()  # the escalation run writes nothing either
+
+                def start() -> PipelineRun:
+                    return pipeline.start(
+                        staged, broker, slos=parsed, name=name, eventhub=eventhub,
+                        broker_warnings=self._session.broker_warnings, extract=extract,
+                    )  # fmt: skip
+
+                outcome = run_watched(pipeline, should_stop, start)
+                self.capacity_runs.append(outcome.result)
+                return outcome
             finally:
                 progress.close()
 
@@ -182,11 +222,15 @@ class IotPerf:
         def settings_for(devices: int) -> RunSettings:
             return step_settings(self._session.settings, settings, devices, plan.hold_s)
 
+        def staged_settings(counts: Sequence[int]) -> RunSettings:
+            return escalation_settings(self._session.settings, settings, counts, plan.hold_s, SEARCH_SOURCE)
+
         probe = PipelineProbe(run_step, settings_for)
+        escalate = StagedEscalation(run_staged, staged_settings, parsed, cpu_limit_percent=CPU_SATURATION_PERCENT)
         try:
-            capacity = search(probe, plan, on_step=log_step)
+            capacity = search(probe, plan, escalate=escalate, on_step=log_step)
         except IotPerfError as exc:
-            failure = f"capacity search: a step at {probe.asked[-1]:,} devices measured nothing: {exc}"
+            failure = f"capacity search: {running[0]} measured nothing: {exc}"
         if failure is not None:
             pytest.fail(failure, pytrace=False)
         outcome = conclude_capacity(capacity, self._session.outputs(), name, search_index)

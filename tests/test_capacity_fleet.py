@@ -1,12 +1,15 @@
 """find_capacity() with a real fleet, broker and sink (pytester, one pytest run for both cases).
 
 1. System-bound: ``capacity_relay.CapacityRelay`` forwards at most 210 msg/s, so with 10 msg/s per
-   device the knee is 21 devices.  The search (10, 20, 40, then 30: coarse on purpose, four steps)
-   must find max_devices within its resolution of 21 and say ``bound="system"``, and the 40-device
-   step delivers about 210 msg/s while its load is on (the relay's capacity); its junit
-   properties, JSON result, HTML page and summary line are checked on the way.
+   device the knee is 21 devices.  The escalation 10, 20, 40 (and 80, unless the live watch stops
+   the run first) is ONE run in stages: the same run id, stage indexes in order, the 10 devices of
+   the first stage connected at T0 and the others joining at their stages' ramps, no device
+   dropping its connection in between.  Then the bisection probes 30 as its own run (coarse on
+   purpose).  The search must find max_devices within its resolution of 21 and say
+   ``bound="system"``, and the 40-device stage delivers about 210 msg/s while it is on (the
+   relay's capacity); its junit properties, JSON result, HTML page and summary line are checked.
 2. Generator-bound: one worker asked for 2,000 msg/s per device from 20 devices (40,000 msg/s)
-   cannot keep its schedule: the first step saturates and the search stops there with
+   cannot keep its schedule: the first stage saturates and the search stops there with
    ``bound="generator"`` and a hint to add workers.
 """
 
@@ -57,6 +60,22 @@ def test_system_bound(relay, iot_perf):
     assert capacity.failed_devices > {KNEE}
     assert capacity.limiting_slo.startswith("p95_delay_ms < 250: ")
     assert [s.devices for s in capacity.steps][:3] == [10, 20, 40]
+    # The escalation: the stages of one run; the bisection's step a run of its own.
+    escalation = [s for s in capacity.steps if s.stage is not None]
+    assert [s.devices for s in escalation] in ([10, 20, 40], [10, 20, 40, 80]), capacity.runs_text()
+    assert [s.stage for s in escalation] == list(range(len(escalation)))
+    assert len({{s.run_id for s in escalation}}) == 1
+    assert [s.stage for s in capacity.steps[len(escalation):]] == [None] * (len(capacity.steps) - len(escalation))
+    assert capacity.runs_text().startswith(f"run {{escalation[0].run_id}}: stages 10, 20, 40"), capacity.runs_text()
+    run = next(r for r in iot_perf.capacity_runs if r.run_id == escalation[0].run_id)
+    assert [stage.devices for stage in run.stages][:len(escalation)] == [s.devices for s in escalation]
+    # Each device connected once (stage 1's before T0, the others at their stages' ramps), none dropped.
+    assert escalation[-1].devices <= run.connected <= 80, run
+    assert (run.connect_failures, run.disconnects, run.reconnects) == (0, 0, 0), run
+    joins = getattr(run, "stage_joins", None)  # RunResult.stage_joins: the lead's, may not be there yet
+    print("STAGE_JOINS", joins)
+    if joins is not None:
+        assert joins == run.connected - 10 and getattr(run, "stage_leaves", 0) == 0, (joins, run.connected)
     # Past the knee what the relay delivered while the load was on levels off at its capacity.
     assert 0.75 * {CAPACITY_PER_S} <= capacity.steps[2].delivered_per_s <= 1.15 * {CAPACITY_PER_S}, capacity.steps[2]
 
@@ -67,7 +86,8 @@ def test_generator_bound(iot_perf):
     )
     print("CAPACITY", capacity, capacity.hint)
     assert capacity.bound == "generator", capacity.steps_text()
-    assert len(capacity.steps) == 1 and capacity.max_devices == 0
+    assert capacity.steps[0].generator_saturated and capacity.max_devices == 0
+    assert capacity.steps[0].stage == 0 and "lateness" in capacity.steps[0].saturation
     assert "add workers" in capacity.hint.lower()
 """
 
