@@ -105,7 +105,8 @@ class StepOutcome:
 
     def where(self) -> str:
         """``stage 2 of run 1a2b3c`` or ``own run 4d5e6f``."""
-        return f"stage {self.stage + 1} of run {self.run_id}" if self.stage is not None else f"own run {self.run_id}"
+        run = f" {self.run_id}" if self.run_id else ""
+        return f"stage {self.stage + 1} of run{run}" if self.stage is not None else f"own run{run}"
 
     @property
     def generator_saturated(self) -> bool:

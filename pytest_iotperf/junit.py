@@ -82,6 +82,7 @@ def capacity_properties(
         (f"{prefix}bound", capacity.bound),
         (f"{prefix}limiting_slo", capacity.limiting_slo),
         (f"{prefix}steps", capacity.steps_text()),
+        (f"{prefix}runs", capacity.runs_text()),  # which steps were stages of the escalation run, which own runs
         (f"{prefix}hint", capacity.hint),
         (f"{prefix}search_s", round(capacity.search_s, 1)),
         (f"{prefix}summary", capacity.summary()),

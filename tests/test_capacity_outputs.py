@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_capacity_search import Knee, plan
+from test_capacity_search import Knee, Staged, plan
 
 from pytest_iotperf.baseline import BaselineSettings, BaselineStore, parse_margin
 from pytest_iotperf.capacity_result import CapacityResult
@@ -76,6 +76,23 @@ def test_junit_properties_and_the_summary_line() -> None:
     assert "max_devices 1,000 (2,000 msg/s), bound system: p95_delay_ms < 500: 2000.0 ms at 1,050 devices" in lines[0]
 
 
+def test_the_page_json_and_junit_say_which_steps_were_stages_of_the_escalation_run() -> None:
+    system = Knee(1000)
+    capacity = search(system, plan(), escalate=Staged(system, cut_at=400))
+    data = json.loads(json.dumps(capacity.to_dict(), allow_nan=False))
+    assert [(s["stage"], s["where"]) for s in data["steps"][:4]] == [
+        (0, "stage 1 of run run1"), (1, "stage 2 of run run1"), (2, "stage 3 of run run1"), (None, "own run")
+    ]
+    assert data["steps"][2]["cut_short"] and data["steps"][2]["inconclusive"]
+    assert data["runs"] == capacity.runs_text() and data["runs"].startswith("run run1: stages 100, 200, 400 (400 cut")
+    properties = dict(capacity_properties(capacity, [], 1))
+    assert properties["iotperf.capacity.runs"] == capacity.runs_text()
+    assert "400: INCONCLUSIVE" in properties["iotperf.capacity.steps"]
+    page = render_capacity_html(data, title=NAME)
+    assert "stage 3 of run run1 (cut short: backlog" in page and 'data-runs="run run1: stages' in page
+    assert "own run" in page and 'id="chart-capacity-delay"' in page
+
+
 def test_baseline_compares_max_devices(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     conclude_capacity(found(1000), Outputs(baselines=BaselineSettings(store, save="main")), NAME)
@@ -95,7 +112,8 @@ def test_baseline_compares_max_devices(tmp_path: Path) -> None:
     ("slos", "hold", "fragment"),
     [([], "10s", "give the SLOs"), ("p95_delay_ms < 5", "10s", "as a list"), (["p95 <<< 3"], "10s", "p95 <<< 3"),
      (["loss < 1%"], "0s", "hold='0s'"), (["loss < 1%"], "soon", "hold='soon'"),
-     (["p95_delay_ms < 500 per 1m"], "10s", "windows of 60s, longer than each step's hold of 10s")],
+     (["p95_delay_ms < 500 per 1m"], "10s", "windows of 60s, longer than each step's hold of 10s"),
+     (["loss < 1%"], "2.05s", "whole number of tenths of a second")],
 )  # fmt: skip
 def test_bad_plan_arguments(slos: list[str], hold: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):

@@ -130,12 +130,13 @@ def _head(capacity: Mapping[str, Any], heading: str) -> str:
 
 
 def _steps_section(capacity: Mapping[str, Any]) -> str:
-    headers = ["#", "devices", "offered/s", "delivered/s", "received/s", "p50", "p95", "p99", "loss", "lateness p99",
-               "verdict"]  # fmt: skip
+    headers = ["#", "devices", "run", "offered/s", "delivered/s", "received/s", "p50", "p95", "p99", "loss",
+               "lateness p99", "verdict"]  # fmt: skip
     rows = [
         [
             str(n),
             _count(step.get("devices")),
+            _where(step),
             _rate(step.get("offered_per_s")),
             _rate(step.get("delivered_per_s")),
             _rate(step.get("throughput_per_s")),
@@ -148,8 +149,23 @@ def _steps_section(capacity: Mapping[str, Any]) -> str:
         ]
         for n, step in enumerate(_steps(capacity), start=1)
     ]
-    table = data_table("Every step, in the order the search ran it", headers, rows, text_columns=(0, 10))
-    return f'<section id="steps"><h2>Steps</h2>{table}</section>'
+    table = data_table("Every step, in the order the search ran it", headers, rows, text_columns=(0, 2, 11))
+    runs = str(capacity.get("runs") or "")
+    note = (
+        f'<p class="runs" data-runs="{esc(runs)}">The escalation ran as the stages of one run (the devices already '
+        "connected stayed connected), each stage judged on its own figures; each bisection step was a run of its "
+        f"own. {esc(runs)}</p>"
+        if runs
+        else ""
+    )
+    return f'<section id="steps"><h2>Steps</h2>{note}{table}</section>'
+
+
+def _where(step: Mapping[str, Any]) -> str:
+    """``stage 2 of run 1a2b (cut short: ...)`` / ``own run 3c4d``; older results without it: blank."""
+    where = str(step.get("where") or "")
+    cut = step.get("cut_short")
+    return f"{where} (cut short: {cut})" if cut else where
 
 
 # -- charts ----------------------------------------------------------------------------------------
