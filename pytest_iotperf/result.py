@@ -145,6 +145,13 @@ class RunResult:
     # (their sent/received/lost sum to the run's; due_figures says when exactly).
     due_slot_s: float = 0.0
     stages: list[StageFigures] = field(default_factory=list)
+    # Devices that connected at a later stage's ramp (dormant until then, or back after leaving) and
+    # devices that left cleanly when a stage removed them: planned, never counted as disconnects.
+    stage_joins: int = 0
+    stage_leaves: int = 0
+    # The busiest 10 ms of sending, whole fleet: {"at_s": seconds after T0, "sent": n} (None: nothing sent).
+    # An aligned fleet's herd shows here as the whole fleet within 10 ms.
+    sent_peak_10ms: dict[str, float] | None = None
     # Per due slot: what was sent, scheduled, received and its delays (not in the JSON: window() reads it).
     due_slots: DueSlots = field(default_factory=lambda: DueSlots(slot_us=1_000_000, duration_s=0.0))
     delay_histogram: DelayHistogram = field(default_factory=DelayHistogram)
@@ -189,6 +196,12 @@ class RunResult:
                 value = None
             out[name] = value
         return out
+
+
+def _sent_peak(peak: Any) -> dict[str, float] | None:
+    if not isinstance(peak, Mapping) or "sent" not in peak:
+        return None
+    return {"at_s": float(peak.get("at_s", 0.0)), "sent": int(peak["sent"])}
 
 
 def _ms(value_us: float) -> float:
@@ -387,6 +400,9 @@ def build_result(
         lateness_histogram=lateness,
         due_slot_s=due_slot_s,
         stages=due_slots.stages(plan, stage_lateness),
+        stage_joins=int(extra.get("stage_joins") or 0),
+        stage_leaves=int(extra.get("stage_leaves") or 0),
+        sent_peak_10ms=_sent_peak(extra.get("sent_peak_10ms")),
         due_slots=due_slots,
     )
 

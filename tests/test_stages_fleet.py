@@ -64,6 +64,7 @@ def test_stages_add_and_drop_devices_and_account_every_message_by_due_slot(
     result, fleet = run_with_fleet_report(monkeypatch, mosquitto, stages=stages, rate_per_device=2.0, workers=1, qos=1)
     assert fleet["due_slot_us"] == 1_000_000
     assert fleet["dormant"] == 4 and fleet["stage_joins"] == 8 and fleet["stage_leaves"] == 4
+    assert (result.stage_joins, result.stage_leaves) == (8, 4)
     assert fleet["disconnects"] == 0 and fleet["reconnects"] == 0  # planned hang-ups are no outage
     assert result.devices == result.connected == 8 and result.connect_failures == 0
     # Every stage's load, exactly: devices x rate x duration, replayed and sent by due slot.
@@ -89,6 +90,7 @@ def test_aligned_arrivals_send_the_whole_fleet_within_10_ms_spread_does_not(
     assert aligned.sent == aligned.received == 200
     peak = fleet["sent_peak_10ms"]
     assert peak is not None and peak["sent"] == 50 and peak["at_s"] in (0.0, 0.5, 1.0, 1.5)
+    assert aligned.sent_peak_10ms == {"at_s": peak["at_s"], "sent": 50}
     spread, fleet = run_with_fleet_report(monkeypatch, mosquitto, arrival="spread", **common)
     assert spread.sent == 200
     peak = fleet["sent_peak_10ms"]
