@@ -6,7 +6,8 @@
 The system under test is the broker itself (devices -> Mosquitto -> the sink), so on a small
 machine the load generator usually gives out first: the search then stops with
 ``bound=generator`` and says so, rather than reporting the generator's limit as the broker's.
-Each step is one run (the devices connect afresh for each step).  Not a test: run it by hand.
+The escalation is one run in stages (the devices already connected stay connected; the run is stopped
+early once a stage is clearly breaking); each bisection step is a run of its own.  Not a test: run it by hand.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def main() -> None:
           f"hold {args.hold}; SLOs {'; '.join(slos)}")  # fmt: skip
 
     def show(step: StepOutcome) -> None:
-        print(f"step    : {step.describe()} [{step.elapsed_s:.1f}s]", flush=True)
+        cut = f"; cut short: {step.cut_short}" if step.cut_short else ""
+        print(f"step    : {step.describe()} [{step.where()}, {step.elapsed_s:.1f}s{cut}]", flush=True)
 
     with EmbeddedBroker(prefer="mosquitto") as broker:
         started = time.monotonic()
@@ -63,6 +65,7 @@ def main() -> None:
     print(f"found   : {capacity.summary()}")
     print(f"bound   : {capacity.bound}")
     print(f"hint    : {capacity.hint}")
+    print(f"runs    : {capacity.runs_text()}")
     steps_s = sum(step.elapsed_s for step in capacity.steps)
     print(f"search  : {capacity.search_s:.1f}s for {len(capacity.steps)} steps ({steps_s:.1f}s in the steps' runs; "
           f"{wall_s:.1f}s wall)")  # fmt: skip

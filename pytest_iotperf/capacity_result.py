@@ -69,8 +69,9 @@ class StepOutcome:
     ``broke`` says why the step's run did not complete (aborted early, a process died); a step
     that broke fails.
 
-    Where it ran: ``stage`` is its index in the search's escalation run (one run in stages, the
-    devices of earlier stages staying connected; every stage shares that run's ``run_id``), None
+    Where it ran: ``stage`` is its index in the stages of the search's escalation run (one run in
+    stages, the devices of earlier stages staying connected, a connect stage between two holds;
+    every stage shares that run's ``run_id``), None
     for a step that was a run of its own (a bisection probe, or a re-measured inconclusive stage).
     ``cut_short`` says why a stage was ended before its hold was over (the escalation run was
     stopped early because the live figures showed the stage breaking): its figures cover what ran.
@@ -95,7 +96,7 @@ class StepOutcome:
     received: int = 0
     run_id: str = ""
     elapsed_s: float = 0.0  # wall time of the step, start-up and drain included
-    stage: int | None = None  # index in the escalation run; None: a run of its own
+    stage: int | None = None  # index in the escalation run's stages (its holds: 0, 2, 4, ...); None: a run of its own
     cut_short: str | None = None  # why the stage ended before its hold was over (None: it held the whole hold)
 
     @property

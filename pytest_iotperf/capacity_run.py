@@ -42,6 +42,7 @@ from pytest_iotperf.capacity_stages import (
 from pytest_iotperf.config import SETTINGS_BY_NAME, Resolved, RunSettings, SessionSettings, resolve
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.files import write_json_atomically
+from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.pipeline import Outputs, Pipeline, RunOutcome
 from pytest_iotperf.report.capacity_html import write_capacity_html
 from pytest_iotperf.report.json_report import result_path
@@ -321,6 +322,7 @@ def find_capacity(
         lambda counts: escalation_settings(base, settings, counts, plan.hold_s, SEARCH_SOURCE),
         parsed,
         cpu_limit_percent=CPU_SATURATION_PERCENT,
+        fits=lambda devices: broker_shortfall(devices, broker.open_files) is None,
     )
     capacity = search(probe, plan, escalate=escalate, on_step=on_step)
     return conclude_capacity(capacity, outputs or Outputs(), name)

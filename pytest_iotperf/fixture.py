@@ -24,6 +24,7 @@ from pytest_iotperf.capacity_stages import StagedEscalation, StopCheck, escalati
 from pytest_iotperf.config import RunSettings, marker_slos
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.extract_hook import extract_refs
+from pytest_iotperf.fleet.capacity import broker_shortfall
 from pytest_iotperf.junit import capacity_properties, run_properties
 from pytest_iotperf.pipeline import Outputs, PipelineRun, RunOutcome
 from pytest_iotperf.report.progress import ProgressReporter
@@ -226,7 +227,17 @@ class IotPerf:
             return escalation_settings(self._session.settings, settings, counts, plan.hold_s, SEARCH_SOURCE)
 
         probe = PipelineProbe(run_step, settings_for)
-        escalate = StagedEscalation(run_staged, staged_settings, parsed, cpu_limit_percent=CPU_SATURATION_PERCENT)
+        def fits(devices: int) -> bool:
+            """Whether the search's broker can hold ``devices`` (the escalation run stages only those)."""
+            try:
+                broker = self._session.broker_for(base.broker, base.transport)
+            except IotPerfError:
+                return True  # the run then says why it cannot reach it
+            return broker_shortfall(devices, broker.open_files) is None
+
+        escalate = StagedEscalation(
+            run_staged, staged_settings, parsed, cpu_limit_percent=CPU_SATURATION_PERCENT, fits=fits
+        )
         try:
             capacity = search(probe, plan, escalate=escalate, on_step=log_step)
         except IotPerfError as exc:
