@@ -113,7 +113,7 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
     """``"1000@1m,3000@2m,3000x2@1m"``: devices@duration, ``xR`` for a rate per device.
 
     Raises:
-        ValueError: naming the part that is not ``N@D`` or ``NxR@D``.
+        ValueError: naming the part that is not ``N@D`` or ``NxR@D`` (N >= 1, D > 0, R > 0).
     """
     stages = []
     for part in text.split(","):
@@ -125,8 +125,13 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
             )
         devices, rate, duration = match.groups()
         try:
-            parse_duration(duration)
+            if not parse_duration(duration) > 0:
+                raise ValueError("a stage's duration must be longer than 0")
             rate_value = float(rate) if rate is not None else None
+            if rate_value is not None and not (math.isfinite(rate_value) and rate_value > 0):
+                raise ValueError("a stage's rate per device must be a number > 0")
+            if int(devices) < 1:
+                raise ValueError("a stage needs at least 1 device")
         except ValueError as exc:
             raise ValueError(f"stage {part.strip()!r}: {exc}") from None
         stages.append(Stage(duration, int(devices), rate_value))

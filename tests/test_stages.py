@@ -110,6 +110,11 @@ def test_stages_setting_sets_devices_duration_and_the_plan() -> None:
 def test_bad_stages_name_the_stage_and_the_source() -> None:
     with pytest.raises(ConfigError, match=r"--iot-stages=4@1s,five@2s \(command line\): stage 'five@2s'"):
         resolve({"stages": "4@1s,five@2s"}, {}, {})
+    # What the text alone gets wrong stops the session at its start, before any test runs.
+    for text, why in (("4@1s,8@0s", "duration must be longer than 0"), ("0@1s", "at least 1 device"),
+                      ("4x0@1s", "rate per device must be a number > 0")):
+        with pytest.raises(ConfigError, match=rf"--iot-stages={text} \(command line\): stage '[^']+': .*{why}"):
+            resolve({"stages": text}, {}, {})
     with pytest.raises(ConfigError, match=r"iot_perf.run\(stages=\.\.\.\) \(test code\): stage 2 \(0@1s\): devices"):
         resolve({}, {}, {}).for_run({"stages": [Stage("1s", devices=2), Stage("1s", devices=0)]})
     with pytest.raises(ConfigError, match=r"--iot-stages \(command line\): .*100 ms grid"):
