@@ -73,10 +73,7 @@ def test_system_bound(relay, iot_perf):
     # Each device connected once (stage 1's before T0, the others at their stages' ramps), none dropped.
     assert escalation[-1].devices <= run.connected <= 80, run
     assert (run.connect_failures, run.disconnects, run.reconnects) == (0, 0, 0), run
-    joins = getattr(run, "stage_joins", None)  # RunResult.stage_joins: the lead's, may not be there yet
-    print("STAGE_JOINS", joins)
-    if joins is not None:
-        assert joins == run.connected - 10 and getattr(run, "stage_leaves", 0) == 0, (joins, run.connected)
+    assert (run.stage_joins, run.stage_leaves) == (run.connected - 10, 0), (run.stage_joins, run.connected)
     # Past the knee what the relay delivered while the load was on levels off at its capacity.
     assert 0.75 * {CAPACITY_PER_S} <= capacity.steps[2].delivered_per_s <= 1.15 * {CAPACITY_PER_S}, capacity.steps[2]
 
