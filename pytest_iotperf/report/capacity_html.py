@@ -24,7 +24,7 @@ from typing import Any
 from pytest_iotperf.files import write_text_atomically
 from pytest_iotperf.numbers import NO_VALUE, finite, format_fraction, format_ms
 from pytest_iotperf.report.html_charts import data_table
-from pytest_iotperf.report.html_style import CSS
+from pytest_iotperf.report.html_style import html_page
 from pytest_iotperf.report.svg import (
     MARKER_STYLE,
     X0,
@@ -76,17 +76,10 @@ def render_capacity_html(capacity: Mapping[str, Any], *, title: str | None = Non
             "</main>",
         ]
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        '<meta name="generator" content="pytest-iotperf">\n'
-        f"<title>capacity {esc(_count(capacity.get('max_devices')))} devices \u2013 {esc(heading)} \u2013 iotperf"
-        f"</title>\n<style>{CSS}</style>\n</head>\n"
-        f'<body>\n<div class="page">{body}'
-        "<footer>pytest-iotperf capacity report \u00b7 one self-contained file: no script, no network access</footer>"
-        "</div>\n</body>\n</html>\n"
+    return html_page(
+        f"capacity {_count(capacity.get('max_devices'))} devices \u2013 {heading} \u2013 iotperf",
+        body,
+        "pytest-iotperf capacity report \u00b7 one self-contained file: no script, no network access",
     )
 
 

@@ -32,9 +32,8 @@ from pytest_iotperf.report.html_sections import (
     stages_section,
     workers_section,
 )
-from pytest_iotperf.report.html_style import CSS
+from pytest_iotperf.report.html_style import html_page
 from pytest_iotperf.report.result_view import shown_text
-from pytest_iotperf.report.svg import esc
 
 # The redaction helpers were first published here; they live in pytest_iotperf.secrets.
 from pytest_iotperf.secrets import REDACTED, redact_settings, redact_text
@@ -71,17 +70,10 @@ def render_html(result: Mapping[str, Any], *, title: str | None = None) -> str:
             "</main>",
         ]
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        '<meta name="generator" content="pytest-iotperf">\n'
-        f"<title>{esc(verdict)} \u2013 {esc(heading)} \u2013 iotperf</title>\n"
-        f"<style>{CSS}</style>\n</head>\n"
-        f'<body>\n<div class="page">{body}'
-        "<footer>pytest-iotperf report \u00b7 one self-contained file: no script, no network access</footer>"
-        "</div>\n</body>\n</html>\n"
+    return html_page(
+        f"{verdict} \u2013 {heading} \u2013 iotperf",
+        body,
+        "pytest-iotperf report \u00b7 one self-contained file: no script, no network access",
     )
 
 

@@ -7,6 +7,8 @@ lookup.  The class names it styles are written in :mod:`.html_sections` and
 
 from __future__ import annotations
 
+import html
+
 CSS = """
 :root { color-scheme: light; --pass: #1b7f3b; --pass-bg: #e6f4ea; --fail: #b3261e; --fail-bg: #fce8e6;
   --warn: #8a5a00; --warn-bg: #fff4d6; --muted: #5f6368; --line: #dadce0; }
@@ -66,3 +68,22 @@ footer { color: var(--muted); font-size: 12px; text-align: center; }
 @media print { body { background: #fff; } section, .page-head { break-inside: avoid; } }
 """
 
+
+
+def html_page(title: str, body: str, footer: str) -> str:
+    """A whole self-contained page: no script, no network (the CSP says so to the browser too).
+
+    ``title`` and ``footer`` are plain text (escaped here); ``body`` is HTML.
+    """
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
+        '<meta name="generator" content="pytest-iotperf">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        f"<style>{CSS}</style>\n</head>\n"
+        f'<body>\n<div class="page">{body}'
+        f"<footer>{html.escape(footer)}</footer>"
+        "</div>\n</body>\n</html>\n"
+    )
