@@ -114,6 +114,8 @@ METRICS: Mapping[str, str] = MappingProxyType(
         "other_runs": _COUNT,
         "malformed": _COUNT,
         "batched": _COUNT,
+        "stage_joins": _COUNT,
+        "stage_leaves": _COUNT,
         "extract_errors": _COUNT,
         "devices": _COUNT,
         "workers": _COUNT,
