@@ -64,7 +64,15 @@ from pytest_iotperf.setting_parsers import (
     parse_ws_path,
 )
 from pytest_iotperf.slo import Slo, merge_slos, parse_slo
-from pytest_iotperf.stage_plan import Stage, StageSpec, due_slot_for, parse_stages, plan_stages, single_stage
+from pytest_iotperf.stage_plan import (
+    Stage,
+    StageSpec,
+    auto_ramp_s,
+    due_slot_for,
+    parse_stages,
+    plan_stages,
+    single_stage,
+)
 
 _T = TypeVar("_T")
 
@@ -128,7 +136,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ramp_up",
         parse_ramp_up,
         None,
-        "time over which devices connect, spread evenly (default auto: 1s per 500 devices, at least 1s)",
+        "time over which devices connect, spread evenly (default auto: 1s per 500 devices, at least 0.25s)",
         "D",
         "ramp_up",
     ),
@@ -899,9 +907,7 @@ class RunSettings(SessionSettings):
     def _first_ramp_s(self, devices: int) -> float:
         if self["ramp_up"] is not None:
             return self._number("ramp_up")
-        automatic = max(1.0, devices / 500.0)
-        rate = self.connect_rate
-        return automatic if rate is None else max(automatic, devices / rate)
+        return auto_ramp_s(devices, self.connect_rate)
 
     @property
     def stages(self) -> tuple[Stage, ...] | None:

@@ -29,6 +29,7 @@ from pytest_iotperf.setting_parsers import format_duration, parse_duration
 __all__ = [
     "Stage",
     "StageSpec",
+    "auto_ramp_s",
     "device_life",
     "due_offset_us",
     "due_slot_for",
@@ -43,6 +44,11 @@ __all__ = [
 MIN_DUE_SLOT_MS = 100
 #: Most slots a run keeps (per slot: a histogram in every sink, a count in every worker).
 MAX_DUE_SLOTS = 20_000
+
+#: The automatic ramp: devices connect at most this many per second, over at least AUTO_RAMP_MIN_S.
+#: (A floor, not a fixed second: ten devices need no second to connect, and every run pays the ramp.)
+AUTO_RAMP_DEVICES_PER_S = 500.0
+AUTO_RAMP_MIN_S = 0.25
 
 _STAGE_TEXT = re.compile(r"^\s*(\d+)\s*(?:x\s*([0-9.]+))?\s*@\s*(\S+)\s*$", re.IGNORECASE)
 
@@ -189,9 +195,7 @@ def plan_stages(
         else:
             added = max(0, stage.devices - previous_devices)
             if ramp is None:
-                automatic = max(1.0, added / 500.0) if added else 0.0
-                ramp = automatic if connect_rate is None else max(automatic, added / connect_rate)
-                ramp = min(ramp, previous_duration)
+                ramp = min(auto_ramp_s(added, connect_rate), previous_duration) if added else 0.0
             elif ramp > previous_duration:
                 raise ValueError(
                     f"{where}: ramp_up {format_duration(ramp)} is longer than the stage before it "
@@ -202,6 +206,12 @@ def plan_stages(
         previous_devices = stage.devices
         previous_duration = duration
     return tuple(planned)
+
+
+def auto_ramp_s(devices: int, connect_rate: float | None = None) -> float:
+    """The default ramp for ``devices`` new connections: 1 s per 500 (or per ``connect_rate``), >= 0.25 s."""
+    automatic = max(AUTO_RAMP_MIN_S, devices / AUTO_RAMP_DEVICES_PER_S)
+    return automatic if connect_rate is None else max(automatic, devices / connect_rate)
 
 
 def single_stage(devices: int, rate: float, duration_s: float, ramp_up_s: float) -> tuple[StageSpec, ...]:

@@ -144,12 +144,12 @@ def test_escalation_settings_are_the_callers_in_stages() -> None:
     settings = escalation_settings(base, {"rate_per_device": 5.0, "ramp_up": "3s"}, counts, 2.0, "search")
     plan = settings.stage_plan
     # Holds of 2 s; between them a connect stage at the earlier count as long as the next count's ramp
-    # (the default for the devices it adds: 1 s, or 1000 / 500 per second = 2 s).
+    # (the default for the devices it adds: 0.25 s, rounded up to the 0.1 s grid, or 1000 / 500 per second = 2 s).
     assert [(s.start_s, s.duration_s, s.devices, s.rate) for s in plan] == [
-        (0.0, 2.0, 10, 5.0), (2.0, 1.0, 10, 5.0), (3.0, 2.0, 20, 5.0), (5.0, 2.0, 20, 5.0), (7.0, 2.0, 1020, 5.0)
+        (0.0, 2.0, 10, 5.0), (2.0, 0.3, 10, 5.0), (2.3, 2.0, 20, 5.0), (4.3, 2.0, 20, 5.0), (6.3, 2.0, 1020, 5.0)
     ]
-    assert plan[0].ramp_up_s == 3.0 and (plan[2].ramp_up_s, plan[4].ramp_up_s) == (1.0, 2.0)
-    assert settings.devices == 1020 and settings.duration_s == 9.0 and settings.allow_saturated
+    assert plan[0].ramp_up_s == 3.0 and (plan[2].ramp_up_s, plan[4].ramp_up_s) == (0.3, 2.0)
+    assert settings.devices == 1020 and settings.duration_s == 8.3 and settings.allow_saturated
     with pytest.raises(ConfigError):
         escalation_settings(base, {}, [10, 20], 2.05, "search")  # off the 100 ms due grid
 

@@ -93,7 +93,7 @@ def test_replay_is_exact_where_offsets_fall_on_slot_boundaries_and_is_fast() -> 
 
 def test_stages_setting_sets_devices_duration_and_the_plan() -> None:
     settings = resolve({"stages": "4@1.5s,8@1s,4x2@1.5s"}, {}, {"rate": ("2", "pytest.ini")}).for_run({})
-    assert (settings.devices, settings.duration_s, settings.ramp_up_s) == (8, 4.0, 1.0)
+    assert (settings.devices, settings.duration_s, settings.ramp_up_s) == (8, 4.0, 0.25)  # auto: >= 0.25 s
     plan = [(stage.start_s, stage.devices, stage.rate) for stage in settings.stage_plan]
     assert plan == [(0.0, 4, 2.0), (1.5, 8, 2.0), (2.5, 4, 2.0)]
     assert settings.describe()["stages"] == "4@1.5s,8@1s,4x2@1.5s"
@@ -103,7 +103,7 @@ def test_stages_setting_sets_devices_duration_and_the_plan() -> None:
     )
     assert (code.devices, code.duration_s) == (20, 90.0)  # the ini's devices give way to the stages
     plain = resolve({}, {}, {}).for_run({"devices": 3, "duration": "2s"})
-    assert plain.stages is None and plain.stage_plan == single_stage(3, 1.0, 2.0, 1.0)
+    assert plain.stages is None and plain.stage_plan == single_stage(3, 1.0, 2.0, 0.25)
     assert pytest_iotperf.Stage is Stage
 
 
