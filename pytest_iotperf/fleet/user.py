@@ -29,6 +29,7 @@ class DeviceUser(User):
         if fleet.starts_dormant(number):
             # A later stage's device: no socket until that stage's ramp (the worker's scheduler calls rejoin).
             fleet.dormant += 1
+            fleet.device_settled()
             return
         self.device.connect()
 

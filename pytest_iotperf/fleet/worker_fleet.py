@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from locust.runners import WorkerRunner
 
 _STATUS_INTERVAL_S = 0.5
+_STATUS_MIN_GAP_S = 0.02
 _ACK_WAIT_S = 5.0
 _MAX_DISTINCT_ERRORS = 20
 _YIELD_EVERY = 64
@@ -196,6 +197,9 @@ class WorkerFleet:
         self._rss_before_devices = current_rss_bytes()
         self._reported = False
         self._slot_us = spec.timeline_slot_s * 1_000_000
+        # Set when every device of this worker settled before the go (connected, gave up or dormant): the
+        # master learns it from the next status, which then goes at once instead of up to 0.5 s later.
+        self._status_wake = gevent.event.Event()
         self._status_greenlet = gevent.spawn(self._status_loop)
         self._keepalive_greenlet = gevent.spawn(self._keepalive_loop)
 
@@ -253,6 +257,12 @@ class WorkerFleet:
         self.connect_latency.record(int(seconds * 1_000_000))
         if self.staged and self.go.is_set():
             self.stage_joins += 1  # a device dormant until a later stage's ramp
+        self.device_settled()
+
+    def device_settled(self) -> None:
+        """A device connected, gave up or went dormant: before the go, the last one sends a status now."""
+        if not self.go.is_set() and self.connected + self.connect_failed + self.dormant >= len(self.devices):
+            self._status_wake.set()
 
     def device_failed(self, device: Device, error: str) -> None:
         self.connect_failed += 1
@@ -262,6 +272,7 @@ class WorkerFleet:
         if key is None:
             key = self._failure_keys[error] = f"connect failed: {device.device_id}: {error}"
         self._error(key)
+        self.device_settled()
 
     def connect_attempted(self) -> None:
         self.connect_timeline[int((self.now() - self.run_state.record_shift_s) * 10)] += 1
@@ -597,7 +608,9 @@ class WorkerFleet:
         while not self._reported:
             self._fold_puback_latency(chunk=1024)
             self.runner.send_message("iotperf_status", self.status())
-            gevent.sleep(_STATUS_INTERVAL_S)
+            gevent.sleep(_STATUS_MIN_GAP_S)  # however often woken: at most ~50 statuses a second
+            self._status_wake.wait(_STATUS_INTERVAL_S - _STATUS_MIN_GAP_S)
+            self._status_wake.clear()
 
     def status(self) -> dict[str, Any]:
         first_error = next(iter(self.errors), None)
