@@ -93,7 +93,8 @@ def test_each_stage_is_judged_on_its_own_figures() -> None:
     assert [s.passed for s in steps] == [True, True, False]
     assert [s.sent for s in steps] == [200, 400, 800] and [s.offered_per_s for s in steps] == [100, 200, 400]
     assert steps[2].p95_delay_ms == pytest.approx(900, rel=0.02)
-    assert steps[2].why_failed() is not None and steps[2].why_failed().startswith("p95_delay_ms < 250: ")
+    why = steps[2].why_failed()
+    assert why is not None and why.startswith("p95_delay_ms < 250: ")
     # Whole-run checks (connect_failures, unsent) judge the escalation run: their verdict is the last stage's.
     assert [v.metric for v in steps[0].verdicts] == ["p95_delay_ms"]
     assert {v.metric for v in steps[2].verdicts} == {"p95_delay_ms", "connect_failures", "unsent"}
