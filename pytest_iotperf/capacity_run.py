@@ -122,6 +122,19 @@ def check_settings(settings: Mapping[str, Any]) -> None:
         )
 
 
+def set_aside_by_search(base: RunSettings) -> list[str]:
+    """What the command line or environment asked for that a search overrides (devices, duration, stages).
+
+    A session scaled with ``--iot-devices 6000`` still runs its capacity searches from ``start`` to
+    ``limit``: said in a warning, never dropped silently.
+    """
+    return [
+        f"{name}={base[name]!r} ({base.source(name)})"
+        for name in SEARCH_OWNED
+        if name in base.values and base.source(name) in ("command line", "environment")
+    ]
+
+
 def step_settings(base: SessionSettings, code: Mapping[str, Any], devices: int, hold_s: float) -> RunSettings:
     """One step's settings: the caller's, with the search's device count and hold (over the command line too).
 

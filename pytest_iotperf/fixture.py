@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from pytest_iotperf.capacity_run import (
     check_settings,
     conclude_capacity,
     make_plan,
+    set_aside_by_search,
     step_settings,
 )
 from pytest_iotperf.capacity_search import search
@@ -172,6 +174,15 @@ class IotPerf:
             failure = f"find_capacity: {exc}" if not str(exc).startswith("find_capacity") else str(exc)
         except ValueError as exc:
             failure = f"pytest_iotperf_extract: {exc}"
+        else:
+            set_aside = set_aside_by_search(base)
+            if set_aside:
+                warnings.warn(
+                    f"find_capacity sets the device count and duration itself (start={start}, limit={limit}, "
+                    f"hold={hold!r}): {', '.join(set_aside)} does not apply to this search",
+                    UserWarning,
+                    stacklevel=2,
+                )
         if failure is not None:
             pytest.fail(failure, pytrace=False)
         name = self._item.nodeid

@@ -11,8 +11,9 @@ from test_capacity_search import Knee, Staged, plan
 
 from pytest_iotperf.baseline import BaselineSettings, BaselineStore, parse_margin
 from pytest_iotperf.capacity_result import CapacityResult
-from pytest_iotperf.capacity_run import conclude_capacity, make_plan
+from pytest_iotperf.capacity_run import conclude_capacity, make_plan, set_aside_by_search
 from pytest_iotperf.capacity_search import search
+from pytest_iotperf.config import resolve
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.junit import capacity_properties
 from pytest_iotperf.pipeline import Outputs
@@ -147,3 +148,10 @@ def test_the_fixture_fails_bad_arguments_before_any_run(pytester: pytest.Pyteste
         ]
     )
     assert "iotperf summary" not in outcome.stdout.str()  # nothing ran, nothing was recorded
+
+
+def test_what_the_command_line_asked_for_and_a_search_overrides_is_named() -> None:
+    # A session scaled with --iot-devices still searches from start to limit: the fixture warns with these.
+    scaled = resolve({"devices": "6000"}, {"IOTPERF_DURATION": "5s"}, {"rate": ("2", "pytest.ini")}).for_run({})
+    assert set_aside_by_search(scaled) == ["devices=6000 (command line)", "duration=5.0 (environment)"]
+    assert set_aside_by_search(resolve({}, {}, {"devices": ("50", "pytest.ini")}).for_run({})) == []
