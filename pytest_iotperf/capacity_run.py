@@ -40,6 +40,7 @@ from pytest_iotperf.capacity_stages import (
     run_watched,
 )
 from pytest_iotperf.config import SETTINGS_BY_NAME, Resolved, RunSettings, SessionSettings, resolve
+from pytest_iotperf.durations import parse_duration
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.files import write_json_atomically
 from pytest_iotperf.fleet.capacity import broker_shortfall
@@ -47,7 +48,6 @@ from pytest_iotperf.pipeline import Outputs, Pipeline, RunOutcome
 from pytest_iotperf.report.capacity_html import write_capacity_html
 from pytest_iotperf.report.json_report import result_path
 from pytest_iotperf.result import SATURATION_LATENESS_MS, RunResult
-from pytest_iotperf.setting_parsers import parse_duration
 from pytest_iotperf.slo import Slo, parse_slo
 
 #: A worker at or above this CPU (per cent of one core, over its run) cannot be trusted to keep its schedule.

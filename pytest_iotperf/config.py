@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_iotperf.durations import parse_duration
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.mqtt_options import MqttClientOptions
 from pytest_iotperf.secrets import (
@@ -42,7 +43,6 @@ from pytest_iotperf.setting_parsers import (
     parse_consumer_group,
     parse_device_id_template,
     parse_directory,
-    parse_duration,
     parse_eventhub,
     parse_file,
     parse_file_or_template,

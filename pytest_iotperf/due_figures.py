@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pytest_iotperf.durations import format_duration
 from pytest_iotperf.metrics import DelayHistogram
-from pytest_iotperf.setting_parsers import format_duration
 from pytest_iotperf.stage_plan import StageSpec
 
 __all__ = ["DueSlots", "StageFigures", "WindowFigures", "window_label"]

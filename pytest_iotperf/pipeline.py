@@ -53,6 +53,7 @@ from pytest_iotperf.abort import abort_rule_for
 from pytest_iotperf.baseline import BaselineSettings, Comparison, compare
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import RunSettings
+from pytest_iotperf.durations import format_duration, parse_duration
 from pytest_iotperf.errors import ConfigError, IotPerfError
 from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.live import Ended, LiveState
@@ -62,7 +63,6 @@ from pytest_iotperf.report.json_report import result_path, write_result
 from pytest_iotperf.result import SATURATION_LATENESS_MS, RunResult
 from pytest_iotperf.runner import PerfRun, ProgressCallback, RunFailed
 from pytest_iotperf.secrets import INFLUX_TOKEN_ENV
-from pytest_iotperf.setting_parsers import format_duration, parse_duration
 from pytest_iotperf.slo import Slo, SloVerdict, failure_message, parse_slo
 from pytest_iotperf.standing import StandingProcesses
 

@@ -2,7 +2,7 @@
 
 Pure and free of sources: the message says what was expected and what came;
 ``config.resolve`` prefixes it with the value's source (``--iot-qos=2 (command
-line)``).  ``format_duration`` is here too, as the inverse of ``parse_duration``.
+line)``).  Durations are parsed by ``durations.parse_duration`` (pure, shared with the SLO grammar).
 """
 
 from __future__ import annotations
@@ -13,45 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pytest_iotperf.broker_endpoint import parse_broker_url
+from pytest_iotperf.durations import parse_duration
 from pytest_iotperf.fleet.naming import DEVICE_FIELDS, DEVICE_ID_FIELDS, check_template
 from pytest_iotperf.secrets import EVENTHUB_CONNECTION_STRING_ENV
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``30s``, ``2m``, ``1m30s``, ``500ms``, ``1.5h`` or a bare number of seconds."""
-    raw = text.strip()
-    if not raw:
-        raise ValueError("expected a duration such as 30s, 2m or 1m30s, got an empty value")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        pos = 0
-        seconds = 0.0
-        for match in _DURATION_PART.finditer(raw):
-            if match.start() != pos and raw[pos : match.start()].strip():
-                break
-            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-            pos = match.end()
-        if pos == 0 or raw[pos:].strip():
-            raise ValueError(f"expected a duration such as 30s, 2m, 1m30s or 500ms, got {text!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected a non-negative duration, got {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of :func:`parse_duration` for display (``90`` -> ``1m30s``)."""
-    if seconds < 1 and seconds > 0:
-        return f"{seconds * 1000:g}ms"
-    minutes, rest = divmod(seconds, 60)
-    if minutes and rest:
-        return f"{int(minutes)}m{rest:g}s"
-    if minutes:
-        return f"{int(minutes)}m"
-    return f"{rest:g}s"
 
 
 def parse_positive_int(text: str) -> int:

@@ -35,6 +35,7 @@ from decimal import Decimal, DecimalException
 from types import MappingProxyType
 from typing import Any
 
+from pytest_iotperf.durations import format_duration, parse_duration
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.numbers import format_percent
 
@@ -291,8 +292,6 @@ class WindowVerdict:
     @property
     def label(self) -> str:
         """``[3m,4m)``."""
-        from pytest_iotperf.setting_parsers import format_duration  # here: slo stays free of it when unwindowed
-
         return f"[{format_duration(self.start_s)},{format_duration(self.end_s)})"
 
 
@@ -362,8 +361,6 @@ def parse_slo(text: str) -> Slo:
         raise SloSyntaxError(
             text, f"{slo.metric} has no figure per window; a windowed SLO takes one of {allowed}, or pNN_delay_ms"
         )
-    from pytest_iotperf.setting_parsers import format_duration  # only for windowed SLOs (it imports more)
-
     return Slo(
         metric=slo.metric,
         op=slo.op,
@@ -386,8 +383,6 @@ def window_bounds(duration_s: float, window_s: float) -> list[tuple[float, float
 
 
 def _window_seconds(text: str, window: str) -> float:
-    from pytest_iotperf.setting_parsers import parse_duration  # only for windowed SLOs (it imports more)
-
     try:
         seconds = parse_duration(window)
     except ValueError as exc:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_iotperf.setting_parsers import format_duration, parse_duration
+from pytest_iotperf.durations import format_duration, parse_duration
 
 __all__ = [
     "Stage",

@@ -17,8 +17,8 @@ from pytest_iotperf.config import (
     resolve,
     topic_filter_for,
 )
+from pytest_iotperf.durations import format_duration, parse_duration
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.setting_parsers import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
