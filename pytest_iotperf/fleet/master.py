@@ -71,8 +71,9 @@ class MasterFleet:
     """Drives one run through its phases on a MasterRunner."""
 
     def __init__(
-        self, spec: FleetSpec, runner: MasterRunner, abort_file: Path | None = None, stop_file: Path | None = None
+        self, spec: FleetSpec, workers: StandingWorkers, abort_file: Path | None = None, stop_file: Path | None = None
     ) -> None:
+        runner = workers.runner
         self.spec = spec
         self.abort_file = abort_file  # the parent writes the reason here to stop the run early
         self.stop_file = stop_file  # the parent creates it to end the steady state early (not a failure)
@@ -88,13 +89,13 @@ class MasterFleet:
         runner.register_message("iotperf_report", self._on_report)
         runner.register_message("iotperf_prepared", self._on_prepared)
         runner.register_message("iotperf_clock_pong", self._on_pong)
-        runner.register_message("iotperf_installed", self._on_installed)
         runner.register_message("iotperf_need_numbers", self._on_need_numbers)
         runner.register_message("iotperf_spec_checked", self._on_spec_checked)
         # Global device numbers, each handed out once (numbering.py): a lost worker's numbers are not reused.
         self.numbers = NumberPool(spec.identity.device_offset, spec.devices)
-        self.installed: set[str] = set()  # workers whose iotperf handlers are registered
-        self.open_files: dict[str, int] = {}  # each worker's open-files limit, from its iotperf_installed
+        # Workers that registered our handlers, and their open-files limits: the master's, across its runs.
+        self.installed = workers.installed
+        self.open_files = workers.open_files
         self.clock_samples: dict[str, list[ClockSample]] = {}
         self.clocks: dict[str, ClockEstimate] = {}
         self.prepared: set[str] = set()
@@ -107,12 +108,6 @@ class MasterFleet:
 
     def _on_report(self, msg: Any, **_: Any) -> None:
         self.reports[msg.node_id] = msg.data
-
-    def _on_installed(self, msg: Any, **_: Any) -> None:
-        self.installed.add(msg.node_id)
-        nofile = msg.data.get("nofile") if isinstance(msg.data, dict) else None
-        if isinstance(nofile, int) and nofile > 0:
-            self.open_files[msg.node_id] = nofile
 
     def _on_need_numbers(self, msg: Any, **_: Any) -> None:
         asked = int(msg.data.get("count", 0)) if isinstance(msg.data, dict) else 0
@@ -385,6 +380,10 @@ def quit_fleet(runner: MasterRunner) -> None:
     runner.greenlet.kill(block=True)
 
 
+#: Handled by StandingWorkers for the master's whole life, not by one run.
+_MASTER_MESSAGES = frozenset({"iotperf_installed"})
+
+
 def _forget_run_handlers(runner: MasterRunner) -> None:
     """Unregister the last run's ``iotperf_*`` handlers so the next MasterFleet can register its own.
 
@@ -392,14 +391,15 @@ def _forget_run_handlers(runner: MasterRunner) -> None:
     has one runner for all its runs, so each run's handlers replace the last's.
     """
     for msg_type in [name for name in runner.custom_messages if name.startswith("iotperf_")]:
-        del runner.custom_messages[msg_type]
+        if msg_type not in _MASTER_MESSAGES:
+            del runner.custom_messages[msg_type]
 
 
 class StandingWorkers:
-    """What a standing master knows about its workers across runs: which registered our handlers.
+    """What the master knows about its workers across runs: which registered our handlers, their limits.
 
     A worker says ``iotperf_installed`` once, when it starts (possibly before the first run): every
-    run's MasterFleet shares these two collections, so a later run counts the workers as ready.
+    run's MasterFleet reads these two collections, so a later run counts the workers as ready.
     """
 
     def __init__(self, runner: MasterRunner) -> None:
@@ -416,10 +416,7 @@ class StandingWorkers:
 
     def new_fleet(self, spec: FleetSpec, abort_file: Path | None, stop_file: Path | None) -> MasterFleet:
         _forget_run_handlers(self.runner)
-        fleet = MasterFleet(spec, self.runner, abort_file, stop_file)
-        fleet.installed = self.installed  # its own iotperf_installed handler now adds to the shared set
-        fleet.open_files = self.open_files
-        return fleet
+        return MasterFleet(spec, self, abort_file, stop_file)
 
 
 def run_fleet(fleet: MasterFleet, report: Path, worker_timeout_s: float, *, last: bool) -> int:
