@@ -36,11 +36,10 @@ sent per timeline slot and per due slot (the issue 16 grid from T0), and the
 kept for the herd check).  Scheduled per due slot is a replay at the end
 (``arrival.scheduled_by_slot``), not counted as the schedule walks.
 
-Stages: a run in stages has its own scheduler loop (``_run_staged_schedules``),
-which also runs the stages' events in time order: a stage's start (lateness is
-counted per stage), devices joining during its ramp, devices leaving at its
-start.  A run without stages keeps the plain loop.  Only imported inside
-Locust processes.
+Stages: the scheduler loop (``_run_schedules``) also runs the stages' events
+in time order: a stage's start (lateness is counted per stage), devices joining
+during its ramp, devices leaving at its start; a run without stages has none.
+Only imported inside Locust processes.
 """
 
 from __future__ import annotations
@@ -332,19 +331,16 @@ class WorkerFleet:
         self.resent += 1
 
     def message_sent(self, due_us: int, sent_us: int) -> None:
-        self.sent += 1
         self.lateness.record(sent_us - due_us)
-        self.sent_timeline[due_us // self._slot_us] += 1
-        self.sent_by_due_slot[(due_us - self._t0_us) // self._due_slot_us] += 1
-        bucket = (sent_us - self._t0_us) // _SEND_BUCKET_US
-        if bucket == self._send_bucket:
-            self._send_bucket_sent += 1
-        else:
-            self._next_send_bucket(bucket)
+        self._count_sent(due_us, sent_us)
 
     def queued_message_sent(self, due_us: int, sent_us: int) -> None:
         # Not in lateness: that is the generator keeping its schedule (saturation); the outage
         # shows in the sink's delays, measured from the same due time.
+        self._count_sent(due_us, sent_us)
+
+    def _count_sent(self, due_us: int, sent_us: int) -> None:
+        """One message sent: counted by its due time (timeline slot, due slot) and in its 10 ms of send time."""
         self.sent += 1
         self.sent_timeline[due_us // self._slot_us] += 1
         self.sent_by_due_slot[(due_us - self._t0_us) // self._due_slot_us] += 1
@@ -423,41 +419,9 @@ class WorkerFleet:
         self._schedule_t0 = t0 + shift
         self._t0_us = round(t0 * 1_000_000)  # the master's T0: the origin of every due time accounted
         self.go.set()
-        gevent.spawn(self._run_staged_schedules if self.staged else self._run_schedules, t0 + shift)
+        gevent.spawn(self._run_schedules, t0 + shift)
         self._sampler = gevent.spawn(self._sample_connected, t0)
         gevent.spawn(self._report_when_finished)
-
-    def _run_schedules(self, t0: float) -> None:
-        """One scheduler for every device of this worker: a heap of due times.
-
-        A sleeping greenlet per device would cost a timer and two switches per
-        message; walking a heap publishes every due message in one pass and
-        sleeps only when nothing is due.
-        """
-        heap = self._armed_schedules(t0)
-        published = 0
-        while heap:
-            due, index, device = heap[0]
-            if self.stop_s is not None and due >= t0 + self.stop_s:
-                heapq.heappop(heap)
-                device.end_schedule()
-                continue
-            now = self.now()
-            if due > now:
-                if self.stop_s is None:
-                    self._stopped.wait(due - now)  # a stop request may end the schedule before then
-                else:
-                    gevent.sleep(due - now)
-                continue
-            following = device.publish_due(now)
-            if following is None:
-                heapq.heappop(heap)
-            else:
-                heapq.heapreplace(heap, (following, index, device))
-            published += 1
-            if published % _YIELD_EVERY == 0:
-                gevent.sleep(0)  # let readers take acks and keep-alives when we run behind
-        self.schedules_done.set()
 
     def _armed_schedules(self, t0: float) -> list[tuple[float, int, Device]]:
         """Every device's schedule started at ``t0`` (this worker's clock): the scheduler's heap of due times."""
@@ -490,22 +454,27 @@ class WorkerFleet:
     def _enter_stage(self, position: int) -> None:
         self.lateness = self.stage_lateness[position]
 
-    def _run_staged_schedules(self, t0: float) -> None:
-        """The scheduler of a run in stages: :meth:`_run_schedules` plus the stages' events in time order.
+    def _run_schedules(self, t0: float) -> None:
+        """One scheduler for every device of this worker: a heap of due times, and the stages' events.
 
-        An event runs once every message due before it was published (the heap is walked in due
-        order), so a device a stage drops leaves after its last message due before the stage.
-        Kept apart from :meth:`_run_schedules` so a run without stages pays nothing for it.
+        A sleeping greenlet per device would cost a timer and two switches per
+        message; walking a heap publishes every due message in one pass and
+        sleeps only when nothing is due.  In a run in stages, the stages' events
+        (:meth:`_stage_events`) run in time order with the messages: an event
+        runs once every message due before it was published, so a device a stage
+        drops leaves after its last message due before the stage.  Without stages
+        there are none, and a message costs one more comparison than the heap walk.
         """
         heap = self._armed_schedules(t0)
-        events = self._stage_events(t0)
+        events = self._stage_events(t0) if self.staged else []
+        pending = len(events)
         upcoming = 0
         published = 0
-        while heap or upcoming < len(events):
-            if upcoming < len(events) and (not heap or events[upcoming][0] <= heap[0][0]):
+        while heap or upcoming < pending:
+            if upcoming < pending and (not heap or events[upcoming][0] <= heap[0][0]):
                 at = events[upcoming][0]
                 if self.stop_s is not None and at >= t0 + self.stop_s:
-                    upcoming = len(events)  # the run ends before: no device joins or leaves any more
+                    upcoming = pending  # the run ends before: no device joins or leaves any more
                     continue
                 now = self.now()
                 if at > now:
@@ -530,7 +499,7 @@ class WorkerFleet:
                 heapq.heapreplace(heap, (following, index, device))
             published += 1
             if published % _YIELD_EVERY == 0:
-                gevent.sleep(0)
+                gevent.sleep(0)  # let readers take acks and keep-alives when we run behind
         self.schedules_done.set()
 
     def _wait(self, seconds: float) -> None:
