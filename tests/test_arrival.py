@@ -8,8 +8,15 @@ import pytest
 
 from pytest_iotperf.config import resolve
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.fleet.arrival import arrivals_for, scheduled_within
+from pytest_iotperf.fleet.arrival import arrivals_for, scheduled_by_slot
 from pytest_iotperf.fleet.spec import phase_of, scheduled_count
+from pytest_iotperf.stage_plan import single_stage
+
+
+def scheduled_within(arrival: str, n: int, rate: float, duration_s: float, seed: int = 0) -> int:
+    """How many of device n's messages the workers count as scheduled in ``[0, duration_s)`` (their replay)."""
+    plan = single_stage(n + 1, rate, duration_s, 0.0)
+    return sum(scheduled_by_slot(arrival, [(n, n)], plan, 1_000_000, seed).values())
 
 
 def offsets(arrival: str, n: int, rate: float, duration_s: float, seed: int = 0) -> list[float]:

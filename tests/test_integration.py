@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from test_arrival import scheduled_within
 from wallclock import StartUp
 
 from pytest_iotperf.broker_endpoint import BrokerEndpoint
 from pytest_iotperf.config import resolve
 from pytest_iotperf.embedded.broker import EmbeddedBroker, find_mosquitto
 from pytest_iotperf.errors import BrokerError
-from pytest_iotperf.fleet.arrival import scheduled_within
 from pytest_iotperf.processes import free_port
 from pytest_iotperf.result import RunResult
 from pytest_iotperf.runner import PerfRun

@@ -6,11 +6,12 @@ import math
 from collections import Counter
 
 import pytest
+from test_arrival import scheduled_within
 
 import pytest_iotperf
 from pytest_iotperf.config import resolve
 from pytest_iotperf.errors import ConfigError
-from pytest_iotperf.fleet.arrival import StagedArrivals, arrivals_for, scheduled_by_slot, scheduled_within
+from pytest_iotperf.fleet.arrival import StagedArrivals, arrivals_for, scheduled_by_slot
 from pytest_iotperf.fleet.spec import phase_of
 from pytest_iotperf.stage_plan import Stage, StageSpec, device_life, due_offset_us, single_stage, starts_dormant
 

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
-from pytest_iotperf.fleet.spec import phase_of, scheduled_count
+from pytest_iotperf.fleet.spec import phase_of
 from pytest_iotperf.payloads.prng import MASK, Seeds, uniform_source
 from pytest_iotperf.stage_plan import StageSpec, due_offset_us
 
@@ -41,7 +41,6 @@ __all__ = [
     "StagedArrivals",
     "arrivals_for",
     "scheduled_by_slot",
-    "scheduled_within",
     "stage_arrivals",
 ]
 
@@ -100,37 +99,21 @@ class Poisson:
 
 
 def arrivals_for(arrival: str, n: int, rate: float, seed: int = 0) -> Arrivals:
-    """Device ``n``'s due times under ``arrival``.
+    """Device ``n``'s due times under ``arrival`` in a run without stages (its one stage, from T0).
 
     Raises:
         ValueError: an arrival pattern that is not one of :data:`ARRIVALS`.
     """
-    if arrival == "spread":
-        return Periodic(phase_of(n, rate), rate)
-    if arrival == "aligned":
-        return Periodic(0.0, rate)
-    if arrival == "poisson":
-        return Poisson(rate, seed, n)
-    raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}, not {arrival!r}")
-
-
-def scheduled_within(arrival: str, n: int, rate: float, duration_s: float, seed: int = 0) -> int:
-    """How many of device ``n``'s messages fall due in ``[0, duration_s)`` (a fresh replay of its schedule)."""
-    arrivals = arrivals_for(arrival, n, rate, seed)
-    if isinstance(arrivals, Periodic):  # closed form: those with phase + k / rate < duration
-        return scheduled_count(arrivals.phase_s, rate, duration_s)
-    count = 0
-    offset = arrivals.first()
-    while offset < duration_s:
-        count += 1
-        offset = arrivals.after(offset, count)
-    return count
+    return stage_arrivals(arrival, n, rate, seed, 0, 0.0)
 
 
 def stage_arrivals(arrival: str, n: int, rate: float, seed: int, stage_index: int, start_s: float) -> Arrivals:
     """Device ``n``'s due times in one stage: they start afresh at ``start_s`` with the stage's rate.
 
-    Stage 0 (start 0) gives exactly :func:`arrivals_for`'s offsets (``0.0 + x == x``).
+    Stage 0 (start 0) is a run without stages (:func:`arrivals_for`).
+
+    Raises:
+        ValueError: an arrival pattern that is not one of :data:`ARRIVALS`.
     """
     if arrival == "spread":
         return Periodic(start_s + phase_of(n, rate), rate)
