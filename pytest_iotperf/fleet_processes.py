@@ -1,7 +1,7 @@
 """The Locust master and local workers of a run, as the pytest side starts them (no locust imported here).
 
-The master always runs with ``--serve`` (``fleet.master``): a run is one
-``{"cmd": "run", ...}`` on its stdin.  A run that owns its fleet says it is
+The master (``fleet.master``) takes each run as one ``{"cmd": "run", ...}``
+on its stdin.  A run that owns its fleet says it is
 the ``last`` (the master quits its workers before ``done``, as a plain run
 did); a fleet standing for a session (``standing.StandingProcesses``) waits
 for the next run's command after saying ``idle``.
@@ -69,7 +69,6 @@ def fleet_starter(
                 "Locust master",
                 "pytest_iotperf.fleet.master",
                 [
-                    "--serve",
                     "--bind-host",
                     key.bind_host,
                     "--port",

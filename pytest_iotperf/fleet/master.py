@@ -1,21 +1,22 @@
-"""The Locust master of a fleet run: ``python -m pytest_iotperf.fleet.master SPEC REPORT --port P``.
+"""The Locust master of the fleet: ``python -m pytest_iotperf.fleet.master --port P``, runs sent on stdin.
 
-Built with ``Environment.create_master_runner``.  It waits for the workers,
-hands them the spec, spawns the devices over the ramp, announces the schedule
-origin T0 once every device connected (or gave up), collects every worker's
-complete report and writes the merged fleet report to REPORT.
+Built with ``Environment.create_master_runner``.  Each
+``{"cmd": "run", "spec": ..., "report": ..., "abort_file": ..., "stop_file": ..., "last": ...}``
+on stdin is one run: it waits for the workers, hands them the spec, spawns the
+devices over the ramp, announces the schedule origin T0 once every device
+connected (or gave up), collects every worker's complete report and writes the
+merged fleet report to ``report``.  Then, unless it was the ``last`` (the
+workers quit before ``done``), the users are stopped (devices disconnect) and
+``idle`` (or ``unusable``) says whether the next run may use this fleet: a
+master standing for a session's runs.  ``{"cmd": "quit"}`` or EOF quits the
+workers and ends it.
 
 It talks to the pytest process through JSON lines on stdout:
-``listening``, ``workers``, ``progress``, ``publishing`` (with t0), ``aborting``, ``stopping``, ``error``, ``done``.
-The parent asks it to end the run early through two files it polls: ``--abort-file`` (the run failed:
-stop now, report it aborted) and ``--stop-file`` (the test has seen enough: end the steady state a
+``listening``, ``workers``, ``progress``, ``publishing`` (with t0), ``aborting``, ``stopping``, ``error``,
+``done``, ``idle``, ``unusable``.
+The parent asks it to end a run early through two files it polls: ``abort_file`` (the run failed:
+stop now, report it aborted) and ``stop_file`` (the test has seen enough: end the steady state a
 moment from now, then drain and account as for a run of that length).
-
-``--serve`` (no SPEC REPORT): a standing master for a session's runs.  Each
-``{"cmd": "run", "spec": ..., "report": ..., "abort_file": ..., "stop_file": ...}``
-on stdin is one run as above, ending in ``done``; then the users are stopped
-(devices disconnect) and ``idle`` (or ``unusable``) says whether the next run
-may use this fleet.  ``{"cmd": "quit"}`` or EOF quits the workers and ends it.
 """
 
 from __future__ import annotations
@@ -528,33 +529,22 @@ def serve_runs(workers: StandingWorkers, worker_timeout_s: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("spec", type=Path, nargs="?", help="one run of this spec (without it: --serve)")
-    parser.add_argument("report", type=Path, nargs="?")
-    parser.add_argument("--serve", action="store_true", help="run each fleet run the parent sends on stdin")
     parser.add_argument("--bind-host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port, reported in the 'listening' event")
     parser.add_argument("--worker-timeout", type=float, default=60.0)
-    parser.add_argument("--abort-file", type=Path, default=None)
-    parser.add_argument("--stop-file", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not args.serve and (args.spec is None or args.report is None):
-        parser.error("SPEC and REPORT are needed without --serve")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s master %(levelname)s %(name)s: %(message)s")
     die_with_parent()
     removal_s = os.environ.get(TEST_WORKER_REMOVAL_ENV)
     if removal_s:
         locust.runners.HEARTBEAT_DEAD_INTERNAL = -int(float(removal_s))
-    spec = None if args.serve else FleetSpec.load(args.spec)
     environment = Environment(user_classes=[DeviceUser])
     runner = environment.create_master_runner(args.bind_host, args.port)
     workers = StandingWorkers(runner)  # registered before any worker can say it installed our handlers
-    fleet = None if spec is None else workers.new_fleet(spec, args.abort_file, args.stop_file)
     # Binding port 0 here (not a port picked by the parent) leaves no window
     # in which another process can take it.
     emit("listening", host=args.bind_host, port=int(runner.server.port), locustfile=_LOCUSTFILE)
-    if fleet is None:
-        return serve_runs(workers, args.worker_timeout)
-    return run_fleet(fleet, args.report, args.worker_timeout, last=True)
+    return serve_runs(workers, args.worker_timeout)
 
 
 if __name__ == "__main__":
