@@ -22,16 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pytest_iotperf.durations import format_duration
+from pytest_iotperf.durations import window_label
 from pytest_iotperf.metrics import DelayHistogram
 from pytest_iotperf.stage_plan import StageSpec
 
-__all__ = ["DueSlots", "StageFigures", "WindowFigures", "window_label"]
-
-
-def window_label(start_s: float, end_s: float) -> str:
-    """``[3m,4m)``: how the verdicts and reports name a window of due time."""
-    return f"[{format_duration(start_s)},{format_duration(end_s)})"
+__all__ = ["DueSlots", "StageFigures", "WindowFigures"]
 
 
 def _ms(histogram: DelayHistogram, q: float) -> float:
@@ -127,14 +122,25 @@ class DueSlots:
             delay={int(k): DelayHistogram.from_dict(v["delay"]) for k, v in (sink.get("by_due") or {}).items()},
         )
 
-    def _in(self, slot: int, start_us: int, end_us: int, duration_us: int) -> bool:
-        """Whether ``slot`` belongs to ``[start, end)``: its start is in it, or it lies past the run's edge."""
-        at = slot * self.slot_us
-        if start_us <= at < end_us:
-            return True
-        if at < 0:
-            return start_us <= 0 < end_us
-        return at >= duration_us and start_us < duration_us <= end_us
+    def _slots_in(self, start_s: float, end_s: float) -> list[int]:
+        """The slots of ``[start, end)``: those that start in it, and those past the run's edge it reaches.
+
+        Looked up by index (a window's own slots, then the few outside the run), so judging every
+        window of a long run stays linear in its slots.
+        """
+        start_us, end_us = round(start_s * 1_000_000), round(end_s * 1_000_000)
+        duration_us = round(self.duration_s * 1_000_000)
+        slot_us = self.slot_us
+        slots = list(range(-(-start_us // slot_us), -(-end_us // slot_us)))  # slot * slot_us in [start, end)
+        before = start_us <= 0 < end_us  # messages due before T0 count in the first window
+        after = start_us < duration_us <= end_us  # those due after the run's end (an early stop) in the last
+        if before or after:
+            outside = {slot for counts in (self.sent, self.scheduled, self.delay) for slot in counts}
+            for slot in sorted(outside):
+                at = slot * slot_us
+                if (before and at < 0) or (after and at >= duration_us and not start_us <= at < end_us):
+                    slots.append(slot)
+        return slots
 
     def window(self, start_s: float, end_s: float) -> WindowFigures:
         """The figures of ``[start_s, end_s)`` (seconds of due time from T0)."""
@@ -158,17 +164,14 @@ class DueSlots:
         )
 
     def _figures(self, start_s: float, end_s: float) -> dict[str, Any]:
-        start_us, end_us = round(start_s * 1_000_000), round(end_s * 1_000_000)
-        duration_us = round(self.duration_s * 1_000_000)
-
-        def inside(slots: Mapping[int, Any]) -> list[int]:
-            return [slot for slot in slots if self._in(slot, start_us, end_us, duration_us)]
-
-        sent = sum(self.sent[slot] for slot in inside(self.sent))
-        scheduled = sum(self.scheduled[slot] for slot in inside(self.scheduled))
+        slots = self._slots_in(start_s, end_s)
+        sent = sum(self.sent.get(slot, 0) for slot in slots)
+        scheduled = sum(self.scheduled.get(slot, 0) for slot in slots)
         delay = DelayHistogram()
-        for slot in inside(self.delay):
-            delay.merge(self.delay[slot])
+        for slot in slots:
+            histogram = self.delay.get(slot)
+            if histogram is not None:
+                delay.merge(histogram)
         received = delay.count
         seconds = min(end_s, self.duration_s) - start_s
         return {

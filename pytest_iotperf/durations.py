@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "parse_duration", "window_label"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)", re.IGNORECASE)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -47,3 +47,8 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{int(minutes)}m"
     return f"{rest:g}s"
+
+
+def window_label(start_s: float, end_s: float) -> str:
+    """``[3m,4m)``: how verdicts and reports name an interval of due time from T0 (a window, a stage)."""
+    return f"[{format_duration(start_s)},{format_duration(end_s)})"

@@ -35,7 +35,7 @@ from decimal import Decimal, DecimalException
 from types import MappingProxyType
 from typing import Any
 
-from pytest_iotperf.durations import format_duration, parse_duration
+from pytest_iotperf.durations import format_duration, parse_duration, window_label
 from pytest_iotperf.errors import ConfigError
 from pytest_iotperf.numbers import format_percent
 
@@ -292,7 +292,7 @@ class WindowVerdict:
     @property
     def label(self) -> str:
         """``[3m,4m)``."""
-        return f"[{format_duration(self.start_s)},{format_duration(self.end_s)})"
+        return window_label(self.start_s, self.end_s)
 
 
 @dataclass(frozen=True)
@@ -337,11 +337,7 @@ class SloVerdict:
     def describe(self) -> str:
         """One line: ``p95_delay_ms < 1000: measured 1234.5 ms -> FAIL``."""
         verdict = "PASS" if self.passed else "FAIL"
-        if self.slo.window_s is not None:
-            return f"{self.slo.text}: {self.windows_text()} -> {verdict}"
-        if math.isnan(self.measured):
-            return f"{self.slo.text}: no data (nothing measured) -> {verdict}"
-        return f"{self.slo.text}: measured {self.measured_text} -> {verdict}"
+        return f"{self.slo.text}: {self.result_text()} -> {verdict}"
 
 
 def parse_slo(text: str) -> Slo:
@@ -506,13 +502,7 @@ def failure_message(verdicts: Sequence[SloVerdict], sample_size: int) -> str:
     if not failed:
         return f"all {total} {noun} met ({sample})" if total else f"no SLOs to check ({sample})"
     lines = [f"{len(failed)} of {total} {noun} violated ({sample}):"]
-    for verdict in failed:
-        if verdict.slo.window_s is not None:
-            lines.append(f"  {verdict.slo.text}: {verdict.windows_text()}")
-        elif math.isnan(verdict.measured):
-            lines.append(f"  {verdict.slo.text}: no data (nothing measured)")
-        else:
-            lines.append(f"  {verdict.slo.text}: measured {verdict.measured_text}")
+    lines.extend(f"  {verdict.slo.text}: {verdict.result_text()}" for verdict in failed)
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_iotperf.durations import format_duration, parse_duration
+from pytest_iotperf.durations import format_duration, parse_duration, window_label
 
 __all__ = [
     "Stage",
@@ -90,10 +90,7 @@ class StageSpec:
 
     def label(self) -> str:
         """``[1m,3m) 3000 devices x 1/s``: how reports name a stage."""
-        return (
-            f"[{format_duration(self.start_s)},{format_duration(self.end_s)}) "
-            f"{self.devices} devices x {self.rate:g}/s"
-        )
+        return f"{window_label(self.start_s, self.end_s)} {self.devices} devices x {self.rate:g}/s"
 
     def to_dict(self) -> dict[str, Any]:
         return {
