@@ -126,12 +126,8 @@ class SinkRecorder:
         t0_us = self._t0_us
         if t0_us is None:
             self._keep_until_t0(intended_at_us, delay_us)
-        else:  # the hot path: one dict lookup and one histogram record
-            due_slot = (intended_at_us - t0_us) // self._due_slot_us
-            by_due = self.by_due.get(due_slot)
-            if by_due is None:
-                by_due = self.by_due[due_slot] = DelayHistogram()
-            by_due.record(delay_us)
+        else:
+            self._record_due(intended_at_us - t0_us, delay_us)
         self.sent_delay.record(seen_at_us - telemetry.sent_at_us)
         slot = seen_at_us // self._slot_us
         histogram = self.timeline.get(slot)
@@ -161,12 +157,16 @@ class SinkRecorder:
         assert t0_us is not None
         kept, self._before_t0 = self._before_t0, []
         for intended_at_us, delay_us in kept:
-            due_slot = (intended_at_us - t0_us) // self._due_slot_us
-            by_due = self.by_due.get(due_slot)
-            if by_due is None:
-                by_due = self.by_due[due_slot] = DelayHistogram()
-            by_due.record(delay_us)
+            self._record_due(intended_at_us - t0_us, delay_us)
         self._t0_us = t0_us
+
+    def _record_due(self, due_offset_us: int, delay_us: int) -> None:
+        """One new message in its due slot: one dict lookup and one histogram record."""
+        due_slot = due_offset_us // self._due_slot_us
+        by_due = self.by_due.get(due_slot)
+        if by_due is None:
+            by_due = self.by_due[due_slot] = DelayHistogram()
+        by_due.record(delay_us)
 
     def by_due_report(self) -> dict[str, DueSlotCounts]:
         """``{str(slot): {"received", "delay"}}``; empty while T0 is unknown (what was read is kept)."""
