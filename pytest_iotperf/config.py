@@ -72,6 +72,7 @@ from pytest_iotperf.stage_plan import (
     parse_stages,
     plan_stages,
     single_stage,
+    timeline_slot_for,
 )
 
 _T = TypeVar("_T")
@@ -949,7 +950,7 @@ class RunSettings(SessionSettings):
         try:
             plan = self.stage_plan
             duration_s = sum(stage.duration_s for stage in plan)
-            due_slot_for((stage.start_s for stage in plan), duration_s, _timeline_slot_s(duration_s))
+            due_slot_for((stage.start_s for stage in plan), duration_s, timeline_slot_for(duration_s))
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
@@ -1051,10 +1052,6 @@ def _refuse_size_beside_stages(values: Mapping[str, Resolved], code: Mapping[str
                 f"duration come from the stages; drop {other_where.split(' (')[0]} or the stages"
             )
 
-
-def _timeline_slot_s(duration_s: float) -> float:
-    # As fleet.spec.timeline_slot_for (imported there by the runner; config stays free of the fleet package).
-    return 1.0 if duration_s <= 600 else 10.0 if duration_s <= 3600 else 60.0
 
 
 def _str_or_none(value: object) -> str | None:

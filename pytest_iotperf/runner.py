@@ -28,14 +28,14 @@ from pytest_iotperf.connection import Connection
 from pytest_iotperf.errors import BrokerError, ConfigError, IotPerfError, SinkError
 from pytest_iotperf.extract_hook import ExtractRef
 from pytest_iotperf.fleet.capacity import broker_shortfall
-from pytest_iotperf.fleet.spec import FleetSpec, timeline_slot_for
+from pytest_iotperf.fleet.spec import FleetSpec
 from pytest_iotperf.fleet_processes import FleetKey, FleetProcesses, fleet_starter, ready_for_next_run
 from pytest_iotperf.processes import ChildExited, ProcessGroup, read_json
 from pytest_iotperf.readback import EventHubAccess, EventHubReadback, MqttReadback, Readback
 from pytest_iotperf.result import RunResult, build_result
 from pytest_iotperf.run_identity import plan_identity
 from pytest_iotperf.run_message import check_protocol, plan_message
-from pytest_iotperf.stage_plan import due_slot_for
+from pytest_iotperf.stage_plan import due_slot_for, timeline_slot_for
 from pytest_iotperf.standing import Lease, StandingProcesses, environment_digest
 from pytest_iotperf.wire_reports import FleetReport, SinkReport
 

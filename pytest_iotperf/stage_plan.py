@@ -33,11 +33,11 @@ __all__ = [
     "device_life",
     "due_offset_us",
     "due_slot_for",
-    "due_slot_index",
     "parse_stages",
     "plan_stages",
     "single_stage",
     "starts_dormant",
+    "timeline_slot_for",
 ]
 
 #: Finest grid the due-time accounting uses: finer boundaries are refused (histograms per slot).
@@ -220,6 +220,15 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def timeline_slot_for(duration_s: float) -> int:
+    """Width of a timeline slot (s): per second for short runs, coarser for long ones; due slots are at most this."""
+    if duration_s <= 600:
+        return 1
+    if duration_s <= 3600:
+        return 10
+    return 60
+
+
 def due_slot_for(boundaries_s: Iterable[float], duration_s: float, default_s: float) -> float:
     """The due-time grid (seconds) that every boundary falls on: stage starts and window lengths.
 
@@ -244,11 +253,6 @@ def due_slot_for(boundaries_s: Iterable[float], duration_s: float, default_s: fl
             f"{MAX_DUE_SLOTS}; use rounder stage durations or windows"
         )
     return grain / 1000
-
-
-def due_slot_index(intended_at_us: int, t0_us: int, due_slot_us: int) -> int:
-    """The slot a message is accounted in: by its due time (the header's intended_at) from T0."""
-    return (intended_at_us - t0_us) // due_slot_us
 
 
 def due_offset_us(offset_s: float) -> int:

@@ -62,7 +62,7 @@ class SinkReport(SinkCounters):
     sent_delay: HistogramDict  # seen - sent, µs
     timeline: dict[str, HistogramDict]  # slot start (epoch s, as a string) -> delay histogram
     per_minute: dict[str, dict[str, int]]  # minute seen (epoch s) -> whole-ms delay -> count
-    by_due: NotRequired[dict[str, DueSlotCounts]]  # due slot from T0 (stage_plan.due_slot_index) -> counts
+    by_due: NotRequired[dict[str, DueSlotCounts]]  # due slot from T0 (the grid of stage_plan.py) -> counts
     first_seen_us: int | None
     last_seen_us: int | None
     drain: str  # sinks.drain: "complete", "timeout", "idle" or "stdin closed"

@@ -131,11 +131,3 @@ def scheduled_count(phase_s: float, rate: float, duration_s: float) -> int:
         return 0
     return math.ceil((duration_s - phase_s) * rate - 1e-9)
 
-
-def timeline_slot_for(duration_s: float) -> int:
-    """Width of a timeline slot: per second for short runs, coarser for long ones."""
-    if duration_s <= 600:
-        return 1
-    if duration_s <= 3600:
-        return 10
-    return 60

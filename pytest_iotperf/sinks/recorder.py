@@ -17,7 +17,7 @@ more than one.  A message the conftest hook raised on counts in
 ``extract_errors`` (the first error is kept for the report), nothing else.
 
 By due time (issue 16): each new message is also counted in its due slot,
-``(intended_at_us - t0_us) // due_slot_us`` (``stage_plan.due_slot_index``), a
+``(intended_at_us - t0_us) // due_slot_us`` (the grid of ``stage_plan``), a
 delay histogram per slot whose count is the slot's ``received``.  T0 comes from
 the parent (``{"cmd": "t0", "t0_us": N}``, :func:`t0_commands`) once the master
 announced it; messages read before that are kept as (intended, delay) pairs and
