@@ -189,44 +189,39 @@ class IotPerf:
 
         running = ["the search"]  # which run is going on, for a failure's message
 
-        def run_step(step: RunSettings) -> RunOutcome:
-            running[0] = f"a step at {step.devices:,} devices"
+        def run_search_run(run_settings: RunSettings, what: str, should_stop: StopCheck | None) -> RunOutcome:
+            """One run of the search (a step of its own, or the escalation in stages): it writes nothing,
+            the search writes its own result; ``should_stop``: watched, and stopped once it says so."""
+            running[0] = what
             progress = self._session.progress_reporter()
             try:
-                broker = self._session.broker_for(step.broker, step.transport)
-                eventhub = self._session.eventhub_for(step.eventhub, broker) if step.sink == "eventhub" else None
+                broker = self._session.broker_for(run_settings.broker, run_settings.transport)
+                eventhub = (
+                    self._session.eventhub_for(run_settings.eventhub, broker)
+                    if run_settings.sink == "eventhub"
+                    else None
+                )
                 pipeline = self._session.pipeline(progress)
-                pipeline.outputs = Outputs()  # a step writes nothing: the search writes its own result
-                outcome = pipeline.run(
-                    step, broker, slos=parsed, name=name, eventhub=eventhub,
-                    broker_warnings=self._session.broker_warnings, extract=extract,
-                )  # fmt: skip
-                self.capacity_runs.append(outcome.result)
-                return outcome
-            finally:
-                progress.close()
-
-        def run_staged(staged: RunSettings, should_stop: StopCheck) -> RunOutcome:
-            counts = ", ".join(f"{stage.devices:,}" for stage in staged.stage_plan)
-            running[0] = f"the escalation run (stages of {counts} devices)"
-            progress = self._session.progress_reporter()
-            try:
-                broker = self._session.broker_for(staged.broker, staged.transport)
-                eventhub = self._session.eventhub_for(staged.eventhub, broker) if staged.sink == "eventhub" else None
-                pipeline = self._session.pipeline(progress)
-                pipeline.outputs = Outputs()  # the escalation run writes nothing either
+                pipeline.outputs = Outputs()
 
                 def start() -> PipelineRun:
                     return pipeline.start(
-                        staged, broker, slos=parsed, name=name, eventhub=eventhub,
+                        run_settings, broker, slos=parsed, name=name, eventhub=eventhub,
                         broker_warnings=self._session.broker_warnings, extract=extract,
                     )  # fmt: skip
 
-                outcome = run_watched(pipeline, should_stop, start)
+                outcome = start().wait() if should_stop is None else run_watched(pipeline, should_stop, start)
                 self.capacity_runs.append(outcome.result)
                 return outcome
             finally:
                 progress.close()
+
+        def run_step(step: RunSettings) -> RunOutcome:
+            return run_search_run(step, f"a step at {step.devices:,} devices", None)
+
+        def run_staged(staged: RunSettings, should_stop: StopCheck) -> RunOutcome:
+            counts = ", ".join(f"{stage.devices:,}" for stage in staged.stage_plan)
+            return run_search_run(staged, f"the escalation run (stages of {counts} devices)", should_stop)
 
         def log_step(step: StepOutcome) -> None:
             _logger.info("capacity search %s: %s", name, step.describe())
