@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_iotperf.numbers import format_ms, format_percent
+from pytest_iotperf.slo import SloVerdict
 
 #: Why a search stopped where it did.
 #:
@@ -34,6 +35,17 @@ class StepVerdict:
     passed: bool
     measured: float | None
     measured_text: str
+
+    @classmethod
+    def of(cls, verdict: SloVerdict, suffix: str = "") -> StepVerdict:
+        """An SLO's verdict on a step; ``suffix`` follows its measured text (where it was judged)."""
+        return cls(
+            slo=verdict.slo.text,
+            metric=verdict.slo.metric,
+            passed=verdict.passed,
+            measured=verdict.measured if math.isfinite(verdict.measured) else None,
+            measured_text=verdict.measured_text + suffix,
+        )
 
     def describe(self) -> str:
         """``p95_delay_ms < 500: 1480.2 ms``."""

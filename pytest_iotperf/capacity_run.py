@@ -179,16 +179,7 @@ def delivered_per_s(result: RunResult) -> float:
 def step_outcome(outcome: RunOutcome, offered_per_s: float, elapsed_s: float) -> StepOutcome:
     """A pipeline run's outcome as a step of the search."""
     result = outcome.result
-    verdicts = tuple(
-        StepVerdict(
-            slo=verdict.slo.text,
-            metric=verdict.slo.metric,
-            passed=verdict.passed,
-            measured=verdict.measured if math.isfinite(verdict.measured) else None,
-            measured_text=verdict.measured_text,
-        )
-        for verdict in outcome.verdicts
-    )
+    verdicts = tuple(StepVerdict.of(verdict) for verdict in outcome.verdicts)
     return StepOutcome(
         devices=result.devices,
         offered_per_s=offered_per_s,

@@ -52,7 +52,7 @@ from pytest_iotperf.config import Resolved, RunSettings, SessionSettings
 from pytest_iotperf.due_figures import StageFigures, WindowFigures
 from pytest_iotperf.pipeline import Pipeline, PipelineRun, RunOutcome
 from pytest_iotperf.result import SATURATION_LATENESS_MS, RunResult
-from pytest_iotperf.slo import METRICS, WINDOW_METRICS, Slo, SloVerdict
+from pytest_iotperf.slo import METRICS, WINDOW_METRICS, Slo
 from pytest_iotperf.stage_plan import Stage
 
 __all__ = [
@@ -164,16 +164,6 @@ class _StageView:
         return getattr(self._figures, name)
 
 
-def _step_verdict(verdict: SloVerdict, suffix: str = "") -> StepVerdict:
-    return StepVerdict(
-        slo=verdict.slo.text,
-        metric=verdict.slo.metric,
-        passed=verdict.passed,
-        measured=verdict.measured if math.isfinite(verdict.measured) else None,
-        measured_text=verdict.measured_text + suffix,
-    )
-
-
 def delivered_between(result: RunResult, start_s: float, end_s: float) -> float:
     """Messages received per second (by arrival) over the timeline's whole slots in ``[start_s, end_s)``; NaN: none."""
     points = sorted(result.timeline, key=lambda point: point.t_s)
@@ -223,9 +213,9 @@ def stage_outcomes(
         for verdict in outcome.verdicts:
             if judged_on_stage(verdict.slo):
                 view = _StageView(stage, result, min(stage.end_s, ran_s) - stage.start_s)
-                verdicts.append(_step_verdict(verdict.slo.evaluate(view)))
+                verdicts.append(StepVerdict.of(verdict.slo.evaluate(view)))
             elif last:
-                verdicts.append(_step_verdict(verdict, _WHOLE_RUN))
+                verdicts.append(StepVerdict.of(verdict, _WHOLE_RUN))
         saturation = None
         if math.isfinite(stage.lateness_p99_ms) and stage.lateness_p99_ms > SATURATION_LATENESS_MS:
             saturation = f"stage lateness p99 {stage.lateness_p99_ms:.1f} ms > {SATURATION_LATENESS_MS:g} ms"
